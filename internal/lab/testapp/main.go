@@ -1,0 +1,91 @@
+// Command testapp is the lab's test application: a tiny HTTP server that
+// stands in for a user's app. It is built as a static binary into images
+// FROM scratch; the image tag's configuration sets its behaviour.
+//
+//	GET /up   200 "ok" when healthy, 503 when APP_FAIL_UP=1 or before APP_UP_DELAY has passed
+//	GET /     "<APP_VERSION> <hostname>\n"
+//	POST /    echoes the byte count of the body with the version
+//	GET /sleep?d=2s  answers after d (for in-flight request tests)
+//
+// Environment: APP_VERSION, APP_PORT (default 3000), APP_FAIL_UP,
+// APP_UP_DELAY (a Go duration), APP_EXIT_AFTER (exit 1 after a duration, to
+// simulate a crashing release). SIGTERM drains in-flight requests and exits 0.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+)
+
+func main() {
+	version := envOr("APP_VERSION", "dev")
+	port := envOr("APP_PORT", "3000")
+	host, _ := os.Hostname()
+	start := time.Now()
+	var upDelay time.Duration
+	if d, err := time.ParseDuration(os.Getenv("APP_UP_DELAY")); err == nil {
+		upDelay = d
+	}
+	failUp := os.Getenv("APP_FAIL_UP") == "1"
+	if d, err := time.ParseDuration(os.Getenv("APP_EXIT_AFTER")); err == nil {
+		go func() {
+			time.Sleep(d)
+			fmt.Fprintln(os.Stderr, "testapp: crashing as asked by APP_EXIT_AFTER")
+			os.Exit(1)
+		}()
+	}
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("/up", func(w http.ResponseWriter, r *http.Request) {
+		if failUp || time.Since(start) < upDelay {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("/sleep", func(w http.ResponseWriter, r *http.Request) {
+		d, _ := time.ParseDuration(r.URL.Query().Get("d"))
+		if d > time.Minute {
+			d = time.Minute
+		}
+		time.Sleep(d)
+		fmt.Fprintf(w, "%s %s slept %s\n", version, host, d)
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost {
+			n, _ := io.Copy(io.Discard, r.Body)
+			fmt.Fprintf(w, "%s %s posted %d\n", version, host, n)
+			return
+		}
+		fmt.Fprintf(w, "%s %s\n", version, host)
+	})
+	srv := &http.Server{Addr: ":" + port, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+	fmt.Fprintf(os.Stderr, "testapp %s listening on :%s\n", version, port)
+	if err := srv.ListenAndServe(); err != nil && err != http.ErrServerClosed {
+		fmt.Fprintln(os.Stderr, "testapp:", err)
+		os.Exit(1)
+	}
+	fmt.Fprintln(os.Stderr, "testapp: stopped")
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
