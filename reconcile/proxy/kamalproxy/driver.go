@@ -1,0 +1,175 @@
+package kamalproxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/capstan-dev/capstan/reconcile/proxy"
+)
+
+// Driver is the kamal-proxy proxy.Driver. It only runs commands through
+// Runner; it keeps no state of its own (kamal-proxy persists its routes in
+// the kamal-proxy-config volume).
+type Driver struct {
+	runner   proxy.Runner
+	settings Settings
+}
+
+var _ proxy.Driver = (*Driver)(nil)
+
+// New returns a Driver running commands through r. Errors wrap
+// proxy.ErrInvalid when the settings are invalid.
+func New(r proxy.Runner, s Settings) (*Driver, error) {
+	if r == nil {
+		return nil, fmt.Errorf("%w: nil runner", proxy.ErrInvalid)
+	}
+	if err := s.Validate(); err != nil {
+		return nil, err
+	}
+	return &Driver{runner: r, settings: s.withDefaults()}, nil
+}
+
+// Boot creates the kamal network, checks the version of an existing proxy
+// container (older than MinimumVersion: ErrProxyVersion, reboot by hand as
+// with Kamal), then starts it, or runs a new one with RunArgs. Like Kamal it
+// never replaces a running proxy. routes are only validated: kamal-proxy
+// learns a route at its first deploy.
+func (d *Driver) Boot(ctx context.Context, host string, routes []proxy.Route) error {
+	for _, r := range routes {
+		if err := r.Validate(); err != nil {
+			return fmt.Errorf("boot kamal-proxy on %s: route %s: %w", host, r.Name(), err)
+		}
+	}
+	if _, err := d.runner.Run(ctx, host, NetworkArgs(d.settings), nil); err != nil && !strings.Contains(err.Error(), "already exists") {
+		return fmt.Errorf("boot kamal-proxy on %s: create network: %w", host, err)
+	}
+	if out, err := d.runner.Run(ctx, host, ImageArgs(d.settings), nil); err == nil {
+		if err := checkVersion(strings.TrimSpace(string(out))); err != nil {
+			return fmt.Errorf("boot kamal-proxy on %s: %w", host, err)
+		}
+	}
+	if _, err := d.runner.Run(ctx, host, MkdirArgs(d.settings), nil); err != nil {
+		return fmt.Errorf("boot kamal-proxy on %s: %w", host, err)
+	}
+	_, startErr := d.runner.Run(ctx, host, StartArgs(d.settings), nil)
+	if startErr == nil {
+		return nil
+	}
+	if _, err := d.runner.Run(ctx, host, RunArgs(d.settings), nil); err != nil {
+		return fmt.Errorf("boot kamal-proxy on %s: %w", host, errors.Join(startErr, err))
+	}
+	return nil
+}
+
+// checkVersion compares the tag of image with MinimumVersion. Tags that are
+// not vX.Y.Z are accepted: nothing can be said about them.
+func checkVersion(image string) error {
+	tag := image[strings.LastIndex(image, ":")+1:]
+	have, ok1 := parseVersion(tag)
+	least, ok2 := parseVersion(MinimumVersion)
+	if ok1 && ok2 && slices.Compare(have, least) < 0 {
+		return fmt.Errorf("%w: running %s, need %s or newer (reboot the proxy)", proxy.ErrProxyVersion, image, MinimumVersion)
+	}
+	return nil
+}
+
+func parseVersion(s string) ([]int, bool) {
+	parts := strings.Split(strings.TrimPrefix(s, "v"), ".")
+	if len(parts) != 3 {
+		return nil, false
+	}
+	v := make([]int, 3)
+	for i, p := range parts {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 0 {
+			return nil, false
+		}
+		v[i] = n
+	}
+	return v, true
+}
+
+// Switch runs `kamal-proxy deploy` for route with target to. kamal-proxy
+// health-checks to, swaps it in and drains the old target before the call
+// returns; from is not needed. A failed health check wraps
+// proxy.ErrUnhealthy (traffic did not move), other failures
+// proxy.ErrProxy.
+func (d *Driver) Switch(ctx context.Context, host string, route proxy.Route, from, to proxy.Target) error {
+	argv, err := DeployArgs(d.settings, route, to)
+	if err != nil {
+		return fmt.Errorf("switch %s on %s: %w", route.Name(), host, err)
+	}
+	if _, err := d.runner.Run(ctx, host, argv, nil); err != nil {
+		return fmt.Errorf("switch %s on %s to %s: %w", route.Name(), host, to, classify(err))
+	}
+	return nil
+}
+
+// classify maps a failed kamal-proxy client call to a sentinel. The client
+// prints "Error: <message>" on stderr; the Runner's error carries it.
+func classify(err error) error {
+	if strings.Contains(err.Error(), "target failed to become healthy") {
+		return fmt.Errorf("%w: %w", proxy.ErrUnhealthy, err)
+	}
+	return fmt.Errorf("%w: %w", proxy.ErrProxy, err)
+}
+
+// Routes runs `kamal-proxy list` and parses it.
+func (d *Driver) Routes(ctx context.Context, host string) ([]proxy.LiveRoute, error) {
+	out, err := d.runner.Run(ctx, host, ListArgs(d.settings), nil)
+	if err != nil {
+		return nil, fmt.Errorf("list kamal-proxy routes on %s: %w", host, classify(err))
+	}
+	routes, err := ParseList(out)
+	if err != nil {
+		return nil, fmt.Errorf("list kamal-proxy routes on %s: %w", host, err)
+	}
+	return routes, nil
+}
+
+// Reassert lists the routes and deploys every stale one again (see Stale).
+// The targets are running and healthy, so each deploy is quick. Failures of
+// single routes are joined; the others are still attempted.
+func (d *Driver) Reassert(ctx context.Context, host string, want []proxy.Deployment) ([]string, error) {
+	out, err := d.runner.Run(ctx, host, ListArgs(d.settings), nil)
+	if err != nil {
+		return nil, fmt.Errorf("reassert routes on %s: %w", host, classify(err))
+	}
+	cmds, err := ReassertArgs(d.settings, out, want)
+	if err != nil {
+		return nil, fmt.Errorf("reassert routes on %s: %w", host, err)
+	}
+	var changed []string
+	var errs []error
+	for _, argv := range cmds {
+		name := argv[5] // docker exec <container> kamal-proxy deploy <name>
+		if _, err := d.runner.Run(ctx, host, argv, nil); err != nil {
+			errs = append(errs, fmt.Errorf("reassert %s on %s: %w", name, host, classify(err)))
+			continue
+		}
+		changed = append(changed, name)
+	}
+	return changed, errors.Join(errs...)
+}
+
+// Remove runs `kamal-proxy remove name` when the proxy lists name.
+func (d *Driver) Remove(ctx context.Context, host string, name string) error {
+	if !proxy.ValidName(name) {
+		return fmt.Errorf("remove route on %s: %w: name %q", host, proxy.ErrInvalid, name)
+	}
+	routes, err := d.Routes(ctx, host)
+	if err != nil {
+		return fmt.Errorf("remove %s: %w", name, err)
+	}
+	if !slices.ContainsFunc(routes, func(r proxy.LiveRoute) bool { return r.Name == name }) {
+		return nil
+	}
+	if _, err := d.runner.Run(ctx, host, RemoveArgs(d.settings, name), nil); err != nil {
+		return fmt.Errorf("remove %s on %s: %w", name, host, classify(err))
+	}
+	return nil
+}
