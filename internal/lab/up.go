@@ -27,7 +27,12 @@ import (
 type labState struct {
 	Hosts  int               `json:"hosts"`
 	Images map[string]string `json:"images"` // ref -> manifest digest
+	// ImagesRev is imagesRev when the images were pushed; a change to how
+	// the lab builds images bumps it so a running lab re-pushes them.
+	ImagesRev int `json:"images_rev"`
 }
+
+const imagesRev = 2
 
 // Up brings the lab up, or completes it if parts are missing, and returns
 // it. Calls from several processes at once are serialized by a lock file.
@@ -79,12 +84,12 @@ func Up(ctx context.Context, opts Options) (*Lab, error) {
 	if err := l.waitHosts(ctx); err != nil {
 		return nil, err
 	}
-	if st.Images == nil || !l.imagesPresent(ctx, st.Images) {
+	if st.Images == nil || st.ImagesRev != imagesRev || !l.imagesPresent(ctx, st.Images) {
 		imgs, err := l.pushImages(ctx, logf)
 		if err != nil {
 			return nil, fmt.Errorf("lab images: %w", err)
 		}
-		st.Images = imgs
+		st.Images, st.ImagesRev = imgs, imagesRev
 	}
 	b, _ := json.MarshalIndent(st, "", "  ")
 	if err := os.WriteFile(filepath.Join(l.Dir, "lab.json"), b, 0o600); err != nil {
@@ -543,7 +548,8 @@ func (l *Lab) pushImages(ctx context.Context, logf func(string, ...any)) (map[st
 			Entrypoint: []string{"/testapp"},
 			StopSignal: "SIGTERM",
 			Exposed:    []string{"3000/tcp"},
-			Labels:     map[string]string{"org.opencontainers.image.title": "capstan lab test app"},
+			// Kamal refuses an image without the service label its builder adds.
+			Labels: map[string]string{"service": TestAppRepo, "org.opencontainers.image.title": "capstan lab test app"},
 		}
 		d, err := rc.pushImage(ctx, TestAppRepo, tag, []layer{appLayer}, cfg)
 		if err != nil {
