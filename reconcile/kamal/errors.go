@@ -1,0 +1,149 @@
+package kamal
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+)
+
+// Sentinel errors. Every *Error wraps exactly one of them, so callers can
+// classify a failure with errors.Is without parsing messages.
+var (
+	// ErrInvalid marks a configuration Kamal itself would reject (unknown
+	// key, wrong type, failed cross-field rule).
+	ErrInvalid = errors.New("invalid configuration")
+	// ErrSyntax marks a file that is not valid YAML, or an ERB tag capstan
+	// refuses to evaluate.
+	ErrSyntax = errors.New("syntax error")
+	// ErrUnsafe marks content capstan will never evaluate: Ruby code in ERB
+	// and $(command) substitution in secrets files when the operator has not
+	// enabled it.
+	ErrUnsafe = errors.New("refused to evaluate code")
+	// ErrTooLarge marks a file over MaxFileSize or a YAML document whose
+	// alias expansion exceeds the node budget (an "alias bomb").
+	ErrTooLarge = errors.New("input too large")
+	// ErrSecret marks a secret that is referenced but cannot be resolved.
+	ErrSecret = errors.New("secret not available")
+	// ErrMissingFile marks a configuration file that does not exist.
+	ErrMissingFile = errors.New("file not found")
+	// ErrVersion marks a missing or malformed version.
+	ErrVersion = errors.New("invalid version")
+)
+
+// Error is one problem found while loading a configuration. It prints as
+// "FILE:LINE: key.path: message"; File, Line and Path are omitted when
+// unknown. Message never contains a secret value.
+type Error struct {
+	File string // path relative to the repository root, e.g. "config/deploy.yml"
+	Line int    // 1-based line, 0 when unknown
+	Path string // key path, e.g. "servers.web.hosts[1]"; empty for file-level errors
+	Msg  string
+	Kind error // one of the ErrX sentinels
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	if e.File != "" {
+		b.WriteString(e.File)
+		if e.Line > 0 {
+			fmt.Fprintf(&b, ":%d", e.Line)
+		}
+		b.WriteString(": ")
+	}
+	if e.Path != "" {
+		b.WriteString(e.Path)
+		b.WriteString(": ")
+	}
+	b.WriteString(e.Msg)
+	return b.String()
+}
+
+// Unwrap returns the sentinel classifying e.
+func (e *Error) Unwrap() error { return e.Kind }
+
+// Errors is the list of every problem found by Load, sorted by file and
+// line. Its Error method joins the lines with newlines. errors.Is and
+// errors.As see through it to each *Error.
+type Errors []*Error
+
+func (es Errors) Error() string {
+	lines := make([]string, len(es))
+	for i, e := range es {
+		lines[i] = e.Error()
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Unwrap lets errors.Is / errors.As inspect every element.
+func (es Errors) Unwrap() []error {
+	out := make([]error, len(es))
+	for i, e := range es {
+		out[i] = e
+	}
+	return out
+}
+
+// Lines returns each error formatted on its own line.
+func (es Errors) Lines() []string {
+	out := make([]string, len(es))
+	for i, e := range es {
+		out[i] = e.Error()
+	}
+	return out
+}
+
+// collector accumulates errors during a load.
+type collector struct {
+	errs Errors
+	seen map[string]bool
+}
+
+func (c *collector) add(kind error, file string, line int, path, format string, args ...any) {
+	e := &Error{File: file, Line: line, Path: path, Msg: fmt.Sprintf(format, args...), Kind: kind}
+	s := e.Error()
+	if c.seen == nil {
+		c.seen = map[string]bool{}
+	}
+	if c.seen[s] {
+		return
+	}
+	c.seen[s] = true
+	c.errs = append(c.errs, e)
+}
+
+// at records an error located at node n.
+func (c *collector) at(kind error, n *node, path, format string, args ...any) {
+	file, line := "", 0
+	if n != nil {
+		file, line = n.file, n.line
+	}
+	c.add(kind, file, line, path, format, args...)
+}
+
+func (c *collector) result() error {
+	if len(c.errs) == 0 {
+		return nil
+	}
+	sort.SliceStable(c.errs, func(i, j int) bool {
+		a, b := c.errs[i], c.errs[j]
+		if a.File != b.File {
+			return fileRank(a.File) < fileRank(b.File) || (fileRank(a.File) == fileRank(b.File) && a.File < b.File)
+		}
+		return a.Line < b.Line
+	})
+	return c.errs
+}
+
+// fileRank orders errors without a file first, then config files, then
+// secrets files.
+func fileRank(f string) int {
+	switch {
+	case f == "":
+		return 0
+	case strings.Contains(f, ".kamal/"):
+		return 2
+	default:
+		return 1
+	}
+}
