@@ -1,0 +1,370 @@
+package hostexec
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/capstan-dev/capstan/internal/redact"
+)
+
+// maxSessionsPerConn matches OpenSSH's default MaxSessions: more concurrent
+// sessions on one connection are refused by sshd, so the Pool queues them.
+const maxSessionsPerConn = 10
+
+// Pool runs commands on many hosts over SSH. It keeps one SSH connection
+// (one TCP connection) per host and opens one session per command on it;
+// a broken connection is dropped and re-dialled by the next call. Jump
+// hosts are pooled like any other host and shared by their targets.
+//
+// All methods are safe for concurrent use. Errors name the host and wrap
+// one of the Err* sentinels, a context error, or *ExitError.
+type Pool struct {
+	cfg      Config
+	log      *slog.Logger
+	red      *redact.Redactor
+	keys     *hostKeys
+	signers  *signers
+	sshCfgs  []*sshConfig
+	dialSem  chan struct{}
+	now      func() time.Time
+	mu       sync.Mutex
+	closed   bool
+	conns    map[string]*conn
+	counters map[string]*counters
+}
+
+// conn is the pooled connection of one host.
+type conn struct {
+	dialing  chan struct{} // 1-slot lock held while dialling
+	sessions chan struct{} // bounds concurrent sessions (maxSessionsPerConn)
+	mu       sync.Mutex
+	client   *ssh.Client // nil when not connected
+}
+
+// New returns a Pool for cfg. It loads the identities, ssh_config files and
+// known_hosts files once (known_hosts is re-read when it changes); it does
+// not connect to anything. Errors wrap ErrConfig.
+func New(cfg Config) (*Pool, error) {
+	p := &Pool{
+		cfg:      cfg,
+		red:      cfg.Redactor,
+		now:      time.Now,
+		conns:    map[string]*conn{},
+		counters: map[string]*counters{},
+	}
+	for _, k := range cfg.KeyData {
+		p.red = p.red.With(k)
+	}
+	p.red = p.red.With(string(cfg.Passphrase))
+	p.cfg.Redactor = p.red
+	p.log = p.red.Logger(cfg.Logger)
+	p.cfg.Logger = p.log
+	if p.cfg.MaxDials <= 0 {
+		p.cfg.MaxDials = DefaultMaxDials
+	}
+	if p.cfg.Keepalive == 0 {
+		p.cfg.Keepalive = DefaultKeepalive
+	}
+	if p.cfg.DialTimeout <= 0 {
+		p.cfg.DialTimeout = DefaultDialTimeout
+	}
+	p.dialSem = make(chan struct{}, p.cfg.MaxDials)
+	for _, f := range cfg.SSHConfig {
+		sc, err := parseSSHConfigFile(p.cfg.expand(f))
+		if err != nil {
+			return nil, err
+		}
+		p.sshCfgs = append(p.sshCfgs, sc)
+	}
+	var err error
+	if p.signers, err = p.cfg.loadSigners(); err != nil {
+		return nil, err
+	}
+	if p.keys, err = newHostKeys(p.cfg.knownHostsFiles(), cfg.AcceptNew); err != nil {
+		return nil, err
+	}
+	if _, err := p.keys.callback(); err != nil {
+		return nil, err
+	}
+	if cfg.Proxy != "" {
+		if _, err := ParseHost(cfg.Proxy); err != nil {
+			return nil, fmt.Errorf("ssh.proxy: %w", err)
+		}
+	}
+	return p, nil
+}
+
+func (c *Config) logger() *slog.Logger {
+	if c.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return c.Logger
+}
+
+// Resolve returns h with every unset field filled in from the Config and
+// ssh_config (see Host). The Pool resolves hosts itself; Resolve shows what
+// it will connect to.
+func (p *Pool) Resolve(h Host) (Host, error) {
+	return p.cfg.resolve(h, p.sshCfgs, 0)
+}
+
+// Close closes every connection. Calls after Close fail with ErrClosed.
+func (p *Pool) Close() error {
+	p.mu.Lock()
+	p.closed = true
+	conns := p.conns
+	p.conns = map[string]*conn{}
+	p.mu.Unlock()
+	for _, c := range conns {
+		c.mu.Lock()
+		cl := c.client
+		c.client = nil
+		c.mu.Unlock()
+		if cl != nil {
+			cl.Close()
+		}
+	}
+	return nil
+}
+
+func (p *Pool) entry(h Host) (*conn, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil, fmt.Errorf("%s: %w", h, ErrClosed)
+	}
+	k := h.key()
+	c := p.conns[k]
+	if c == nil {
+		c = &conn{dialing: make(chan struct{}, 1), sessions: make(chan struct{}, maxSessionsPerConn)}
+		p.conns[k] = c
+	}
+	return c, nil
+}
+
+// client returns the connected client of resolved host h, dialling if
+// needed. Concurrent callers for one host share one dial.
+func (p *Pool) client(ctx context.Context, h Host) (*ssh.Client, *conn, error) {
+	c, err := p.entry(h)
+	if err != nil {
+		return nil, nil, err
+	}
+	if cl := c.get(); cl != nil {
+		return cl, c, nil
+	}
+	select {
+	case c.dialing <- struct{}{}:
+	case <-ctx.Done():
+		return nil, nil, fmt.Errorf("%w: %s: %w", ErrUnreachable, h, ctx.Err())
+	}
+	defer func() { <-c.dialing }()
+	if cl := c.get(); cl != nil {
+		return cl, c, nil
+	}
+	cnt := p.counter(h)
+	cnt.dials.Add(1)
+	start := p.now()
+	cl, err := p.dial(ctx, h)
+	if err != nil {
+		cnt.dialFailures.Add(1)
+		p.log.Debug("ssh dial failed", "host", h.String(), "duration", p.now().Sub(start), "err", err)
+		return nil, nil, err
+	}
+	p.log.Debug("ssh connected", "host", h.String(), "duration", p.now().Sub(start))
+	c.mu.Lock()
+	c.client = cl
+	c.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		err := cl.Wait()
+		close(done)
+		if c.drop(cl) {
+			p.log.Debug("ssh connection closed", "host", h.String(), "err", err)
+		}
+	}()
+	if p.cfg.Keepalive > 0 {
+		go p.keepalive(c, cl, h, done)
+	}
+	return cl, c, nil
+}
+
+func (c *conn) get() *ssh.Client {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.client
+}
+
+// drop forgets cl (if it is still the current client) and closes it. It
+// reports whether cl was current.
+func (c *conn) drop(cl *ssh.Client) bool {
+	c.mu.Lock()
+	cur := c.client == cl
+	if cur {
+		c.client = nil
+	}
+	c.mu.Unlock()
+	cl.Close()
+	return cur
+}
+
+// keepalive sends keepalive@openssh.com every interval; a request that
+// gets no answer within one interval closes the connection.
+func (p *Pool) keepalive(c *conn, cl *ssh.Client, h Host, done <-chan struct{}) {
+	t := time.NewTicker(p.cfg.Keepalive)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+		}
+		res := make(chan error, 1)
+		go func() {
+			_, _, err := cl.SendRequest("keepalive@openssh.com", true, nil)
+			res <- err
+		}()
+		var err error
+		select {
+		case err = <-res:
+		case <-time.After(p.cfg.Keepalive):
+			err = errors.New("keepalive timed out")
+		case <-done:
+			return
+		}
+		if err != nil {
+			p.log.Debug("ssh keepalive failed", "host", h.String(), "err", err)
+			c.drop(cl)
+			return
+		}
+	}
+}
+
+// dial connects to resolved host h, through its jump hosts if any.
+func (p *Pool) dial(ctx context.Context, h Host) (*ssh.Client, error) {
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.DialTimeout)
+	defer cancel()
+	name := h.String()
+
+	var jump *ssh.Client
+	if n := len(h.ProxyJump); n > 0 {
+		j := h.ProxyJump[n-1]
+		j.ProxyJump = h.ProxyJump[:n-1]
+		var err error
+		if jump, _, err = p.client(ctx, j); err != nil {
+			return nil, fmt.Errorf("%s: jump host: %w", name, err)
+		}
+	}
+
+	// The bound covers TCP connect, handshake and auth, not the jump host's
+	// own dial (that holds its own slot), so a jump chain cannot deadlock.
+	select {
+	case p.dialSem <- struct{}{}:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%w: %s: waiting for a dial slot: %w", ErrUnreachable, name, ctx.Err())
+	}
+	defer func() { <-p.dialSem }()
+
+	var nc net.Conn
+	var err error
+	if jump != nil {
+		nc, err = jump.DialContext(ctx, "tcp", h.hostPort())
+	} else {
+		d := net.Dialer{KeepAlive: -1} // SSH keepalives instead
+		nc, err = d.DialContext(ctx, "tcp", h.hostPort())
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("%w: %s: %w", ErrUnreachable, name, ctx.Err())
+		}
+		return nil, fmt.Errorf("%w: %s: %w", ErrUnreachable, name, err)
+	}
+	// Abort the handshake when ctx ends.
+	stop := context.AfterFunc(ctx, func() { nc.Close() })
+
+	auth, agentConn, err := p.authMethods(h)
+	if err != nil {
+		stop()
+		nc.Close()
+		return nil, err
+	}
+	if agentConn != nil {
+		defer agentConn.Close()
+	}
+	algos, err := p.keys.algorithms(h.hostPort())
+	if err != nil {
+		stop()
+		nc.Close()
+		return nil, err
+	}
+	var hostKeyErr error
+	cfg := &ssh.ClientConfig{
+		User: h.User,
+		Auth: auth,
+		HostKeyCallback: func(_ string, remote net.Addr, key ssh.PublicKey) error {
+			hostKeyErr = p.keys.check(name, h.hostPort(), remote, key)
+			return hostKeyErr
+		},
+		HostKeyAlgorithms: algos,
+		ClientVersion:     "SSH-2.0-capstan",
+	}
+	sc, chans, reqs, err := ssh.NewClientConn(nc, h.hostPort(), cfg)
+	if !stop() {
+		// ctx ended during the handshake; nc is closed.
+		if err == nil {
+			sc.Close()
+		}
+		return nil, fmt.Errorf("%w: %s: ssh handshake: %w", ErrUnreachable, name, ctx.Err())
+	}
+	if err != nil {
+		nc.Close()
+		switch {
+		case hostKeyErr != nil:
+			return nil, hostKeyErr
+		case strings.Contains(err.Error(), "unable to authenticate"):
+			return nil, fmt.Errorf("%w: %s as %s: %w", ErrAuth, name, h.User, err)
+		default:
+			return nil, fmt.Errorf("%w: %s: ssh handshake: %w", ErrUnreachable, name, err)
+		}
+	}
+	return ssh.NewClient(sc, chans, reqs), nil
+}
+
+// session opens a session on h's connection, re-dialling once if the pooled
+// connection turns out to be dead. release must be called when the session
+// ends.
+func (p *Pool) session(ctx context.Context, h Host) (s *ssh.Session, cl *ssh.Client, c *conn, release func(), err error) {
+	for attempt := 0; ; attempt++ {
+		cl, c, err = p.client(ctx, h)
+		if err != nil {
+			return nil, nil, nil, nil, err
+		}
+		select {
+		case c.sessions <- struct{}{}:
+		case <-ctx.Done():
+			return nil, nil, nil, nil, fmt.Errorf("%s: waiting for a session slot: %w", h, ctx.Err())
+		}
+		release = func() { <-c.sessions }
+		s, err = cl.NewSession()
+		if err == nil {
+			return s, cl, c, release, nil
+		}
+		release()
+		var oce *ssh.OpenChannelError
+		if errors.As(err, &oce) { // the server refused the channel; the connection is fine
+			return nil, nil, nil, nil, fmt.Errorf("%s: open session: %w", h, err)
+		}
+		c.drop(cl)
+		if attempt > 0 || ctx.Err() != nil {
+			return nil, nil, nil, nil, fmt.Errorf("%w: %s: open session: %w", ErrConnectionLost, h, err)
+		}
+		p.log.Debug("ssh connection dead, re-dialling", "host", h.String(), "err", err)
+	}
+}
