@@ -43,6 +43,9 @@ var (
 	ErrProxy = errors.New("proxy command failed")
 	// ErrParse means the output of a proxy command could not be understood.
 	ErrParse = errors.New("unexpected proxy output")
+	// ErrUnreachable means the proxy's control channel (the HAProxy stats
+	// socket) could not be reached or broke mid-command; retry later.
+	ErrUnreachable = errors.New("proxy control channel unreachable")
 	// ErrProxyVersion means the running proxy container is older than the
 	// minimum the driver accepts; it must be rebooted by hand (as Kamal
 	// requires `kamal proxy reboot`).
