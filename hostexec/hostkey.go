@@ -26,6 +26,10 @@ type hostKeys struct {
 	mu     sync.Mutex
 	stamps []fileStamp
 	cb     ssh.HostKeyCallback
+	// caLines holds file:line of @cert-authority entries. x/crypto's
+	// knownhosts reports them in KeyError.Want as if they were host keys,
+	// which would turn "unknown host" into "mismatch"; we filter them out.
+	caLines map[string]bool
 	probe  ssh.PublicKey // a random key no file knows, to list a host's known keys
 }
 
@@ -81,8 +85,31 @@ func (k *hostKeys) callbackLocked() (ssh.HostKeyCallback, error) {
 			return nil, fmt.Errorf("%w: known_hosts: %w", ErrConfig, err)
 		}
 	}
-	k.cb, k.stamps = cb, stamps
+	caLines := map[string]bool{}
+	for _, f := range existing {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("%w: known_hosts: %w", ErrConfig, err)
+		}
+		for i, line := range strings.Split(string(data), "\n") {
+			if strings.HasPrefix(strings.TrimSpace(line), "@cert-authority") {
+				caLines[fmt.Sprintf("%s:%d", f, i+1)] = true
+			}
+		}
+	}
+	k.cb, k.stamps, k.caLines = cb, stamps, caLines
 	return cb, nil
+}
+
+// hostKeysOnly drops @cert-authority entries from a KeyError's Want.
+func (k *hostKeys) hostKeysOnly(want []knownhosts.KnownKey) []knownhosts.KnownKey {
+	var out []knownhosts.KnownKey
+	for _, w := range want {
+		if !k.caLines[fmt.Sprintf("%s:%d", w.Filename, w.Line)] {
+			out = append(out, w)
+		}
+	}
+	return out
 }
 
 // algorithms returns the host key algorithms to offer for hostport: the
@@ -92,16 +119,22 @@ func (k *hostKeys) callbackLocked() (ssh.HostKeyCallback, error) {
 // a failed negotiation. nil means the package default (certificates
 // first, for @cert-authority hosts).
 func (k *hostKeys) algorithms(hostport string) ([]string, error) {
-	cb, err := k.callback()
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	cb, err := k.callbackLocked()
 	if err != nil {
 		return nil, err
 	}
 	var ke *knownhosts.KeyError
-	if err := cb(hostport, &net.TCPAddr{}, k.probe); !errors.As(err, &ke) || len(ke.Want) == 0 {
+	if err := cb(hostport, &net.TCPAddr{}, k.probe); !errors.As(err, &ke) {
+		return nil, nil
+	}
+	want := k.hostKeysOnly(ke.Want)
+	if len(want) == 0 {
 		return nil, nil
 	}
 	var known []string
-	for _, w := range ke.Want {
+	for _, w := range want {
 		t := w.Key.Type()
 		if t == ssh.KeyAlgoRSA {
 			known = append(known, ssh.KeyAlgoRSASHA512, ssh.KeyAlgoRSASHA256, ssh.KeyAlgoRSA)
@@ -136,6 +169,11 @@ func (k *hostKeys) check(host, hostport string, remote net.Addr, key ssh.PublicK
 		// No trusted CA vouched for the certificate: check its key as a
 		// plain host key, as ssh(1) does.
 		plain = cert.Key
+		var re *knownhosts.RevokedError
+		if errors.As(cb(hostport, remote, cert.SignatureKey), &re) {
+			return fmt.Errorf("%w: %s presented a certificate signed by CA %s, marked @revoked at %s:%d",
+				ErrHostKeyRevoked, host, ssh.FingerprintSHA256(cert.SignatureKey), re.Revoked.Filename, re.Revoked.Line)
+		}
 		if err2 := cb(hostport, remote, plain); err2 == nil {
 			return nil
 		} else if _, isKeyErr := err2.(*knownhosts.KeyError); isKeyErr || errors.As(err2, new(*knownhosts.RevokedError)) {
@@ -145,11 +183,14 @@ func (k *hostKeys) check(host, hostport string, remote net.Addr, key ssh.PublicK
 	fp := ssh.FingerprintSHA256(plain)
 	var ke *knownhosts.KeyError
 	var re *knownhosts.RevokedError
+	if errors.As(err, &ke) {
+		ke = &knownhosts.KeyError{Want: k.hostKeysOnly(ke.Want)}
+	}
 	switch {
 	case errors.As(err, &re):
 		return fmt.Errorf("%w: %s presented %s key %s, marked @revoked at %s:%d",
 			ErrHostKeyRevoked, host, plain.Type(), fp, re.Revoked.Filename, re.Revoked.Line)
-	case errors.As(err, &ke) && len(ke.Want) == 0:
+	case ke != nil && len(ke.Want) == 0:
 		if k.acceptNew && len(k.files) > 0 {
 			if err := k.recordLocked(hostport, plain); err != nil {
 				return fmt.Errorf("%w: %s presented %s key %s; recording it: %w",
@@ -159,7 +200,7 @@ func (k *hostKeys) check(host, hostport string, remote net.Addr, key ssh.PublicK
 		}
 		return fmt.Errorf("%w: %s presented %s key %s, which is in none of %s; add it (ssh-keyscan) or run once with accept-new",
 			ErrUnknownHost, host, plain.Type(), fp, strings.Join(k.files, ", "))
-	case errors.As(err, &ke):
+	case ke != nil:
 		where := make([]string, len(ke.Want))
 		for i, w := range ke.Want {
 			where[i] = fmt.Sprintf("%s:%d (%s %s)", w.Filename, w.Line, w.Key.Type(), ssh.FingerprintSHA256(w.Key))

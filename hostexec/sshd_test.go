@@ -211,7 +211,15 @@ func (s *testSSHD) Start() {
 	s.t.Helper()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	cmd := exec.Command(sshdPath, "-D", "-e", "-f", s.config)
+	// A private mount namespace with an empty /root: the machine's root
+	// dotfiles (which may run slow shell init for every session) stay out
+	// of the way, as on a real host. /tmp and the rest are shared.
+	root := filepath.Join(s.Dir, "root")
+	if err := os.MkdirAll(root, 0o700); err != nil {
+		s.t.Fatal(err)
+	}
+	cmd := exec.Command("unshare", "--mount", "--propagation", "private", "--",
+		"sh", "-c", `mount --bind "$1" /root && exec "$2" -D -e -f "$3"`, "sh", root, sshdPath, s.config)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
