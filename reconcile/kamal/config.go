@@ -39,7 +39,7 @@ var DefaultLogRequestHeaders = []string{"Cache-Control", "Last-Modified", "User-
 
 // ignoredSections are accepted and validated but only matter to Kamal's
 // build or local tooling; capstan reports them as ignored.
-var ignoredSections = []string{"builder", "hooks_path", "hooks_output", "aliases", "output", "ssh", "sshkit", "minimum_version", "run_directory", "asset_path", "boot"}
+var ignoredSections = []string{"builder", "hooks_path", "hooks_output", "aliases", "output", "sshkit", "run_directory"}
 
 // LoadOptions says where the configuration is and what it may read. The
 // zero value loads config/deploy.yml without a destination, an empty
@@ -347,8 +347,7 @@ func Load(fsys fs.FS, opts LoadOptions) (*Config, error) {
 	}
 	c := &Config{Destination: opts.Destination, Files: files, merged: merged, key: opts.FingerprintKey}
 	b := &builder{c: c, errs: errs, root: merged, opts: opts}
-	b.build()
-	if len(errs.errs) == 0 {
+	if b.build() {
 		b.resolveSecrets(fsys)
 	}
 	if err := errs.result(); err != nil {
@@ -431,14 +430,16 @@ func (b *builder) errKey(m *node, k, path, format string, args ...any) {
 	b.errs.add(ErrInvalid, file, line, path, format, args...)
 }
 
-func (b *builder) build() {
+// build decodes the tree; it reports false when the tree had schema
+// errors (then secrets are not looked up: the references are unreliable).
+func (b *builder) build() bool {
 	root, c := b.root, b.c
 	v := &validator{errs: b.errs}
 	v.checkStruct(root, rootSpec, "")
 	v.checkLabels(root.get("labels"), "labels")
 	b.versionBlock()
 	if len(b.errs.errs) > 0 {
-		return // types are unreliable; cross-field rules would only add noise
+		return false // types are unreliable; cross-field rules would only add noise
 	}
 
 	for _, k := range ignoredSections {
@@ -515,6 +516,7 @@ func (b *builder) build() {
 		b.errs.add(ErrInvalid, root.file, 1, "servers", "no servers or accessories specified")
 	}
 	b.proxyRules()
+	return true
 }
 
 // versionBlock decides the version: --version > x-capstan.version > revision.

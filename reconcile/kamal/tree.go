@@ -363,7 +363,7 @@ var yaml11Bools = map[string]bool{
 
 func (p *parser) scalar(y *yaml.Node, line int) *node {
 	n := &node{kind: scalarNode, value: y.Value, file: p.file, line: line, tag: "str"}
-	plain := y.Style&(yaml.SingleQuotedStyle|yaml.DoubleQuotedStyle|yaml.LiteralStyle|yaml.FoldedStyle) == 0
+	plain := y.Style&(yaml.TaggedStyle|yaml.SingleQuotedStyle|yaml.DoubleQuotedStyle|yaml.LiteralStyle|yaml.FoldedStyle) == 0
 	switch y.ShortTag() {
 	case "!!null":
 		n.kind, n.value, n.tag = nullNode, "", ""
@@ -374,7 +374,7 @@ func (p *parser) scalar(y *yaml.Node, line int) *node {
 	case "!!bool":
 		n.tag = "bool"
 	default:
-		if plain && y.Tag != "!!str" {
+		if plain {
 			if _, ok := yaml11Bools[y.Value]; ok && y.Value != "y" && y.Value != "Y" && y.Value != "n" && y.Value != "N" {
 				n.tag = "bool"
 			}
