@@ -1,0 +1,345 @@
+package reconcile
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/capstan-dev/capstan/reconcile/kamal"
+	"github.com/capstan-dev/capstan/reconcile/proxy"
+)
+
+// Defaults of App settings.
+const (
+	DefaultLockTimeout    = 5 * time.Minute
+	DefaultStaleLockAfter = time.Hour
+	DefaultParallel       = 30 // Kamal's sshkit max_concurrent_starts
+)
+
+// App is one application's desired state and how to reach its hosts. The
+// zero values of the settings take the defaults above.
+type App struct {
+	Config *kamal.Config
+	// Hosts is the desired state of every host, from Config.Plans().
+	Hosts []*kamal.HostPlan
+	SSH   Host
+	// Proxy switches routed roles; ProxyContainer is the name of its
+	// container on each host ("kamal-proxy", "capstan-haproxy").
+	Proxy          proxy.Driver
+	ProxyContainer string
+	Log            *slog.Logger
+
+	// RebootAccessories reboots an accessory whose spec changed (they hold
+	// data, so by default a change is only reported).
+	RebootAccessories bool
+	// StopUnmanaged stops running containers that carry the service label
+	// but belong to no role (only reported by default).
+	StopUnmanaged bool
+	// NoRollback keeps hosts that already switched on the new version when
+	// a later boot group fails (Kamal's behaviour). By default they are
+	// switched back so the fleet never stays mixed.
+	NoRollback bool
+	// ImageDigest, when known (the daemon resolves it from the registry),
+	// lets a host that already has this digest skip the pull.
+	ImageDigest string
+
+	LockTimeout    time.Duration
+	StaleLockAfter time.Duration
+	Parallel       int
+	// Performer is written to the audit log and the lock ("capstan@host").
+	Performer string
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+func (a *App) log() *slog.Logger {
+	if a.Log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return a.Log
+}
+
+func (a *App) now() time.Time {
+	if a.Now != nil {
+		return a.Now()
+	}
+	return time.Now()
+}
+
+func (a *App) staleLockAfter() time.Duration {
+	if a.StaleLockAfter > 0 {
+		return a.StaleLockAfter
+	}
+	return DefaultStaleLockAfter
+}
+
+func (a *App) parallel() int {
+	if a.Parallel > 0 {
+		return a.Parallel
+	}
+	return DefaultParallel
+}
+
+// LockHost is where Kamal keeps the deploy lock: the primary role's first
+// host (the first host for accessory-only configs).
+func (a *App) LockHost() string {
+	if p := a.Config.Primary(); p != nil && len(p.Hosts) > 0 {
+		return p.Hosts[0]
+	}
+	if hs := a.Config.AllHosts(); len(hs) > 0 {
+		return hs[0]
+	}
+	return ""
+}
+
+// LockDir is Kamal's lock directory, relative to the SSH user's home.
+func (a *App) LockDir() string { return ".kamal/lock-" + a.Config.NamePrefix() }
+
+// AuditLog is Kamal's audit log, relative to the SSH user's home.
+func (a *App) AuditLog() string { return ".kamal/" + a.Config.NamePrefix() + "-audit.log" }
+
+// routed reports whether a proxied role runs on the host.
+func (a *App) routed(hp *kamal.HostPlan) bool {
+	for _, c := range hp.Apps {
+		if c.Proxy != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// Route returns the proxy route of role on host's plan, or false when the
+// role is not proxied.
+func (a *App) Route(role string) (proxy.Route, bool) {
+	r := a.Config.Role(role)
+	if r == nil || r.Proxy == nil {
+		return proxy.Route{}, false
+	}
+	p := r.Proxy
+	o := proxy.Options{
+		Hosts: p.Hosts, PathPrefixes: p.PathPrefixes, TLS: p.SSL,
+		TLSRedirect: p.SSLRedirect, ForwardHeaders: p.ForwardHeaders, StripPathPrefix: p.StripPathPrefix,
+		BufferRequests: &p.BufferRequests, BufferResponses: &p.BufferResponses,
+		LogRequestHeaders: p.LogRequestHeaders, LogResponseHeaders: p.LogResponseHeaders,
+		DeployTimeout: time.Duration(a.Config.DeployTimeout) * time.Second,
+		DrainTimeout:  time.Duration(a.Config.DrainTimeout) * time.Second,
+	}
+	if p.ResponseTimeout != nil {
+		o.ResponseTimeout = time.Duration(*p.ResponseTimeout) * time.Second
+	}
+	o.HealthCheck.Path = p.Healthcheck.Path
+	if p.Healthcheck.Interval != nil {
+		o.HealthCheck.Interval = time.Duration(*p.Healthcheck.Interval) * time.Second
+	}
+	if p.Healthcheck.Timeout != nil {
+		o.HealthCheck.Timeout = time.Duration(*p.Healthcheck.Timeout) * time.Second
+	}
+	if p.BufferMemory != nil {
+		o.BufferMemory = *p.BufferMemory
+	}
+	if p.MaxRequestBody != nil {
+		o.MaxRequestBody = *p.MaxRequestBody
+	}
+	if p.MaxResponseBody != nil {
+		o.MaxResponseBody = *p.MaxResponseBody
+	}
+	return proxy.Route{Service: a.Config.Service, Role: role, Destination: a.Config.Destination, Options: o}, true
+}
+
+// routesOn returns the routes of the proxied roles on a host.
+func (a *App) routesOn(hp *kamal.HostPlan) []proxy.Route {
+	var out []proxy.Route
+	for _, c := range hp.Apps {
+		if rt, ok := a.Route(c.Role); ok && c.Proxy != nil {
+			out = append(out, rt)
+		}
+	}
+	return out
+}
+
+// forEachHost runs f for every host in parallel, at most a.parallel() at a
+// time. One host's failure never cancels the others.
+func (a *App) forEachHost(ctx context.Context, hosts []string, f func(ctx context.Context, i int, host string)) {
+	sem := make(chan struct{}, a.parallel())
+	var wg sync.WaitGroup
+	for i, h := range hosts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			defer func() { <-sem }()
+			f(ctx, i, h)
+		}()
+	}
+	wg.Wait()
+}
+
+// Plan observes every host (in parallel, one round trip each unless a
+// container deployed without capstan must be compared) and returns the
+// steps that would make them match, plus their drift. It changes nothing.
+func (a *App) Plan(ctx context.Context) (*Plan, error) {
+	if a.Config == nil {
+		return nil, errors.New("reconcile: App without config")
+	}
+	p := &Plan{Service: a.Config.Service, Destination: a.Config.Destination, Version: a.Config.Version.Name(),
+		Image: a.Config.Image(), CreatedAt: a.now(), app: a}
+	hosts := make([]string, len(a.Hosts))
+	for i, h := range a.Hosts {
+		hosts[i] = h.Host
+	}
+	p.Hosts = make([]*HostPlan, len(a.Hosts))
+	ob := Observer{Run: a.SSH}
+	a.forEachHost(ctx, hosts, func(ctx context.Context, i int, host string) {
+		o, err := ob.Observe(ctx, host, a.LockDir())
+		if err == nil {
+			err = a.inspectUnfingerprinted(ctx, a.Hosts[i], o)
+		}
+		if err != nil {
+			p.Hosts[i] = &HostPlan{Host: host, Error: err.Error(), Steps: []Step{}, Drift: []Drift{}}
+			return
+		}
+		p.Hosts[i] = a.planHost(a.Hosts[i], o)
+	})
+	for i, hp := range p.Hosts {
+		if hp == nil { // ctx cancelled before the host ran
+			p.Hosts[i] = &HostPlan{Host: hosts[i], Error: ctx.Err().Error(), Steps: []Step{}, Drift: []Drift{}}
+		}
+	}
+	return p, ctx.Err()
+}
+
+// inspected is the part of `docker inspect` adoption compares.
+type inspected struct {
+	ID     string
+	Config struct {
+		Image  string
+		Env    []string
+		Labels map[string]string
+		Cmd    []string
+	}
+	HostConfig struct {
+		Binds []string
+	}
+}
+
+// inspectUnfingerprinted inspects the running containers that already have
+// their desired name but no capstan fingerprint (deployed by kamal), so the
+// plan can adopt them by comparing their actual spec.
+func (a *App) inspectUnfingerprinted(ctx context.Context, want *kamal.HostPlan, o *Observed) error {
+	var ids []string
+	for _, spec := range want.Apps {
+		for _, c := range o.Containers {
+			if c.Name == spec.Name && c.Fingerprint == "" && c.Running() {
+				ids = append(ids, c.ID)
+			}
+		}
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	out, err := a.SSH.Run(ctx, o.Host, append([]string{"docker", "inspect", "--type", "container"}, ids...), nil)
+	if err != nil {
+		return fmt.Errorf("inspect containers on %s: %w", o.Host, err)
+	}
+	var list []inspected
+	if err := json.Unmarshal(out, &list); err != nil {
+		return fmt.Errorf("inspect containers on %s: %w: %v", o.Host, ErrObserve, err)
+	}
+	o.inspected = map[string]*inspected{}
+	for i := range list {
+		o.inspected[list[i].ID] = &list[i]
+	}
+	return nil
+}
+
+// adopted reports whether c, a container without capstan's fingerprint
+// (deployed by `kamal`), already runs what spec describes: same image, every
+// desired env variable (clear and secret) with the same value, every
+// desired label, the same command and volumes. Options are not compared
+// (Docker reports them in another shape).
+func (a *App) adopted(c *Container, spec *kamal.Container, o *Observed) bool {
+	in := o.inspected[c.ID]
+	if in == nil {
+		return false
+	}
+	if in.Config.Image != spec.Image {
+		return false
+	}
+	env := map[string]bool{}
+	for _, e := range in.Config.Env {
+		env[e] = true
+	}
+	want, err := desiredEnv(spec)
+	if err != nil {
+		return false
+	}
+	for _, e := range want {
+		if !env[e] {
+			return false
+		}
+	}
+	for _, kv := range spec.Labels {
+		if kv.Key == kamal.FingerprintLabel {
+			continue
+		}
+		if v, ok := in.Config.Labels[kv.Key]; !ok || v != kv.Value {
+			return false
+		}
+	}
+	cmd, vols := runTail(spec, o.Home)
+	if len(cmd) > 0 && strings.Join(cmd, "\x00") != strings.Join(in.Config.Cmd, "\x00") {
+		return false
+	}
+	binds := map[string]bool{}
+	for _, b := range in.HostConfig.Binds {
+		binds[b] = true
+	}
+	for _, v := range vols {
+		if strings.HasPrefix(v, "/") && !binds[v] {
+			return false
+		}
+	}
+	return true
+}
+
+// desiredEnv is every KEY=value the container should see: --env flags of
+// its run command and the lines of its env file.
+func desiredEnv(spec *kamal.Container) ([]string, error) {
+	var out []string
+	argv := spec.Run.Argv
+	for i := 0; i+1 < len(argv); i++ {
+		if argv[i] == "--env" || argv[i] == "-e" {
+			out = append(out, argv[i+1])
+		}
+	}
+	for _, line := range strings.Split(spec.EnvFile.Content.Reveal(), "\n") {
+		if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
+			out = append(out, line)
+		}
+	}
+	return out, nil
+}
+
+// runTail returns the command after the image and the --volume values of
+// a docker run argv, with HomePrefix expanded.
+func runTail(spec *kamal.Container, home string) (cmd, vols []string) {
+	argv := kamal.ExpandHome(spec.Run.Argv, home)
+	for i := 0; i < len(argv); i++ {
+		if argv[i] == "--volume" && i+1 < len(argv) {
+			vols = append(vols, argv[i+1])
+		}
+		if argv[i] == spec.Image {
+			return argv[i+1:], vols
+		}
+	}
+	return nil, vols
+}

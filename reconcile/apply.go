@@ -1,0 +1,892 @@
+package reconcile
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/capstan-dev/capstan/reconcile/kamal"
+	"github.com/capstan-dev/capstan/reconcile/proxy"
+)
+
+// Result is what Apply did.
+type Result struct {
+	Plan     *Plan         `json:"-"`
+	Version  string        `json:"version"`
+	Started  time.Time     `json:"started"`
+	Finished time.Time     `json:"finished"`
+	Hosts    []*HostResult `json:"hosts"`
+	// RolledBack lists hosts switched back to the previous version after a
+	// later host failed its health check.
+	RolledBack []string `json:"rolled_back,omitempty"`
+}
+
+// HostResult is what Apply did on one host.
+type HostResult struct {
+	Host  string        `json:"host"`
+	Steps []*StepResult `json:"steps"`
+	Error string        `json:"error,omitempty"`
+}
+
+// StepResult is one executed step with its timing and, on failure, what
+// explains it.
+type StepResult struct {
+	Step
+	Start time.Time `json:"start"`
+	End   time.Time `json:"end"`
+	// Phases splits a deploy: pull, boot, healthy+switch, stop.
+	Phases map[string]time.Duration `json:"phases,omitempty"`
+	Error  string                   `json:"error,omitempty"`
+	// Logs are the new container's last log lines when it failed.
+	Logs string `json:"logs,omitempty"`
+}
+
+// Failed reports whether any host failed.
+func (r *Result) Failed() bool {
+	for _, h := range r.Hosts {
+		if h.Error != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// switched is a role on a host that now runs the new container, kept to
+// switch back after a later failure.
+type switched struct {
+	host  string
+	spec  *kamal.Container
+	route *proxy.Route
+	old   *liveContainer // nil when nothing ran before
+	new   *liveContainer
+}
+
+// liveContainer is a container as apply handles it.
+type liveContainer struct {
+	ID   string // full ID
+	Name string
+	IP   string // on the kamal network
+}
+
+func (c *liveContainer) target(port int) proxy.Target {
+	t := proxy.Target{Container: c.ID[:min(12, len(c.ID))], Port: port}
+	if ip, err := netip.ParseAddr(c.IP); err == nil {
+		t.IP = ip
+	}
+	return t
+}
+
+// applyRun is the state of one Apply.
+type applyRun struct {
+	a    *App
+	plan *Plan
+	res  *Result
+	log  *slog.Logger
+
+	mu       sync.Mutex
+	hostRes  map[string]*HostResult
+	switched []switched
+
+	barrier     chan struct{} // closed when the first primary container is healthy
+	barrierOnce sync.Once
+	barrierErr  error
+}
+
+// Apply executes plan, the value Plan returned, in Kamal's order. Hosts that
+// fail are reported in the result and converge on the next pass; the error
+// is non-nil when any host failed.
+func (a *App) Apply(ctx context.Context, plan *Plan) (*Result, error) {
+	r := &applyRun{a: a, plan: plan, log: a.log().With("service", a.Config.Service, "version", plan.Version),
+		res: &Result{Plan: plan, Version: plan.Version, Started: a.now()}, hostRes: map[string]*HostResult{},
+		barrier: make(chan struct{})}
+	for _, hp := range plan.Hosts {
+		hr := &HostResult{Host: hp.Host, Steps: []*StepResult{}}
+		if hp.Error != "" {
+			hr.Error = hp.Error
+		}
+		r.hostRes[hp.Host] = hr
+		r.res.Hosts = append(r.res.Hosts, hr)
+	}
+	defer func() { r.res.Finished = a.now() }()
+	if plan.Empty() {
+		return r.res, r.err()
+	}
+	r.run(ctx)
+	return r.res, r.err()
+}
+
+func (r *applyRun) err() error {
+	var errs []error
+	for _, h := range r.res.Hosts {
+		if h.Error != "" {
+			errs = append(errs, fmt.Errorf("%s: %s", h.Host, h.Error))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (r *applyRun) fail(host string, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	hr := r.hostRes[host]
+	if hr.Error == "" {
+		hr.Error = err.Error()
+	}
+}
+
+func (r *applyRun) failed(host string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.hostRes[host].Error != ""
+}
+
+func (r *applyRun) record(host string, sr *StepResult) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.hostRes[host].Steps = append(r.hostRes[host].Steps, sr)
+}
+
+// hostsWith returns the reachable, not yet failed hosts with a step of one
+// of kinds, in plan order.
+func (r *applyRun) hostsWith(kinds ...StepKind) []*HostPlan {
+	var out []*HostPlan
+	for _, hp := range r.plan.Hosts {
+		if hp.Error != "" || r.failed(hp.Host) {
+			continue
+		}
+		for _, s := range hp.Steps {
+			if containsKind(kinds, s.Kind) {
+				out = append(out, hp)
+				break
+			}
+		}
+	}
+	return out
+}
+
+func containsKind(list []StepKind, k StepKind) bool {
+	for _, x := range list {
+		if x == k {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *applyRun) run(ctx context.Context) {
+	a := r.a
+	// 1. Pull on every host that boots the app, before anything switches
+	// and before the lock (as Kamal does).
+	deployHosts := r.hostsWith(StepDeploy)
+	a.forEachHost(ctx, names(deployHosts), func(ctx context.Context, i int, host string) {
+		start := a.now()
+		pulled, err := r.pull(ctx, host)
+		sr := &StepResult{Step: Step{Kind: "pull", Host: host, Container: a.Config.Image(), Reason: pulled}, Start: start, End: a.now()}
+		if err != nil {
+			sr.Error = err.Error()
+			r.fail(host, err)
+		}
+		r.record(host, sr)
+	})
+	if ctx.Err() != nil {
+		return
+	}
+
+	// 2. The deploy lock on the lock host, held until the end.
+	unlock, err := r.lock(ctx)
+	if err != nil {
+		for _, hp := range r.plan.Hosts {
+			if hp.Error == "" && len(hp.Steps) > 0 {
+				r.fail(hp.Host, err)
+			}
+		}
+		return
+	}
+	defer unlock()
+
+	// 3. Per host: network, proxy, accessories (in parallel).
+	prep := r.hostsWith(StepBootProxy, StepBootAccessory, StepRebootAccessory, StepDeploy)
+	a.forEachHost(ctx, names(prep), func(ctx context.Context, i int, host string) {
+		if err := r.prepare(ctx, prep[i]); err != nil {
+			r.fail(host, err)
+		}
+	})
+
+	// 4. Boot groups, primary-role hosts first; hosts in a group in parallel.
+	deployHosts = r.hostsWith(StepDeploy)
+	if !r.hasPrimaryDeploy(deployHosts) {
+		r.openBarrier(nil)
+	}
+	groups := bootGroups(deployHosts, a.Config.Boot.Limit)
+	healthFailure := false
+	for gi, g := range groups {
+		if ctx.Err() != nil {
+			break
+		}
+		var gmu sync.Mutex
+		a.forEachHost(ctx, names(g), func(ctx context.Context, i int, host string) {
+			if err := r.deployHost(ctx, g[i]); err != nil {
+				r.fail(host, err)
+				if errors.Is(err, ErrUnhealthy) || errors.Is(err, ErrBarrier) {
+					gmu.Lock()
+					healthFailure = true
+					gmu.Unlock()
+				}
+			}
+		})
+		if healthFailure {
+			// The release is bad: later groups are not attempted, and hosts
+			// that already switched go back unless the app opted out.
+			for _, later := range groups[gi+1:] {
+				for _, hp := range later {
+					r.fail(hp.Host, fmt.Errorf("%w: not attempted after an earlier boot group failed", ErrBarrier))
+				}
+			}
+			if !a.NoRollback {
+				r.rollback(ctx)
+			}
+			return
+		}
+		if wait := a.Config.Boot.Wait; wait > 0 && gi < len(groups)-1 {
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Duration(wait) * time.Second):
+			}
+		}
+	}
+
+	// 5. Move the latest tag once every booted host runs the version.
+	tagHosts := r.hostsWith(StepDeploy)
+	a.forEachHost(ctx, names(tagHosts), func(ctx context.Context, i int, host string) {
+		if _, err := a.SSH.Run(ctx, host, []string{"docker", "tag", a.Config.Image(), a.Config.LatestTag()}, nil); err != nil {
+			r.fail(host, fmt.Errorf("%w: tag latest: %w", ErrHost, err))
+			return
+		}
+		r.audit(ctx, host, "", fmt.Sprintf("Tagging %s as the latest image", a.Config.Image()))
+	})
+
+	// 6. Stale and unmanaged containers, then prune.
+	cleanup := r.hostsWith(StepStopStale, StepStopUnmanaged, StepPrune)
+	a.forEachHost(ctx, names(cleanup), func(ctx context.Context, i int, host string) {
+		if err := r.cleanup(ctx, cleanup[i]); err != nil {
+			r.fail(host, err)
+		}
+	})
+}
+
+func names(hps []*HostPlan) []string {
+	out := make([]string, len(hps))
+	for i, h := range hps {
+		out[i] = h.Host
+	}
+	return out
+}
+
+// pull makes sure host has the image: skipped when it already has it (with
+// the registry's digest, when known); else log in (password on stdin) and
+// pull. Then check the service label, as Kamal does.
+func (r *applyRun) pull(ctx context.Context, host string) (string, error) {
+	a := r.a
+	img := a.Config.Image()
+	inspect := []string{"docker", "image", "inspect", "--format", `{{json .RepoDigests}}|{{index .Config.Labels "service"}}`, img}
+	out, err := a.SSH.Run(ctx, host, inspect, nil)
+	have := err == nil && (a.ImageDigest == "" || bytes.Contains(out, []byte(a.ImageDigest)))
+	how := "already present"
+	if !have {
+		if reg := a.Config.Registry; reg.Username.Reveal() != "" && !reg.Local() {
+			argv := []string{"docker", "login", reg.Server, "-u", reg.Username.Reveal(), "--password-stdin"}
+			if reg.Server == "" {
+				argv = []string{"docker", "login", "-u", reg.Username.Reveal(), "--password-stdin"}
+			}
+			if _, err := a.SSH.Run(ctx, host, argv, strings.NewReader(reg.Password.Reveal())); err != nil {
+				return "", fmt.Errorf("%w: docker login %s: %w", ErrPull, reg.Server, err)
+			}
+		}
+		if _, err := a.SSH.Run(ctx, host, []string{"docker", "pull", "--quiet", img}, nil); err != nil {
+			return "", fmt.Errorf("%w: docker pull %s: %w", ErrPull, img, err)
+		}
+		how = "pulled"
+		if out, err = a.SSH.Run(ctx, host, inspect, nil); err != nil {
+			return "", fmt.Errorf("%w: inspect %s: %w", ErrPull, img, err)
+		}
+	}
+	_, label, _ := strings.Cut(strings.TrimSpace(string(out)), "|")
+	if label != a.Config.Service {
+		return "", fmt.Errorf("%w: image %s is missing the 'service' label (want %q, found %q)", ErrPull, img, a.Config.Service, label)
+	}
+	r.audit(ctx, host, "", "Pulled image with version "+a.Config.Version.Name())
+	return how, nil
+}
+
+// lock takes Kamal's deploy lock (atomic mkdir on the lock host), waiting
+// up to LockTimeout for a lock someone else holds. The returned func
+// releases it, even after ctx is cancelled.
+func (r *applyRun) lock(ctx context.Context) (func(), error) {
+	a := r.a
+	host := a.LockHost()
+	timeout := a.LockTimeout
+	if timeout == 0 {
+		timeout = DefaultLockTimeout
+	}
+	deadline := a.now().Add(timeout)
+	dir := a.LockDir()
+	details := fmt.Sprintf("Locked by: %s at %s\nVersion: %s\nMessage: Automatic deploy lock", a.performer(), a.now().UTC().Format(time.RFC3339), a.Config.Version.Name())
+	for {
+		_, err := a.SSH.Run(ctx, host, []string{"sh", "-c", `mkdir -p .kamal && mkdir "$1"`, "sh", dir}, nil)
+		if err == nil {
+			break
+		}
+		if ExitCode(err) < 0 {
+			return nil, fmt.Errorf("%w: lock on %s: %w", ErrHost, host, err)
+		}
+		holder, _ := a.SSH.Run(ctx, host, []string{"cat", dir + "/details"}, nil)
+		held := strings.TrimSpace(string(holder))
+		if b, err := base64.StdEncoding.DecodeString(strings.ReplaceAll(held, "\n", "")); err == nil {
+			held = string(b)
+		}
+		if a.now().After(deadline) {
+			return nil, fmt.Errorf("%w on %s (%s) after waiting %s: %s", ErrLocked, host, dir, timeout, strings.ReplaceAll(held, "\n", "; "))
+		}
+		r.log.Info("deploy lock held, waiting", "host", host, "holder", firstLine(held))
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(2 * time.Second):
+		}
+	}
+	enc := base64.StdEncoding.EncodeToString([]byte(details))
+	if err := a.SSH.Upload(ctx, host, dir+"/details", 0o644, []byte(enc+"\n")); err != nil {
+		_, _ = a.SSH.Run(context.WithoutCancel(ctx), host, []string{"rm", "-r", "--", dir}, nil)
+		return nil, fmt.Errorf("%w: write lock details on %s: %w", ErrHost, host, err)
+	}
+	return func() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		if _, err := a.SSH.Run(cctx, host, []string{"rm", "-r", "--", dir}, nil); err != nil {
+			r.log.Error("release deploy lock", "host", host, "err", err)
+		}
+	}, nil
+}
+
+func (a *App) performer() string {
+	if a.Performer != "" {
+		return a.Performer
+	}
+	return "capstan"
+}
+
+// audit appends a Kamal-format line to the audit log on host; the line goes
+// over stdin. Failures are logged, not fatal (Kamal's audit is best-effort
+// too).
+func (r *applyRun) audit(ctx context.Context, host, role, msg string) {
+	a := r.a
+	line := fmt.Sprintf("[%s] [%s]", a.now().UTC().Format(time.RFC3339), a.performer())
+	if a.Config.Destination != "" {
+		line += " [" + a.Config.Destination + "]"
+	}
+	if role != "" {
+		line += " [" + role + "]"
+	}
+	line += " " + msg + "\n"
+	argv := []string{"sh", "-c", `mkdir -p .kamal && cat >> "$1"`, "sh", a.AuditLog()}
+	if _, err := a.SSH.Run(context.WithoutCancel(ctx), host, argv, strings.NewReader(line)); err != nil {
+		r.log.Warn("audit log", "host", host, "err", err)
+	}
+}
+
+// prepare makes the network, boots the proxy and the accessories on a host.
+func (r *applyRun) prepare(ctx context.Context, hp *HostPlan) error {
+	a := r.a
+	host := hp.Host
+	out, err := a.SSH.Run(ctx, host, []string{"sh", "-c", `docker network create "$1" 2>&1 || docker network inspect "$1" >/dev/null`, "sh", hp.desired.Network}, nil)
+	if err != nil {
+		return fmt.Errorf("%w: docker network create %s: %w: %s", ErrHost, hp.desired.Network, err, out)
+	}
+	if a.routed(hp.desired) && a.Proxy != nil {
+		start := a.now()
+		err := a.Proxy.Boot(ctx, host, a.routesOn(hp.desired))
+		for _, s := range hp.Steps {
+			if s.Kind == StepBootProxy {
+				sr := &StepResult{Step: s, Start: start, End: a.now()}
+				if err != nil {
+					sr.Error = err.Error()
+				}
+				r.record(host, sr)
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("%w: boot proxy: %w", ErrHost, err)
+		}
+	}
+	for _, s := range hp.Steps {
+		if s.Kind != StepBootAccessory && s.Kind != StepRebootAccessory {
+			continue
+		}
+		sr := &StepResult{Step: s, Start: a.now()}
+		err := r.bootAccessory(ctx, hp, s)
+		sr.End = a.now()
+		if err != nil {
+			sr.Error = err.Error()
+		}
+		r.record(host, sr)
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (r *applyRun) bootAccessory(ctx context.Context, hp *HostPlan, s Step) error {
+	a := r.a
+	host, spec := hp.Host, s.spec
+	if c := hp.observed.byName(spec.Name); c != nil {
+		if s.Kind == StepBootAccessory {
+			// It exists but is stopped: start it (its data stays).
+			if _, err := a.SSH.Run(ctx, host, []string{"docker", "start", spec.Name}, nil); err != nil {
+				return fmt.Errorf("%w: start accessory %s: %w", ErrHost, spec.Name, err)
+			}
+			r.audit(ctx, host, "", "Started "+s.Role+" accessory")
+			return nil
+		}
+		if _, err := a.SSH.Run(ctx, host, []string{"sh", "-c", `docker stop "$1" >/dev/null && docker rm "$1" >/dev/null`, "sh", spec.Name}, nil); err != nil {
+			return fmt.Errorf("%w: remove accessory %s: %w", ErrHost, spec.Name, err)
+		}
+	}
+	if err := r.uploadRunFiles(ctx, hp, spec); err != nil {
+		return err
+	}
+	if _, err := a.SSH.Run(ctx, host, kamal.ExpandHome(spec.Run.Argv, hp.observed.Home), nil); err != nil {
+		return fmt.Errorf("%w: docker run accessory %s: %w", ErrHost, spec.Name, err)
+	}
+	r.audit(ctx, host, "", "Booted "+s.Role+" accessory")
+	return nil
+}
+
+// uploadRunFiles creates the container's directories and uploads its env
+// file (0600).
+func (r *applyRun) uploadRunFiles(ctx context.Context, hp *HostPlan, spec *kamal.Container) error {
+	a := r.a
+	if len(spec.Directories) > 0 {
+		argv := append([]string{"mkdir", "-p", "--"}, kamal.ExpandHome(spec.Directories, hp.observed.Home)...)
+		if _, err := a.SSH.Run(ctx, hp.Host, argv, nil); err != nil {
+			return fmt.Errorf("%w: mkdir for %s: %w", ErrHost, spec.Name, err)
+		}
+	}
+	if spec.EnvFile.Path != "" {
+		if err := a.SSH.Upload(ctx, hp.Host, spec.EnvFile.Path, 0o600, []byte(spec.EnvFile.Content.Reveal())); err != nil {
+			return fmt.Errorf("%w: upload env file %s: %w", ErrHost, spec.EnvFile.Path, err)
+		}
+	}
+	return nil
+}
+
+func (r *applyRun) hasPrimaryDeploy(hps []*HostPlan) bool {
+	for _, hp := range hps {
+		for _, s := range hp.Steps {
+			if s.Kind == StepDeploy && s.Role == r.a.Config.PrimaryRole {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (r *applyRun) openBarrier(err error) {
+	r.barrierOnce.Do(func() {
+		r.barrierErr = err
+		close(r.barrier)
+	})
+}
+
+// bootGroups slices hosts by boot.limit ("N" hosts or "N%").
+func bootGroups(hosts []*HostPlan, limit string) [][]*HostPlan {
+	n := len(hosts)
+	if limit != "" && n > 0 {
+		if strings.HasSuffix(limit, "%") {
+			if p, err := strconv.Atoi(strings.TrimSuffix(limit, "%")); err == nil && p > 0 {
+				n = max(1, len(hosts)*p/100)
+			}
+		} else if v, err := strconv.Atoi(limit); err == nil && v > 0 {
+			n = v
+		}
+	}
+	var out [][]*HostPlan
+	for len(hosts) > 0 {
+		k := min(n, len(hosts))
+		out = append(out, hosts[:k])
+		hosts = hosts[k:]
+	}
+	return out
+}
+
+// deployHost boots every role deploy of a host, primary role first.
+func (r *applyRun) deployHost(ctx context.Context, hp *HostPlan) error {
+	var steps []Step
+	for _, s := range hp.Steps {
+		if s.Kind == StepDeploy {
+			steps = append(steps, s)
+		}
+	}
+	primary := r.a.Config.PrimaryRole
+	sort.SliceStable(steps, func(i, j int) bool { return steps[i].Role == primary && steps[j].Role != primary })
+	for _, s := range steps {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if s.Role != primary {
+			select {
+			case <-r.barrier:
+				if r.barrierErr != nil {
+					return fmt.Errorf("%w (%s on %s)", ErrBarrier, s.Role, hp.Host)
+				}
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		// A step in flight finishes even when ctx is cancelled (SIGTERM):
+		// a host is never left half-switched.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.stepTimeout())
+		err := r.deployRole(sctx, hp, s)
+		cancel()
+		if s.Role == primary {
+			r.openBarrier(err)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (r *applyRun) stepTimeout() time.Duration {
+	c := r.a.Config
+	return time.Duration(c.DeployTimeout+c.DrainTimeout+c.ReadinessDelay)*time.Second + 2*time.Minute
+}
+
+// deployRole boots the new container of one role on one host, waits for it
+// to be healthy, switches traffic and stops the old container.
+func (r *applyRun) deployRole(ctx context.Context, hp *HostPlan, s Step) (err error) {
+	a := r.a
+	host, spec := hp.Host, s.spec
+	sr := &StepResult{Step: s, Start: a.now(), Phases: map[string]time.Duration{}}
+	defer func() {
+		sr.End = a.now()
+		if err != nil {
+			sr.Error = err.Error()
+		}
+		r.record(host, sr)
+	}()
+	phase := func(name string, since time.Time) { sr.Phases[name] = a.now().Sub(since) }
+	log := r.log.With("host", host, "role", s.Role)
+
+	// The container serving now: renamed first if it holds the new name.
+	var old *liveContainer
+	t0 := a.now()
+	if s.From != "" {
+		if old, err = r.inspectContainer(ctx, host, s.From); err != nil {
+			return fmt.Errorf("%w: inspect %s: %w", ErrHost, s.From, err)
+		}
+	}
+	if c := hp.observed.byName(spec.Name); c != nil {
+		renamed := spec.Name + "_replaced_" + randomHex(8)
+		if _, err := a.SSH.Run(ctx, host, []string{"docker", "rename", spec.Name, renamed}, nil); err != nil {
+			return fmt.Errorf("%w: rename %s: %w", ErrHost, spec.Name, err)
+		}
+		r.audit(ctx, host, s.Role, fmt.Sprintf("Renaming container %s to %s as already deployed on %s", spec.Name, renamed, host))
+		if old != nil && old.Name == spec.Name {
+			old.Name = renamed
+		}
+	}
+	if err := r.uploadRunFiles(ctx, hp, spec); err != nil {
+		return err
+	}
+	r.audit(ctx, host, s.Role, "Booted app version "+a.Config.Version.Name())
+	out, err := a.SSH.Run(ctx, host, kamal.ExpandHome(spec.Run.Argv, hp.observed.Home), nil)
+	if err != nil {
+		return fmt.Errorf("%w: docker run %s: %w", ErrHost, spec.Name, err)
+	}
+	id := strings.TrimSpace(string(out))
+	phase("boot", t0)
+	nw, err := r.inspectContainer(ctx, host, id)
+	if err != nil {
+		return fmt.Errorf("%w: inspect %s: %w", ErrHost, spec.Name, err)
+	}
+
+	// Healthy, then switch (proxied) or judged by Docker (not proxied).
+	t1 := a.now()
+	route, proxied := a.Route(s.Role)
+	if proxied && spec.Proxy != nil && a.Proxy != nil {
+		var from proxy.Target
+		if old != nil {
+			from = old.target(spec.Proxy.AppPort)
+		}
+		err = r.watchWhile(ctx, host, id, func(ctx context.Context) error {
+			return a.Proxy.Switch(ctx, host, route, from, nw.target(spec.Proxy.AppPort))
+		})
+	} else {
+		err = r.waitReady(ctx, host, id)
+	}
+	phase("healthy+switch", t1)
+	if err != nil {
+		sr.Logs = r.containerLogs(host, id)
+		_, _ = a.SSH.Run(context.WithoutCancel(ctx), host, []string{"docker", "stop", id}, nil)
+		log.Error("new container failed; old one keeps serving", "container", spec.Name, "err", err)
+		if errors.Is(err, proxy.ErrUnhealthy) || errors.Is(err, ErrUnhealthy) {
+			return fmt.Errorf("%w: %s on %s: %w", ErrUnhealthy, spec.Name, host, err)
+		}
+		return fmt.Errorf("%w: switch %s on %s: %w", ErrHost, spec.Name, host, err)
+	}
+	sw := switched{host: host, spec: spec, old: old, new: nw}
+	if proxied {
+		sw.route = &route
+	}
+	r.mu.Lock()
+	r.switched = append(r.switched, sw)
+	r.mu.Unlock()
+
+	// Stop the old container only now that traffic left it.
+	t2 := a.now()
+	if old != nil {
+		if _, err := a.SSH.Run(ctx, host, r.stopArgv(spec, old.ID), nil); err != nil {
+			return fmt.Errorf("%w: stop %s: %w", ErrHost, old.Name, err)
+		}
+	}
+	phase("stop", t2)
+	log.Info("deployed", "container", spec.Name, "from", s.From, "took", a.now().Sub(sr.Start).Round(time.Millisecond))
+	return nil
+}
+
+func (r *applyRun) stopArgv(spec *kamal.Container, id string) []string {
+	if spec.StopTimeout != nil {
+		return []string{"docker", "stop", "-t", strconv.Itoa(*spec.StopTimeout), id}
+	}
+	return []string{"docker", "stop", id}
+}
+
+// inspectContainer reads a container's ID, name and address on the kamal
+// network.
+func (r *applyRun) inspectContainer(ctx context.Context, host, ref string) (*liveContainer, error) {
+	out, err := r.a.SSH.Run(ctx, host, []string{"docker", "inspect", "--type", "container", "--format",
+		`{{.Id}} {{.Name}} {{with index .NetworkSettings.Networks "kamal"}}{{.IPAddress}}{{end}}`, ref}, nil)
+	if err != nil {
+		return nil, err
+	}
+	f := strings.Fields(string(out))
+	if len(f) < 2 {
+		return nil, fmt.Errorf("%w: inspect %s: %q", ErrObserve, ref, out)
+	}
+	c := &liveContainer{ID: f[0], Name: strings.TrimPrefix(f[1], "/")}
+	if len(f) > 2 {
+		c.IP = f[2]
+	}
+	return c, nil
+}
+
+// containerState is `docker inspect` of a booting container.
+type containerState struct {
+	Status       string
+	Health       string
+	RestartCount int
+	ExitCode     int
+}
+
+func (r *applyRun) state(ctx context.Context, host, id string) (containerState, error) {
+	out, err := r.a.SSH.Run(ctx, host, []string{"docker", "inspect", "--type", "container", "--format",
+		`{"Status":{{json .State.Status}},"Health":{{if .State.Health}}{{json .State.Health.Status}}{{else}}""{{end}},"RestartCount":{{.RestartCount}},"ExitCode":{{.State.ExitCode}}}`, id}, nil)
+	if err != nil {
+		return containerState{}, err
+	}
+	var st containerState
+	if err := json.Unmarshal(bytes.TrimSpace(out), &st); err != nil {
+		return st, fmt.Errorf("%w: %v", ErrObserve, err)
+	}
+	return st, nil
+}
+
+// crashed reports a container that exited or keeps restarting.
+func (st containerState) crashed() error {
+	switch {
+	case st.Status == "exited" || st.Status == "dead":
+		return fmt.Errorf("%w: container %s with code %d", ErrUnhealthy, st.Status, st.ExitCode)
+	case st.Status == "restarting" || st.RestartCount > 0:
+		return fmt.Errorf("%w: container restarting (%d restarts)", ErrUnhealthy, st.RestartCount)
+	case st.Health == "unhealthy":
+		return fmt.Errorf("%w: docker health check unhealthy", ErrUnhealthy)
+	}
+	return nil
+}
+
+// watchWhile runs f (the proxy switch, which health-checks the container)
+// while polling the container; a container that exits or restarts fails
+// the deploy at once instead of after deploy_timeout.
+func (r *applyRun) watchWhile(ctx context.Context, host, id string, f func(context.Context) error) error {
+	fctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	done := make(chan error, 1)
+	go func() { done <- f(fctx) }()
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-done:
+			if err != nil && context.Cause(fctx) != nil && !errors.Is(context.Cause(fctx), context.Canceled) {
+				return context.Cause(fctx)
+			}
+			return err
+		case <-tick.C:
+			st, err := r.state(ctx, host, id)
+			if err != nil {
+				continue
+			}
+			if cerr := st.crashed(); cerr != nil {
+				cancel(cerr)
+				<-done
+				return cerr
+			}
+		}
+	}
+}
+
+// waitReady judges a non-proxied container by Docker: healthy passes;
+// running passes after readiness_delay and a re-check; exited or
+// restarting fails at once; otherwise up to deploy_timeout.
+func (r *applyRun) waitReady(ctx context.Context, host, id string) error {
+	c := r.a.Config
+	deadline := r.a.now().Add(time.Duration(c.DeployTimeout) * time.Second)
+	var runningSince time.Time
+	for {
+		st, err := r.state(ctx, host, id)
+		if err != nil {
+			return fmt.Errorf("%w: %w", ErrHost, err)
+		}
+		if err := st.crashed(); err != nil {
+			return err
+		}
+		switch {
+		case st.Health == "healthy":
+			return nil
+		case st.Health == "" && st.Status == "running":
+			if runningSince.IsZero() {
+				runningSince = r.a.now()
+			}
+			if r.a.now().Sub(runningSince) >= time.Duration(c.ReadinessDelay)*time.Second {
+				return nil
+			}
+		}
+		if r.a.now().After(deadline) {
+			return fmt.Errorf("%w: not ready within deploy_timeout %ds (state %s, health %q)", ErrUnhealthy, c.DeployTimeout, st.Status, st.Health)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// containerLogs returns the last lines a failed container printed.
+func (r *applyRun) containerLogs(host, id string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := r.a.SSH.Run(ctx, host, []string{"sh", "-c", `docker logs --tail 30 --timestamps "$1" 2>&1`, "sh", id}, nil)
+	if err != nil {
+		return ""
+	}
+	return string(out)
+}
+
+// rollback switches every host that took the new version back to the
+// container it ran before, newest switch first.
+func (r *applyRun) rollback(ctx context.Context) {
+	a := r.a
+	r.mu.Lock()
+	sw := append([]switched(nil), r.switched...)
+	r.mu.Unlock()
+	ctx = context.WithoutCancel(ctx)
+	for i := len(sw) - 1; i >= 0; i-- {
+		s := sw[i]
+		if s.old == nil {
+			continue // nothing ran before; leave the new one serving
+		}
+		log := r.log.With("host", s.host, "role", s.spec.Role)
+		if _, err := a.SSH.Run(ctx, s.host, []string{"docker", "start", s.old.ID}, nil); err != nil {
+			log.Error("rollback: start old container", "err", err)
+			r.fail(s.host, fmt.Errorf("rollback failed: start %s: %w", s.old.Name, err))
+			continue
+		}
+		old, err := r.inspectContainer(ctx, s.host, s.old.ID)
+		if err == nil && s.route != nil {
+			err = a.Proxy.Switch(ctx, s.host, *s.route, s.new.target(s.spec.Proxy.AppPort), old.target(s.spec.Proxy.AppPort))
+		}
+		if err == nil {
+			_, err = a.SSH.Run(ctx, s.host, r.stopArgv(s.spec, s.new.ID), nil)
+		}
+		if err != nil {
+			log.Error("rollback", "err", err)
+			r.fail(s.host, fmt.Errorf("rollback failed: %w", err))
+			continue
+		}
+		r.fail(s.host, fmt.Errorf("%w: switched back to %s after another host failed", ErrBarrier, s.old.Name))
+		r.mu.Lock()
+		r.res.RolledBack = append(r.res.RolledBack, s.host)
+		r.mu.Unlock()
+		r.audit(ctx, s.host, s.spec.Role, "Rolled back to "+s.old.Name+" after a failed deploy of "+a.Config.Version.Name())
+	}
+}
+
+// cleanup stops stale and unmanaged containers and prunes old ones.
+func (r *applyRun) cleanup(ctx context.Context, hp *HostPlan) error {
+	a := r.a
+	for _, s := range hp.Steps {
+		var argv []string
+		switch s.Kind {
+		case StepStopStale, StepStopUnmanaged:
+			argv = []string{"docker", "stop", s.Container}
+		case StepPrune:
+			argv = append([]string{"docker", "rm", "--"}, s.Remove...)
+		default:
+			continue
+		}
+		sr := &StepResult{Step: s, Start: a.now()}
+		_, err := a.SSH.Run(ctx, hp.Host, argv, nil)
+		sr.End = a.now()
+		if err != nil {
+			sr.Error = err.Error()
+		}
+		r.record(hp.Host, sr)
+		if err != nil {
+			return fmt.Errorf("%w: %s: %w", ErrHost, s, err)
+		}
+		if s.Kind == StepPrune {
+			r.audit(ctx, hp.Host, "", "Pruned containers")
+		}
+	}
+	return nil
+}
+
+func (o *Observed) byName(name string) *Container {
+	for i := range o.Containers {
+		if o.Containers[i].Name == name {
+			return &o.Containers[i]
+		}
+	}
+	return nil
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}

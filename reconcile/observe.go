@@ -1,0 +1,167 @@
+package reconcile
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Labels capstan reads and writes on containers. service, role and
+// destination are Kamal's own; capstan adds its fingerprint.
+const (
+	LabelService     = "service"
+	LabelRole        = "role"
+	LabelDestination = "destination"
+	LabelFingerprint = "capstan.fingerprint"
+	LabelImageTitle  = "org.opencontainers.image.title"
+)
+
+// Observed is what one host looks like now, as one round trip saw it.
+type Observed struct {
+	Host       string
+	Containers []Container // every container on the host, newest first
+	// Lock is the decoded content of Kamal's lock details file on this host
+	// ("" when there is no lock).
+	Lock string
+	// Home is the SSH user's login directory.
+	Home string
+	At   time.Time
+
+	// inspected holds `docker inspect` of containers the plan must adopt.
+	inspected map[string]*inspected
+}
+
+// Container is one container as `docker ps -a` reports it.
+type Container struct {
+	ID          string
+	Name        string
+	Image       string
+	State       string // created, running, paused, restarting, removing, exited, dead
+	Status      string // Docker's text, e.g. "Up 3 minutes (healthy)"
+	Created     time.Time
+	Service     string // label service
+	Role        string // label role
+	Destination string // label destination
+	HasDest     bool   // the destination label is present (Kamal sets it even when empty)
+	Fingerprint string // label capstan.fingerprint
+	ImageTitle  string // label org.opencontainers.image.title (kamal-proxy's image sets it)
+	Networks    []string
+}
+
+// Health is the container's health check state from its status text:
+// "healthy", "unhealthy", "starting", or "" without a health check.
+func (c Container) Health() string {
+	switch {
+	case strings.Contains(c.Status, "(healthy)"):
+		return "healthy"
+	case strings.Contains(c.Status, "(unhealthy)"):
+		return "unhealthy"
+	case strings.Contains(c.Status, "(health: starting)"):
+		return "starting"
+	}
+	return ""
+}
+
+// Running reports whether the container is up (running and not restarting).
+func (c Container) Running() bool { return c.State == "running" }
+
+// psFormat is the Go template `docker ps` prints each container with: one
+// JSON object per line, labels read one by one so no value can break the
+// framing.
+const psFormat = `{"id":{{json .ID}},"name":{{json .Names}},"image":{{json .Image}},"state":{{json .State}},"status":{{json .Status}},"created":{{json .CreatedAt}},"service":{{json (.Label "service")}},"role":{{json (.Label "role")}},"destination":{{json (.Label "destination")}},"labels":{{json .Labels}},"fingerprint":{{json (.Label "capstan.fingerprint")}},"title":{{json (.Label "org.opencontainers.image.title")}},"networks":{{json .Networks}}}`
+
+const observeMarker = "--capstan-observe--"
+
+// ObserveArgv is the one remote command that observes a host: every
+// container (a single `docker ps`), the user's home directory, and Kamal's
+// lock for lockDir (e.g. ".kamal/lock-myapp"), separated by marker lines.
+func ObserveArgv(lockDir string) []string {
+	script := `docker ps -a --no-trunc --format "$1" || exit $?
+echo "$2"; printf '%s\n' "$HOME"
+echo "$2"; cat "$3/details" 2>/dev/null || true`
+	return []string{"sh", "-c", script, "sh", psFormat, observeMarker, lockDir}
+}
+
+// ParseObserve reads ObserveArgv's output.
+func ParseObserve(host string, out []byte) (*Observed, error) {
+	o := &Observed{Host: host, At: time.Now()}
+	sections := bytes.SplitN(out, []byte(observeMarker+"\n"), 3)
+	if len(sections) != 3 {
+		return nil, fmt.Errorf("observe %s: %w: %d sections in the output", host, ErrObserve, len(sections))
+	}
+	sc := bufio.NewScanner(bytes.NewReader(sections[0]))
+	sc.Buffer(make([]byte, 64*1024), 4*1024*1024)
+	for sc.Scan() {
+		line := bytes.TrimSpace(sc.Bytes())
+		if len(line) == 0 {
+			continue
+		}
+		var raw struct {
+			ID, Name, Image, State, Status, Created string
+			Service, Role, Destination, Labels      string
+			Fingerprint, Title, Networks            string
+		}
+		if err := json.Unmarshal(line, &raw); err != nil {
+			return nil, fmt.Errorf("observe %s: %w: %v", host, ErrObserve, err)
+		}
+		c := Container{
+			ID: raw.ID, Name: raw.Name, Image: raw.Image, State: raw.State, Status: raw.Status,
+			Service: raw.Service, Role: raw.Role, Destination: raw.Destination,
+			Fingerprint: raw.Fingerprint, ImageTitle: raw.Title,
+		}
+		c.HasDest = hasLabel(raw.Labels, LabelDestination)
+		if raw.Networks != "" {
+			c.Networks = strings.Split(raw.Networks, ",")
+		}
+		// Docker prints "2026-11-26 05:42:07 +0000 UTC".
+		if t, err := time.Parse("2006-01-02 15:04:05 -0700 MST", raw.Created); err == nil {
+			c.Created = t
+		}
+		o.Containers = append(o.Containers, c)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("observe %s: %w: %v", host, ErrObserve, err)
+	}
+	sort.SliceStable(o.Containers, func(i, j int) bool { return o.Containers[i].Created.After(o.Containers[j].Created) })
+	o.Home = strings.TrimSpace(string(sections[1]))
+	if lock := strings.TrimSpace(string(sections[2])); lock != "" {
+		if b, err := base64.StdEncoding.DecodeString(strings.ReplaceAll(lock, "\n", "")); err == nil {
+			o.Lock = string(b)
+		} else {
+			o.Lock = lock
+		}
+	}
+	return o, nil
+}
+
+// hasLabel reports whether Docker's "k=v,k2=v2" label list has key k. A
+// value containing a comma can fool the split, so only a key at the start
+// or after a comma and followed by "=" counts.
+func hasLabel(list, key string) bool {
+	for _, kv := range strings.Split(list, ",") {
+		if k, _, _ := strings.Cut(kv, "="); k == key {
+			return true
+		}
+	}
+	return false
+}
+
+// Observer observes hosts through a Runner.
+type Observer struct {
+	Run Runner
+}
+
+// Observe runs the observe command on host and parses it.
+func (ob Observer) Observe(ctx context.Context, host, lockDir string) (*Observed, error) {
+	out, err := ob.Run.Run(ctx, host, ObserveArgv(lockDir), nil)
+	if err != nil {
+		return nil, fmt.Errorf("observe %s: %w", host, err)
+	}
+	return ParseObserve(host, out)
+}
