@@ -102,8 +102,8 @@ func renderERB(file string, src string, getenv func(string) (string, bool), errs
 			srcLine++
 		}
 		switch {
-		case strings.HasPrefix(tag, "#"):
-			// comment
+		case strings.HasPrefix(tag, "#"), strings.TrimSpace(tag) == "":
+			// comment, or an empty tag
 		case strings.HasPrefix(tag, "="):
 			v, good := evalERB(file, tagLine, strings.TrimSpace(tag[1:]), getenv, errs)
 			if !good {

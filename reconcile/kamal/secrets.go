@@ -85,6 +85,7 @@ func parseDotenv(file, text string, lookup func(string) (string, bool), run func
 				value = strings.NewReplacer(`\n`, "\n", `\r`, "\r").Replace(value)
 				value = regexp.MustCompile(`\\([^$])`).ReplaceAllString(value, "$1")
 			}
+			raw := value
 			e.value = expandVars(value, func(name string) (string, bool) {
 				if prev, ok := df.entries[name]; ok {
 					if prev.problem != nil && e.problem == nil {
@@ -94,7 +95,7 @@ func parseDotenv(file, text string, lookup func(string) (string, bool), run func
 				}
 				return lookup(name)
 			}, e)
-			e.value = expandCommands(e.value, run, e)
+			e.value = expandCommands(e.value, commandTexts(raw), run, e)
 			e.value = strings.ReplaceAll(e.value, `\$`, "$")
 		}
 		df.entries[key] = e
@@ -136,8 +137,17 @@ func expandVars(v string, lookup func(string) (string, bool), e *dotenvEntry) st
 }
 
 // expandCommands evaluates $(command) with run, or records a refusal.
-func expandCommands(v string, run func(string) (string, error), e *dotenvEntry) string {
+// raw holds the commands as written in the file (before $VAR expansion);
+// messages quote those so they never contain a secret value.
+func expandCommands(v string, raw []string, run func(string) (string, error), e *dotenvEntry) string {
 	var out strings.Builder
+	n := 0
+	display := func() string {
+		if n < len(raw) {
+			return abbreviate(raw[n])
+		}
+		return "…"
+	}
 	for i := 0; i < len(v); i++ {
 		if v[i] == '\\' && i+1 < len(v) && v[i+1] == '$' {
 			out.WriteString(`\$`)
@@ -165,15 +175,17 @@ func expandCommands(v string, run func(string) (string, error), e *dotenvEntry) 
 				break
 			}
 			cmd := v[i+2 : j]
+			shown := display()
+			n++
 			if run == nil {
 				if e.problem == nil || !errors.Is(e.kind, ErrUnsafe) {
-					e.problem = errors.New("command substitution $(" + abbreviate(cmd) + ") is refused: capstan does not run commands from the repository; put the value in capstan's environment or the --secrets-env-file and write $NAME, or start capstan with --allow-secret-commands")
+					e.problem = errors.New("command substitution $(" + shown + ") is refused: capstan does not run commands from the repository; put the value in capstan's environment or the --secrets-env-file and write $NAME, or start capstan with --allow-secret-commands")
 					e.kind = ErrUnsafe
 				}
 			} else {
 				res, err := run(cmd)
 				if err != nil && e.problem == nil {
-					e.problem = errors.New("command substitution $(" + abbreviate(cmd) + ") failed: " + err.Error())
+					e.problem = errors.New("command substitution $(" + shown + ") failed: " + redactErr(err, cmd))
 					e.kind = ErrSecret
 				}
 				out.WriteString(strings.TrimRight(res, "\n"))
@@ -303,3 +315,43 @@ func (c *Config) SecretValues() []string {
 
 // secret returns the resolved value of secret key.
 func (c *Config) secret(key string) string { return c.secrets[key] }
+
+// commandTexts returns the $(…) commands of v in order, as written.
+func commandTexts(v string) []string {
+	var out []string
+	for i := 0; i+1 < len(v); i++ {
+		if v[i] == '\\' {
+			i++
+			continue
+		}
+		if v[i] == '$' && v[i+1] == '(' {
+			depth, j := 0, i+1
+			for ; j < len(v); j++ {
+				if v[j] == '\\' {
+					j++
+					continue
+				}
+				if v[j] == '(' {
+					depth++
+				} else if v[j] == ')' {
+					depth--
+					if depth == 0 {
+						break
+					}
+				}
+			}
+			if j >= len(v) {
+				break
+			}
+			out = append(out, v[i+2:j])
+			i = j
+		}
+	}
+	return out
+}
+
+// redactErr describes a failed command without repeating the expanded
+// command line (which may hold secret values).
+func redactErr(err error, expanded string) string {
+	return strings.ReplaceAll(err.Error(), expanded, "…")
+}
