@@ -1,0 +1,303 @@
+// Package gitwatch follows a branch of a git repository: a cheap check of
+// the remote head (ls-remote), and a shallow checkout of a new head into a
+// cache directory only when it moved. Authentication: HTTPS tokens and SSH
+// deploy keys with host keys verified against known_hosts files.
+//
+// gitwatch knows nothing of deployments; the daemon turns its revisions into
+// reconcile passes.
+package gitwatch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-git/go-git/v5"
+	"github.com/go-git/go-git/v5/config"
+	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/transport"
+	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
+	gitssh "github.com/go-git/go-git/v5/plumbing/transport/ssh"
+	"github.com/go-git/go-git/v5/storage/memory"
+	"golang.org/x/crypto/ssh/knownhosts"
+)
+
+// Sentinel errors.
+var (
+	// ErrBranchNotFound: the remote has no such branch.
+	ErrBranchNotFound = errors.New("branch not found on remote")
+	// ErrAuth: the credentials are unusable or were refused.
+	ErrAuth = errors.New("git authentication failed")
+	// ErrUnreachable: the remote could not be reached; retry with backoff.
+	ErrUnreachable = errors.New("git remote unreachable")
+)
+
+// DefaultBranch is followed when Source.Branch is empty.
+const DefaultBranch = "main"
+
+// Source is a repository branch to follow.
+type Source struct {
+	// URL is ssh://…, git@host:path, https://…, or a local path.
+	URL    string
+	Branch string
+	Auth   Auth
+}
+
+// Auth holds the credentials of a Source. The zero value is anonymous.
+type Auth struct {
+	// Token is an HTTPS access token, sent as the basic-auth password
+	// with TokenUser (default "x-access-token").
+	Token     string
+	TokenUser string
+	// SSHKey is a PEM private key (a deploy key) for ssh:// URLs, with
+	// SSHKeyPassphrase when encrypted. SSHUser defaults to "git".
+	SSHKey           []byte
+	SSHKeyPassphrase string
+	SSHUser          string
+	// KnownHosts are OpenSSH known_hosts files the server's key must be
+	// in. Required for SSH URLs: there is no mode that skips the check.
+	KnownHosts []string
+}
+
+// Revision is one checked-out commit.
+type Revision struct {
+	SHA     string
+	Branch  string
+	Author  string
+	Email   string
+	Message string
+	Time    time.Time
+	// Dir holds the commit's tree (a worktree). It stays valid until the
+	// Repo checks out a newer revision and prunes old ones.
+	Dir string
+}
+
+// Repo follows one Source into a cache directory. It is safe for
+// concurrent use; operations are serialized.
+type Repo struct {
+	src Source
+	dir string
+	mu  sync.Mutex
+	cur *Revision
+}
+
+// Open prepares a Repo caching its checkouts under dir (created if
+// missing). It does not touch the network.
+func Open(dir string, src Source) (*Repo, error) {
+	if src.URL == "" {
+		return nil, errors.New("gitwatch: empty repository URL")
+	}
+	if src.Branch == "" {
+		src.Branch = DefaultBranch
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	return &Repo{src: src, dir: dir}, nil
+}
+
+// Source returns what the Repo follows.
+func (r *Repo) Source() Source { return r.src }
+
+func (r *Repo) ref() plumbing.ReferenceName { return plumbing.NewBranchReferenceName(r.src.Branch) }
+
+func (r *Repo) auth() (transport.AuthMethod, error) {
+	ep, err := transport.NewEndpoint(r.src.URL)
+	if err != nil {
+		return nil, fmt.Errorf("gitwatch: %s: %w", r.src.URL, err)
+	}
+	a := r.src.Auth
+	switch ep.Protocol {
+	case "ssh":
+		if len(a.KnownHosts) == 0 {
+			return nil, fmt.Errorf("%w: %s: SSH needs known_hosts files to verify the server", ErrAuth, r.src.URL)
+		}
+		cb, err := knownhosts.New(a.KnownHosts...)
+		if err != nil {
+			return nil, fmt.Errorf("%w: known_hosts: %v", ErrAuth, err)
+		}
+		user := a.SSHUser
+		if user == "" {
+			user = ep.User
+		}
+		if user == "" {
+			user = "git"
+		}
+		if len(a.SSHKey) == 0 {
+			return nil, fmt.Errorf("%w: %s: no SSH deploy key configured", ErrAuth, r.src.URL)
+		}
+		pk, err := gitssh.NewPublicKeys(user, a.SSHKey, a.SSHKeyPassphrase)
+		if err != nil {
+			return nil, fmt.Errorf("%w: deploy key: %v", ErrAuth, err)
+		}
+		pk.HostKeyCallback = cb
+		pk.HostKeyCallbackHelper = gitssh.HostKeyCallbackHelper{HostKeyCallback: cb}
+		return pk, nil
+	case "http", "https":
+		if a.Token == "" {
+			return nil, nil
+		}
+		user := a.TokenUser
+		if user == "" {
+			user = "x-access-token"
+		}
+		return &githttp.BasicAuth{Username: user, Password: a.Token}, nil
+	}
+	return nil, nil
+}
+
+// RemoteHead returns the SHA the remote branch points at, without fetching
+// any object (git ls-remote).
+func (r *Repo) RemoteHead(ctx context.Context) (string, error) {
+	auth, err := r.auth()
+	if err != nil {
+		return "", err
+	}
+	rem := git.NewRemote(memory.NewStorage(), &config.RemoteConfig{Name: "origin", URLs: []string{r.src.URL}})
+	refs, err := rem.ListContext(ctx, &git.ListOptions{Auth: auth})
+	if err != nil {
+		return "", classify(r.src.URL, err)
+	}
+	for _, ref := range refs {
+		if ref.Name() == r.ref() {
+			return ref.Hash().String(), nil
+		}
+	}
+	return "", fmt.Errorf("%w: %s on %s", ErrBranchNotFound, r.src.Branch, redactURL(r.src.URL))
+}
+
+// Current returns the last checked-out revision, or nil.
+func (r *Repo) Current() *Revision {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.cur
+}
+
+// Sync checks the remote head and, only when it differs from the current
+// checkout, clones the new head shallowly into a fresh directory. It
+// returns the current revision and whether it changed.
+func (r *Repo) Sync(ctx context.Context) (*Revision, bool, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	head, err := r.RemoteHead(ctx)
+	if err != nil {
+		return r.cur, false, err
+	}
+	if r.cur != nil && r.cur.SHA == head {
+		return r.cur, false, nil
+	}
+	rev, err := r.checkout(ctx, head)
+	if err != nil {
+		return r.cur, false, err
+	}
+	r.cur = rev
+	r.prune(rev.Dir)
+	return rev, true, nil
+}
+
+// checkout clones the branch at depth 1 into dir/<sha> (reusing a
+// complete earlier checkout of the same SHA).
+func (r *Repo) checkout(ctx context.Context, sha string) (*Revision, error) {
+	dst := filepath.Join(r.dir, sha)
+	if repo, err := git.PlainOpen(dst); err == nil {
+		if rev, err := revisionOf(repo, sha, r.src.Branch, dst); err == nil {
+			return rev, nil
+		}
+	}
+	_ = os.RemoveAll(dst)
+	tmp := dst + ".tmp"
+	_ = os.RemoveAll(tmp)
+	auth, err := r.auth()
+	if err != nil {
+		return nil, err
+	}
+	opts := &git.CloneOptions{URL: r.src.URL, Auth: auth, ReferenceName: r.ref(), SingleBranch: true, Depth: 1, Tags: git.NoTags}
+	repo, err := git.PlainCloneContext(ctx, tmp, false, opts)
+	if err != nil && isShallowUnsupported(err) {
+		_ = os.RemoveAll(tmp)
+		opts.Depth = 0
+		repo, err = git.PlainCloneContext(ctx, tmp, false, opts)
+	}
+	if err != nil {
+		_ = os.RemoveAll(tmp)
+		return nil, classify(r.src.URL, err)
+	}
+	head, err := repo.Head()
+	if err != nil {
+		_ = os.RemoveAll(tmp)
+		return nil, err
+	}
+	if head.Hash().String() != sha {
+		// The branch moved between ls-remote and clone: take what we got.
+		sha = head.Hash().String()
+		dst = filepath.Join(r.dir, sha)
+		_ = os.RemoveAll(dst)
+	}
+	if err := os.Rename(tmp, dst); err != nil {
+		return nil, err
+	}
+	repo, err = git.PlainOpen(dst)
+	if err != nil {
+		return nil, err
+	}
+	return revisionOf(repo, sha, r.src.Branch, dst)
+}
+
+func revisionOf(repo *git.Repository, sha, branch, dir string) (*Revision, error) {
+	c, err := repo.CommitObject(plumbing.NewHash(sha))
+	if err != nil {
+		return nil, err
+	}
+	return &Revision{SHA: sha, Branch: branch, Author: c.Author.Name, Email: c.Author.Email,
+		Message: strings.TrimSpace(c.Message), Time: c.Author.When, Dir: dir}, nil
+}
+
+// prune removes checkouts other than keep.
+func (r *Repo) prune(keep string) {
+	ents, err := os.ReadDir(r.dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		p := filepath.Join(r.dir, e.Name())
+		if p != keep {
+			_ = os.RemoveAll(p)
+		}
+	}
+}
+
+func isShallowUnsupported(err error) bool {
+	return strings.Contains(err.Error(), "shallow") || strings.Contains(err.Error(), "capabilit")
+}
+
+func classify(url string, err error) error {
+	switch {
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return err
+	case errors.Is(err, transport.ErrAuthenticationRequired), errors.Is(err, transport.ErrAuthorizationFailed),
+		strings.Contains(err.Error(), "unable to authenticate"), strings.Contains(err.Error(), "knownhosts"),
+		strings.Contains(err.Error(), "key mismatch"):
+		return fmt.Errorf("%w: %s: %v", ErrAuth, redactURL(url), err)
+	case errors.Is(err, transport.ErrRepositoryNotFound):
+		return fmt.Errorf("%w: %s: %v", ErrUnreachable, redactURL(url), err)
+	}
+	return fmt.Errorf("%w: %s: %v", ErrUnreachable, redactURL(url), err)
+}
+
+// redactURL drops a password from a URL for messages.
+func redactURL(u string) string {
+	if i := strings.Index(u, "://"); i >= 0 {
+		rest := u[i+3:]
+		if at := strings.IndexByte(rest, '@'); at >= 0 {
+			if colon := strings.IndexByte(rest[:at], ':'); colon >= 0 {
+				return u[:i+3] + rest[:colon] + ":***" + rest[at:]
+			}
+		}
+	}
+	return u
+}
