@@ -151,8 +151,51 @@ func (p *Pool) Dial(ctx context.Context, host Host, network, addr string) (net.C
 	}
 }
 
-// validate checks argv and env and builds the remote command line.
-func (p *Pool) commandLine(argv []string, env map[string]string) (string, error) {
+// runEnv tags every remote command (and the processes it starts) with a
+// random id in its environment, so a cancelled command can be found and
+// stopped when sshd refuses the SSH "signal" request. OpenSSH refuses it
+// for root logins (no privilege separation after auth), which is Kamal's
+// default user.
+const runEnv = "CAPSTAN_RUN"
+
+// killScript sends SIGTERM to every process whose environment holds
+// CAPSTAN_RUN=$1 (Linux /proc). It runs in its own session, whose
+// environment does not have the tag.
+const killScript = `for d in /proc/[0-9]*; do grep -qszxF -- "` + runEnv + `=$1" "$d/environ" && kill -TERM "${d#/proc/}" 2>/dev/null; done; exit 0`
+
+func newRunID() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// stop ends a command whose ctx is done: SIGTERM through the session (where
+// sshd allows it), else SIGTERM to the processes tagged with runID; then,
+// after at most cancelGrace, the session is closed.
+func (p *Pool) stop(cl *ssh.Client, s *ssh.Session, runID string, done <-chan error) {
+	t := time.NewTimer(cancelGrace)
+	defer t.Stop()
+	defer s.Close()
+	_ = s.Signal(ssh.SIGTERM)
+	select {
+	case <-done:
+		return
+	case <-time.After(50 * time.Millisecond):
+	}
+	if ks, err := cl.NewSession(); err == nil {
+		go func() {
+			defer ks.Close()
+			_ = ks.Run(Quote([]string{"sh", "-c", killScript, "sh", runID}))
+		}()
+	}
+	select {
+	case <-done:
+	case <-t.C:
+	}
+}
+
+// commandLine checks argv and env and builds the remote command line.
+func (p *Pool) commandLine(argv []string, env map[string]string, runID string) (string, error) {
 	if len(argv) == 0 || argv[0] == "" {
 		return "", fmt.Errorf("%w: empty command", ErrInvalidArgv)
 	}
@@ -183,6 +226,9 @@ func (p *Pool) commandLine(argv []string, env map[string]string) (string, error)
 		quoteTo(&b, v)
 		b.WriteByte(' ')
 	}
+	if runID != "" {
+		b.WriteString(runEnv + "=" + runID + " ")
+	}
 	b.WriteString(Quote(argv))
 	return b.String(), nil
 }
@@ -206,7 +252,8 @@ func validEnvName(k string) bool {
 func (p *Pool) exec(ctx context.Context, host Host, argv []string, opts RunOptions,
 	stdout, stderr io.Writer, stderrTail func() []byte) (err error) {
 	start := p.now()
-	cmdLine, err := p.commandLine(argv, opts.Env)
+	runID := newRunID()
+	cmdLine, err := p.commandLine(argv, opts.Env, runID)
 	if err != nil {
 		return fmt.Errorf("%s: %w", host, err)
 	}
@@ -263,14 +310,7 @@ func (p *Pool) exec(ctx context.Context, host Host, argv []string, opts RunOptio
 	select {
 	case waitErr = <-done:
 	case <-ctx.Done():
-		_ = s.Signal(ssh.SIGTERM)
-		t := time.NewTimer(cancelGrace)
-		select {
-		case <-done:
-		case <-t.C:
-		}
-		t.Stop()
-		s.Close()
+		p.stop(cl, s, runID, done)
 		return fmt.Errorf("%s: %s: %w", name, argv[0], ctx.Err())
 	}
 

@@ -39,6 +39,8 @@ type Pool struct {
 	closed   bool
 	conns    map[string]*conn
 	counters map[string]*counters
+
+	testHookDial func(delta int) // called with +1/-1 around each dial slot
 }
 
 // conn is the pooled connection of one host.
@@ -270,6 +272,10 @@ func (p *Pool) dial(ctx context.Context, h Host) (*ssh.Client, error) {
 	case <-ctx.Done():
 		return nil, fmt.Errorf("%w: %s: waiting for a dial slot: %w", ErrUnreachable, name, ctx.Err())
 	}
+	if p.testHookDial != nil {
+		p.testHookDial(1)
+		defer p.testHookDial(-1)
+	}
 	defer func() { <-p.dialSem }()
 
 	var nc net.Conn
@@ -352,13 +358,13 @@ func (p *Pool) session(ctx context.Context, h Host) (s *ssh.Session, cl *ssh.Cli
 			return nil, nil, nil, nil, fmt.Errorf("%s: waiting for a session slot: %w", h, ctx.Err())
 		}
 		release = func() { <-c.sessions }
-		s, err = cl.NewSession()
+		s, err = newSession(ctx, cl)
 		if err == nil {
 			return s, cl, c, release, nil
 		}
 		release()
 		var oce *ssh.OpenChannelError
-		if errors.As(err, &oce) { // the server refused the channel; the connection is fine
+		if errors.As(err, &oce) || ctx.Err() != nil { // refused by the server; the connection is fine
 			return nil, nil, nil, nil, fmt.Errorf("%s: open session: %w", h, err)
 		}
 		c.drop(cl)
@@ -366,5 +372,25 @@ func (p *Pool) session(ctx context.Context, h Host) (s *ssh.Session, cl *ssh.Cli
 			return nil, nil, nil, nil, fmt.Errorf("%w: %s: open session: %w", ErrConnectionLost, h, err)
 		}
 		p.log.Debug("ssh connection dead, re-dialling", "host", h.String(), "err", err)
+	}
+}
+
+// newSession opens a session, retrying for a while when sshd refuses it:
+// sshd frees a closed session's slot (MaxSessions) only after a moment, so
+// a burst of short commands can briefly find every slot taken.
+func newSession(ctx context.Context, cl *ssh.Client) (*ssh.Session, error) {
+	delay := 5 * time.Millisecond
+	for i := 0; ; i++ {
+		s, err := cl.NewSession()
+		var oce *ssh.OpenChannelError
+		if err == nil || !errors.As(err, &oce) || i == 10 {
+			return s, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 250*time.Millisecond)
 	}
 }

@@ -1,7 +1,6 @@
 package hostexec
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -103,8 +102,9 @@ type testSSHD struct {
 	KnownHosts string // known_hosts with the host key for [127.0.0.1]:Port
 	config     string
 
-	mu  sync.Mutex
-	cmd *exec.Cmd
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	stderr syncBuffer // sshd's log
 }
 
 type sshdOption func(dir string, cfg *strings.Builder)
@@ -181,8 +181,9 @@ KbdInteractiveAuthentication no
 AllowTcpForwarding yes
 AllowStreamLocalForwarding yes
 MaxStartups 200
-LogLevel ERROR
-`, s.Port, hostKeyFile, filepath.Join(dir, "authorized_keys"), filepath.Join(dir, "sshd.pid"))
+LogLevel %s
+`, s.Port, hostKeyFile, filepath.Join(dir, "authorized_keys"), filepath.Join(dir, "sshd.pid"),
+		cmpOr(os.Getenv("CAPSTAN_TEST_SSHD_LOGLEVEL"), "ERROR"))
 	for _, o := range opts {
 		o(dir, &cfg)
 	}
@@ -218,10 +219,13 @@ func (s *testSSHD) Start() {
 	if err := os.MkdirAll(root, 0o700); err != nil {
 		s.t.Fatal(err)
 	}
-	cmd := exec.Command("unshare", "--mount", "--propagation", "private", "--",
+	// Its own PID namespace too: killing unshare (--kill-child) kills the
+	// namespace's init, sshd, and with it every per-connection child, the
+	// way a host's sshd dies with its sessions.
+	cmd := exec.Command("unshare", "--mount", "--propagation", "private", "--pid", "--fork", "--kill-child", "--mount-proc", "--",
 		"sh", "-c", `mount --bind "$1" /root && exec "$2" -D -e -f "$3"`, "sh", root, sshdPath, s.config)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
+	stderr := &s.stderr
+	cmd.Stderr = stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		s.t.Fatalf("start sshd: %v", err)
@@ -237,11 +241,11 @@ func (s *testSSHD) Start() {
 		}
 		select {
 		case <-exited:
-			s.t.Fatalf("sshd exited: %s", stderr.String())
+			s.t.Fatalf("sshd exited: %s", stderr.Bytes())
 		default:
 		}
 		if time.Now().After(deadline) {
-			s.t.Fatalf("sshd did not listen on %d: %v; %s", s.Port, err, stderr.String())
+			s.t.Fatalf("sshd did not listen on %d: %v; %s", s.Port, err, stderr.Bytes())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -258,6 +262,9 @@ func (s *testSSHD) Stop() {
 	}
 	syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
 	s.cmd.Process.Wait()
+	if testing.Verbose() && s.stderr.b.Len() > 0 {
+		s.t.Logf("sshd log:\n%s", s.stderr.Bytes())
+	}
 	s.cmd = nil
 }
 
