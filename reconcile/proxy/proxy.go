@@ -243,7 +243,22 @@ const (
 	DefaultHealthCheckInterval = time.Second
 	DefaultHealthCheckTimeout  = 5 * time.Second
 	DefaultNetwork             = "kamal"
+	// DefaultCommandTimeout bounds each short remote command a driver runs
+	// (docker inspect, writing a file, a list); a deploy that waits for
+	// health and drain gets its deploy and drain timeouts on top.
+	DefaultCommandTimeout = 30 * time.Second
 )
+
+// RunWithTimeout runs argv through r with its own timeout (d <= 0 means
+// DefaultCommandTimeout), so one hung remote command cannot stall a pass.
+func RunWithTimeout(ctx context.Context, r Runner, d time.Duration, host string, argv []string, stdin io.Reader) ([]byte, error) {
+	if d <= 0 {
+		d = DefaultCommandTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	return r.Run(ctx, host, argv, stdin)
+}
 
 // DefaultLogRequestHeaders are the request headers Kamal asks kamal-proxy to
 // log when proxy.logging.request_headers is not set.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -245,15 +246,15 @@ func (d *Driver) Boot(ctx context.Context, host string, routes []proxy.Route) er
 		return fmt.Errorf("boot haproxy on %s: %w", host, err)
 	}
 	hs.booted = true
-	if _, err := d.runner.Run(ctx, host, networkArgs(d.s), nil); err != nil && !strings.Contains(err.Error(), "already exists") {
+	if _, err := d.run(ctx, host, networkArgs(d.s), nil); err != nil && !strings.Contains(err.Error(), "already exists") {
 		return fmt.Errorf("boot haproxy on %s: create network: %w", host, err)
 	}
 	for _, argv := range [][]string{mkdirArgs(d.s), chmodArgs(d.s)} {
-		if _, err := d.runner.Run(ctx, host, argv, nil); err != nil {
+		if _, err := d.run(ctx, host, argv, nil); err != nil {
 			return fmt.Errorf("boot haproxy on %s: %w", host, err)
 		}
 	}
-	out, err := d.runner.Run(ctx, host, inspectArgs(d.s), nil)
+	out, err := d.run(ctx, host, inspectArgs(d.s), nil)
 	switch {
 	case err != nil: // no container: write a config without servers and run it
 		cfg, err := d.render(hs, nil, nil)
@@ -263,12 +264,12 @@ func (d *Driver) Boot(ctx context.Context, host string, routes []proxy.Route) er
 		if err := d.writeConfig(ctx, host, cfg); err != nil {
 			return fmt.Errorf("boot haproxy on %s: %w", host, err)
 		}
-		if _, err := d.runner.Run(ctx, host, RunArgs(d.s), nil); err != nil {
+		if _, err := d.run(ctx, host, RunArgs(d.s), nil); err != nil {
 			return fmt.Errorf("boot haproxy on %s: %w", host, err)
 		}
 		return nil
 	case strings.TrimSpace(string(out)) != "true":
-		if _, err := d.runner.Run(ctx, host, startArgs(d.s), nil); err != nil {
+		if _, err := d.run(ctx, host, startArgs(d.s), nil); err != nil {
 			return fmt.Errorf("boot haproxy on %s: %w", host, err)
 		}
 	}
@@ -290,7 +291,7 @@ func (d *Driver) sync(ctx context.Context, host string, hs *hostState) error {
 	if err != nil {
 		return err
 	}
-	cur, err := d.runner.Run(ctx, host, catArgs(d.s), nil)
+	cur, err := d.run(ctx, host, catArgs(d.s), nil)
 	if err != nil {
 		cur = nil // missing file: write it
 	}
@@ -303,7 +304,7 @@ func (d *Driver) sync(ctx context.Context, host string, hs *hostState) error {
 	if skeleton(cur) == skeleton(cfg) {
 		return nil
 	}
-	if _, err := d.runner.Run(ctx, host, reloadArgs(d.s), nil); err != nil {
+	if _, err := d.run(ctx, host, reloadArgs(d.s), nil); err != nil {
 		return fmt.Errorf("reload haproxy: %w", err)
 	}
 	hs.client.Close() // the kept channel belongs to the old worker
@@ -382,12 +383,17 @@ func (d *Driver) render(hs *hostState, live map[string][]ServerState, override m
 	return Render(c)
 }
 
+// run runs argv on host with the per-command timeout.
+func (d *Driver) run(ctx context.Context, host string, argv []string, stdin io.Reader) ([]byte, error) {
+	return proxy.RunWithTimeout(ctx, d.runner, 0, host, argv, stdin)
+}
+
 // writeConfig replaces haproxy.cfg atomically (write a temp file, rename).
 func (d *Driver) writeConfig(ctx context.Context, host string, cfg []byte) error {
-	if _, err := d.runner.Run(ctx, host, teeArgs(d.s), strings.NewReader(string(cfg))); err != nil {
+	if _, err := d.run(ctx, host, teeArgs(d.s), strings.NewReader(string(cfg))); err != nil {
 		return fmt.Errorf("write %s: %w", d.s.ConfigPath(), err)
 	}
-	if _, err := d.runner.Run(ctx, host, mvArgs(d.s), nil); err != nil {
+	if _, err := d.run(ctx, host, mvArgs(d.s), nil); err != nil {
 		return fmt.Errorf("write %s: %w", d.s.ConfigPath(), err)
 	}
 	return nil

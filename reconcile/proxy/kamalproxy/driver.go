@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/capstan-dev/capstan/reconcile/proxy"
 )
@@ -44,25 +45,32 @@ func (d *Driver) Boot(ctx context.Context, host string, routes []proxy.Route) er
 			return fmt.Errorf("boot kamal-proxy on %s: route %s: %w", host, r.Name(), err)
 		}
 	}
-	if _, err := d.runner.Run(ctx, host, NetworkArgs(d.settings), nil); err != nil && !strings.Contains(err.Error(), "already exists") {
+	if _, err := proxy.RunWithTimeout(ctx, d.runner, 0, host, NetworkArgs(d.settings), nil); err != nil && !strings.Contains(err.Error(), "already exists") {
 		return fmt.Errorf("boot kamal-proxy on %s: create network: %w", host, err)
 	}
-	if out, err := d.runner.Run(ctx, host, ImageArgs(d.settings), nil); err == nil {
+	if out, err := proxy.RunWithTimeout(ctx, d.runner, 0, host, ImageArgs(d.settings), nil); err == nil {
 		if err := checkVersion(strings.TrimSpace(string(out))); err != nil {
 			return fmt.Errorf("boot kamal-proxy on %s: %w", host, err)
 		}
 	}
-	if _, err := d.runner.Run(ctx, host, MkdirArgs(d.settings), nil); err != nil {
+	if _, err := proxy.RunWithTimeout(ctx, d.runner, 0, host, MkdirArgs(d.settings), nil); err != nil {
 		return fmt.Errorf("boot kamal-proxy on %s: %w", host, err)
 	}
-	_, startErr := d.runner.Run(ctx, host, StartArgs(d.settings), nil)
+	_, startErr := proxy.RunWithTimeout(ctx, d.runner, 0, host, StartArgs(d.settings), nil)
 	if startErr == nil {
 		return nil
 	}
-	if _, err := d.runner.Run(ctx, host, RunArgs(d.settings), nil); err != nil {
+	if _, err := proxy.RunWithTimeout(ctx, d.runner, 0, host, RunArgs(d.settings), nil); err != nil {
 		return fmt.Errorf("boot kamal-proxy on %s: %w", host, errors.Join(startErr, err))
 	}
 	return nil
+}
+
+// deployTimeout bounds a `kamal-proxy deploy`: the RPC has no client-side
+// timeout and may take the deploy timeout plus the drain timeout.
+func deployTimeout(o proxy.Options) time.Duration {
+	o = o.WithDefaults()
+	return o.DeployTimeout + o.DrainTimeout + proxy.DefaultCommandTimeout
 }
 
 // checkVersion compares the tag of image with MinimumVersion. Tags that are
@@ -103,7 +111,7 @@ func (d *Driver) Switch(ctx context.Context, host string, route proxy.Route, fro
 	if err != nil {
 		return fmt.Errorf("switch %s on %s: %w", route.Name(), host, err)
 	}
-	if _, err := d.runner.Run(ctx, host, argv, nil); err != nil {
+	if _, err := proxy.RunWithTimeout(ctx, d.runner, deployTimeout(route.Options), host, argv, nil); err != nil {
 		return fmt.Errorf("switch %s on %s to %s: %w", route.Name(), host, to, classify(err))
 	}
 	return nil
@@ -120,7 +128,7 @@ func classify(err error) error {
 
 // Routes runs `kamal-proxy list` and parses it.
 func (d *Driver) Routes(ctx context.Context, host string) ([]proxy.LiveRoute, error) {
-	out, err := d.runner.Run(ctx, host, ListArgs(d.settings), nil)
+	out, err := proxy.RunWithTimeout(ctx, d.runner, 0, host, ListArgs(d.settings), nil)
 	if err != nil {
 		return nil, fmt.Errorf("list kamal-proxy routes on %s: %w", host, classify(err))
 	}
@@ -135,7 +143,7 @@ func (d *Driver) Routes(ctx context.Context, host string) ([]proxy.LiveRoute, er
 // The targets are running and healthy, so each deploy is quick. Failures of
 // single routes are joined; the others are still attempted.
 func (d *Driver) Reassert(ctx context.Context, host string, want []proxy.Deployment) ([]string, error) {
-	out, err := d.runner.Run(ctx, host, ListArgs(d.settings), nil)
+	out, err := proxy.RunWithTimeout(ctx, d.runner, 0, host, ListArgs(d.settings), nil)
 	if err != nil {
 		return nil, fmt.Errorf("reassert routes on %s: %w", host, classify(err))
 	}
@@ -147,7 +155,8 @@ func (d *Driver) Reassert(ctx context.Context, host string, want []proxy.Deploym
 	var errs []error
 	for _, argv := range cmds {
 		name := argv[5] // docker exec <container> kamal-proxy deploy <name>
-		if _, err := d.runner.Run(ctx, host, argv, nil); err != nil {
+		i := slices.IndexFunc(want, func(w proxy.Deployment) bool { return w.Route.Name() == name })
+		if _, err := proxy.RunWithTimeout(ctx, d.runner, deployTimeout(want[i].Route.Options), host, argv, nil); err != nil {
 			errs = append(errs, fmt.Errorf("reassert %s on %s: %w", name, host, classify(err)))
 			continue
 		}
@@ -168,7 +177,7 @@ func (d *Driver) Remove(ctx context.Context, host string, name string) error {
 	if !slices.ContainsFunc(routes, func(r proxy.LiveRoute) bool { return r.Name == name }) {
 		return nil
 	}
-	if _, err := d.runner.Run(ctx, host, RemoveArgs(d.settings, name), nil); err != nil {
+	if _, err := proxy.RunWithTimeout(ctx, d.runner, 0, host, RemoveArgs(d.settings, name), nil); err != nil {
 		return fmt.Errorf("remove %s on %s: %w", name, host, classify(err))
 	}
 	return nil
