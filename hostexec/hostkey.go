@@ -30,7 +30,7 @@ type hostKeys struct {
 	// knownhosts reports them in KeyError.Want as if they were host keys,
 	// which would turn "unknown host" into "mismatch"; we filter them out.
 	caLines map[string]bool
-	probe  ssh.PublicKey // a random key no file knows, to list a host's known keys
+	probe   ssh.PublicKey // a random key no file knows, to list a host's known keys
 }
 
 type fileStamp struct {

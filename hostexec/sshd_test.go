@@ -130,20 +130,6 @@ func withHostCert(ca keyPair, hostKey *keyPair, principals ...string) sshdOption
 	}
 }
 
-// withExtraAuthorized authorizes more client keys.
-func withExtraAuthorized(keys ...ssh.PublicKey) sshdOption {
-	return func(dir string, _ *strings.Builder) {
-		f, err := os.OpenFile(filepath.Join(dir, "authorized_keys"), os.O_APPEND|os.O_WRONLY, 0o600)
-		if err != nil {
-			panic(err)
-		}
-		defer f.Close()
-		for _, k := range keys {
-			f.Write(ssh.MarshalAuthorizedKey(k))
-		}
-	}
-}
-
 func freePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
