@@ -355,3 +355,28 @@ func commandTexts(v string) []string {
 func redactErr(err error, expanded string) string {
 	return strings.ReplaceAll(err.Error(), expanded, "…")
 }
+
+// ParseEnvFile parses the operator's env file (given to capstan with
+// --secrets-env-file): dotenv lines KEY=value with quotes, comments and
+// "export", where $VAR refers to earlier keys of the same file only and
+// $(command) is not allowed. Errors name the line, never a value.
+func ParseEnvFile(name string, data []byte) (map[string]string, error) {
+	errs := &collector{}
+	if len(data) > MaxFileSize {
+		errs.add(ErrTooLarge, name, 0, "", "file is larger than %d bytes", MaxFileSize)
+		return nil, errs.result()
+	}
+	df := parseDotenv(name, string(data), func(string) (string, bool) { return "", false }, nil, errs)
+	out := map[string]string{}
+	for k, e := range df.entries {
+		if e.problem != nil {
+			errs.add(e.kind, name, e.line, k, "%s", e.problem.Error())
+			continue
+		}
+		out[k] = e.value
+	}
+	if err := errs.result(); err != nil {
+		return nil, err
+	}
+	return out, nil
+}

@@ -1,0 +1,29 @@
+package main
+
+import (
+	"context"
+	"fmt"
+)
+
+func init() {
+	register(command{name: "validate", summary: "check a Kamal deploy.yml (+ destination and secrets) the way Kamal would", run: runValidate})
+}
+
+func runValidate(ctx context.Context, e *env, args []string) error {
+	fs := newFlagSet(e, "validate", "[-c FILE] [-d DEST] [--version V]")
+	f := addConfigFlags(fs, e)
+	if help, err := parseFlags(fs, args); help || err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError("validate takes no arguments")
+	}
+	c, err := f.load(ctx, e, nil)
+	if err != nil {
+		return err
+	}
+	out, _, flush := redacting(e, c)
+	defer flush()
+	fmt.Fprintf(out, "%s: valid\n", c.Files[len(c.Files)-1])
+	return c.WriteSummary(out)
+}
