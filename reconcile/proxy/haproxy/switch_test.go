@@ -249,9 +249,18 @@ func TestDriver_SwitchUnderLoad(t *testing.T) {
 		t.Fatalf("after first switch got %q", got)
 	}
 
-	switches := 20
+	// CAPSTAN_SWITCHES and CAPSTAN_SWITCH_GAP (a duration) scale the run
+	// for measurements; the defaults keep it at about 4 s.
+	switches, gap := 20, 150*time.Millisecond
 	if s := os.Getenv("CAPSTAN_SWITCHES"); s != "" {
-		switches, _ = strconv.Atoi(s)
+		if n, err := strconv.Atoi(s); err == nil && n > 0 && n <= 1000 {
+			switches = n
+		}
+	}
+	if s := os.Getenv("CAPSTAN_SWITCH_GAP"); s != "" {
+		if d, err := time.ParseDuration(s); err == nil && d >= 0 && d <= 10*time.Second {
+			gap = d
+		}
 	}
 	gen := &loadGen{base: rg.url}
 	loadCtx, stopLoad := context.WithCancel(ctx)
@@ -261,7 +270,7 @@ func TestDriver_SwitchUnderLoad(t *testing.T) {
 	var durations []time.Duration
 	cur, next := v1, v2
 	for i := 0; i < switches; i++ {
-		time.Sleep(150 * time.Millisecond)
+		time.Sleep(gap)
 		ev := switchEvent{begin: time.Now(), from: cur.name, to: next.name}
 		if err := rg.driver.Switch(ctx, "lab1", rg.route, cur.target(), next.target()); err != nil {
 			stopLoad()
