@@ -8,9 +8,25 @@
 // through the small Runner and Dialer interfaces declared here, which the
 // composition root adapts from hostexec.
 //
-// The reconciler calls, per host: Boot once per pass, then Switch for every
-// routed role whose container changed, and Routes to observe drift. Reassert
-// puts back routes a restarted proxy has lost.
+// The reconciler calls, per host and pass: Boot (cheap when nothing
+// changed), Reassert with the currently desired targets (cheap: one list or
+// two runtime-API reads when nothing is lost), then Switch for every routed
+// role whose container changed, and stops the old container once Switch has
+// returned. Routes observes drift: which container each route sends to.
+//
+// Targets carry both the container (kamal-proxy routes to its name or ID
+// through Docker DNS) and its IP on the proxy network (HAProxy needs the
+// address); fill both and either driver works.
+//
+// The composition root adapts hostexec.Pool, e.g.
+//
+//	func (a adapter) Run(ctx context.Context, host string, argv []string, stdin io.Reader) ([]byte, error) {
+//		res, err := a.pool.Run(ctx, a.hosts[host], argv, hostexec.RunOptions{Stdin: stdin})
+//		return res.Stdout, err
+//	}
+//	func (a adapter) Dial(ctx context.Context, host, network, addr string) (net.Conn, error) {
+//		return a.pool.Dial(ctx, a.hosts[host], network, addr)
+//	}
 package proxy
 
 import (
