@@ -23,6 +23,7 @@ const (
 	quoteAll                    // "value"
 	quoteTail                   // key="value" (or bare key)
 	shellWord                   // POSIX single-quote if needed
+	pwdVolume                   // volume spec; HomePrefix shown as $(pwd)/ like Kamal's Volume
 )
 
 // HomePrefix starts arguments that are paths relative to the SSH user's
@@ -87,6 +88,8 @@ func (c Command) String() string {
 			}
 		case shellWord:
 			parts[i] = ShellQuote(a)
+		case pwdVolume:
+			parts[i] = strings.Replace(a, HomePrefix, "$(pwd)/", 1)
 		default:
 			parts[i] = a
 		}

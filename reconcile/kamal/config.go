@@ -893,6 +893,9 @@ func (b *builder) accessories() {
 		if rg := n.get("registry"); rg != nil {
 			r := b.registry(rg, joinPath(p, "registry"))
 			a.Registry = &r
+			if r.Server != "" && a.Image != "" {
+				a.Image = r.Server + "/" + a.Image // as Kamal: [registry.server, image].join("/")
+			}
 		}
 		var placement []string
 		for _, k := range []string{"host", "hosts", "role", "roles", "tag", "tags"} {
@@ -954,7 +957,7 @@ func (b *builder) accessoryHosts(n *node, k, p string) []string {
 		for _, name := range names {
 			r := c.Role(name)
 			if r == nil {
-				b.err(v, joinPath(p, k), "role %s is not defined in servers", name)
+				b.err(v, joinPath(p, k), "unknown role %s", name)
 				continue
 			}
 			for _, h := range r.Hosts {
@@ -1089,6 +1092,13 @@ func (c *Config) NamePrefix() string {
 	}
 	return c.Service
 }
+
+// LockDir is Kamal's deploy lock directory ".kamal/lock-S[-D]" (on the
+// primary host), relative to the SSH user's home.
+func (c *Config) LockDir() string { return ".kamal/lock-" + c.NamePrefix() }
+
+// AuditLog is Kamal's audit log ".kamal/S[-D]-audit.log" (every host).
+func (c *Config) AuditLog() string { return ".kamal/" + c.NamePrefix() + "-audit.log" }
 
 // AppDir is Kamal's app directory ".kamal/apps/S[-D]", relative to the
 // SSH user's home.

@@ -93,6 +93,9 @@ type EnvFile struct {
 	Content Secret
 }
 
+// DefaultFileMode is the mode Kamal gives uploaded accessory files.
+const DefaultFileMode = "755"
+
 // FileUpload is an accessory file: Local in the repository, Remote on the
 // host (under HomePrefix).
 type FileUpload struct {
@@ -266,7 +269,7 @@ func (c *Config) appContainer(r *Role, h string) *Container {
 			b.add(plain, "--volume", v)
 		}
 		if r.AssetPath != "" && r.Proxy != nil {
-			b.add(plain, "--volume", HomePrefix+c.AppDir()+"/assets/volumes/"+r.Name+"-"+c.Version.Name()+":"+r.AssetPath)
+			b.add(plain, "--volume").add(pwdVolume, HomePrefix+c.AppDir()+"/assets/volumes/"+r.Name+"-"+c.Version.Name()+":"+r.AssetPath)
 		}
 		for _, kv := range ct.Labels {
 			if kv.Key != FingerprintLabel {
@@ -299,7 +302,11 @@ func (c *Config) accessoryContainer(a *Accessory, h string) *Container {
 	volumes = append(volumes, a.Volumes...)
 	for _, f := range a.Files {
 		remote := HomePrefix + a.Service + "/" + strings.TrimPrefix(f.Remote, "/")
-		ct.Files = append(ct.Files, FileUpload{Local: f.Local, Remote: remote, Mode: f.Mode, Owner: f.Owner})
+		mode := f.Mode
+		if mode == "" {
+			mode = DefaultFileMode
+		}
+		ct.Files = append(ct.Files, FileUpload{Local: f.Local, Remote: remote, Mode: mode, Owner: f.Owner})
 		volumes = append(volumes, withOpts(remote+":"+f.Remote, f.Options))
 	}
 	for _, d := range a.Directories {
@@ -327,7 +334,7 @@ func (c *Config) accessoryContainer(a *Accessory, h string) *Container {
 		}
 		b.add(plain, "--env-file", ct.EnvFile.Path)
 		for _, v := range volumes {
-			b.add(plain, "--volume", v)
+			b.add(plain, "--volume").add(pwdVolume, v)
 		}
 		for _, kv := range ct.Labels {
 			if kv.Key != FingerprintLabel {

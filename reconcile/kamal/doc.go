@@ -1,0 +1,63 @@
+// Package kamal reads a stock Kamal 2 configuration (config/deploy.yml,
+// an optional destination file config/deploy.D.yml and the .kamal/secrets
+// files) and turns it into the desired state of every host: the exact
+// docker run argv Kamal would use for each role container and accessory,
+// the env files with their secret content, the kamal-proxy boot and deploy
+// commands, and a keyed spec fingerprint stored as a container label.
+//
+// The package is pure: it reads only the fs.FS it is given, takes the
+// environment and the operator's secrets as inputs, never logs, never uses
+// the network and never runs anything on its own (the optional
+// LoadOptions.RunCommand is the caller's).
+//
+// # Loading
+//
+// Load mirrors Kamal 2.12 (lib/kamal/configuration.rb):
+//
+//  1. Each file is rendered with a safe ERB subset (ENV["X"],
+//     ENV.fetch("X"[, "default"]), comments and "-" trimming; anything else
+//     is an ErrUnsafe error) and parsed as YAML with anchors, aliases and
+//     "<<" merge keys. Files over MaxFileSize and alias expansions over a
+//     node budget are refused (ErrTooLarge).
+//  2. The destination file is deep-merged over the base: maps merge, lists
+//     and scalars replace.
+//  3. The merged tree is checked against Kamal's schema: unknown keys are
+//     rejected (top-level "x-" keys excepted), strings accept any scalar,
+//     integers and booleans are strict. Then Kamal's cross-field rules.
+//  4. Secrets referenced by the configuration are looked up in
+//     .kamal/secrets-common and .kamal/secrets (or .kamal/secrets.D with a
+//     destination), parsed as dotenv; $VAR comes from
+//     LoadOptions.SecretsEnv, then LookupEnv. $(command) is refused unless
+//     LoadOptions.RunCommand is set.
+//  5. The version is LoadOptions.Version, else x-capstan.version in the
+//     merged configuration, else LoadOptions.Revision (the git commit).
+//
+// Every problem is collected; Load returns them all as an Errors value
+// whose lines read "FILE:LINE: key.path: message". Each *Error wraps one
+// of the ErrX sentinels for errors.Is.
+//
+// # Desired state
+//
+// Config.Plan and Config.Plans return a HostPlan per host. Commands are
+// argv (Command.Argv); Command.String prints them the way Kamal does, which
+// is what the golden tests compare with Kamal's own output
+// (testdata/transcript). Arguments starting with HomePrefix ("$PWD/") are
+// paths under the SSH user's login directory; ExpandHome resolves them.
+//
+// Secret values live only in Secret values (and Config.SecretValues, for
+// the redactor): they print, marshal and format as Redacted.
+//
+// # Differences from Kamal
+//
+//   - ERB is limited to reading the environment; Kamal runs arbitrary Ruby.
+//   - cmd: strings are split into argv; shell syntax that Kamal would leave
+//     to the host's shell (&&, |, $VAR, …) is rejected.
+//   - A clear env value containing ${VAR} is passed literally; Kamal's
+//     remote shell would expand it.
+//   - The container hostname suffix is derived from host and container
+//     name instead of being random.
+//   - Accessory files ending in .erb are uploaded as they are (Kamal renders
+//     them with the accessory env).
+//   - A digest version "sha256:<hex>" runs REPO@sha256:<hex> in containers
+//     named with "sha256-" plus the first 12 hex digits.
+package kamal
