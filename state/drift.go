@@ -1,0 +1,141 @@
+package state
+
+import (
+	"context"
+	"database/sql"
+	"time"
+)
+
+// Episode is one stretch of time a host differed from git in one way.
+type Episode struct {
+	ID       int64     `json:"id"`
+	App      string    `json:"app"`
+	Host     string    `json:"host"`
+	Kind     string    `json:"kind"`
+	Subject  string    `json:"subject,omitempty"` // role or container it concerns
+	Detail   string    `json:"detail"`
+	Opened   time.Time `json:"opened"`
+	Resolved time.Time `json:"resolved,omitzero"`
+	Reminded time.Time `json:"reminded,omitzero"`
+}
+
+// DriftItem is one drift observed now.
+type DriftItem struct {
+	Host, Kind, Subject, Detail string
+}
+
+// SyncDrift makes the open episodes of app match what a sweep observed now
+// on the given hosts (hosts not observed keep their episodes): new items
+// open episodes, items no longer seen resolve theirs. It returns the
+// episodes opened and resolved by this call, in one transaction, so each
+// is announced exactly once.
+func (s *Store) SyncDrift(ctx context.Context, app string, observedHosts []string, items []DriftItem) (opened, resolved []Episode, err error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer tx.Rollback()
+	now := time.Now()
+	seen := map[[3]string]bool{}
+	for _, it := range items {
+		key := [3]string{it.Host, it.Kind, it.Subject}
+		if seen[key] {
+			continue
+		}
+		seen[key] = true
+		res, err := tx.ExecContext(ctx, `INSERT INTO drift_episodes (app, host, kind, subject, detail, opened_at)
+			VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (app, host, kind, subject) WHERE resolved_at IS NULL DO NOTHING`,
+			app, it.Host, it.Kind, it.Subject, it.Detail, unix(now))
+		if err != nil {
+			return nil, nil, err
+		}
+		if n, _ := res.RowsAffected(); n == 1 {
+			id, _ := res.LastInsertId()
+			opened = append(opened, Episode{ID: id, App: app, Host: it.Host, Kind: it.Kind, Subject: it.Subject, Detail: it.Detail, Opened: fromUnix(unix(now))})
+		}
+	}
+	hostSet := map[string]bool{}
+	for _, h := range observedHosts {
+		hostSet[h] = true
+	}
+	open, err := openEpisodes(ctx, tx, app)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, e := range open {
+		if !hostSet[e.Host] || seen[[3]string{e.Host, e.Kind, e.Subject}] {
+			continue
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE drift_episodes SET resolved_at = ? WHERE id = ?`, unix(now), e.ID); err != nil {
+			return nil, nil, err
+		}
+		e.Resolved = fromUnix(unix(now))
+		resolved = append(resolved, e)
+	}
+	return opened, resolved, tx.Commit()
+}
+
+type querier interface {
+	QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error)
+}
+
+func openEpisodes(ctx context.Context, q querier, app string) ([]Episode, error) {
+	return episodes(ctx, q, `SELECT id, app, host, kind, subject, detail, opened_at, resolved_at, reminded_at FROM drift_episodes
+		WHERE resolved_at IS NULL AND (? = '' OR app = ?) ORDER BY id`, app, app)
+}
+
+func episodes(ctx context.Context, q querier, query string, args ...any) ([]Episode, error) {
+	rows, err := q.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Episode
+	for rows.Next() {
+		var e Episode
+		var opened int64
+		var resolved, reminded sql.NullInt64
+		if err := rows.Scan(&e.ID, &e.App, &e.Host, &e.Kind, &e.Subject, &e.Detail, &opened, &resolved, &reminded); err != nil {
+			return nil, err
+		}
+		e.Opened, e.Resolved, e.Reminded = fromUnix(opened), fromNull(resolved), fromNull(reminded)
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// OpenDrift returns the open episodes of app ("" = all apps).
+func (s *Store) OpenDrift(ctx context.Context, app string) ([]Episode, error) {
+	return openEpisodes(ctx, s.db, app)
+}
+
+// DriftHistory returns an app's latest episodes, open and resolved.
+func (s *Store) DriftHistory(ctx context.Context, app string, limit int) ([]Episode, error) {
+	if limit <= 0 {
+		limit = 100
+	}
+	return episodes(ctx, s.db, `SELECT id, app, host, kind, subject, detail, opened_at, resolved_at, reminded_at FROM drift_episodes
+		WHERE ? = '' OR app = ? ORDER BY id DESC LIMIT ?`, app, app, limit)
+}
+
+// DueReminders returns open episodes not announced for at least every,
+// and marks them reminded now.
+func (s *Store) DueReminders(ctx context.Context, every time.Duration) ([]Episode, error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback()
+	cut := unix(time.Now().Add(-every))
+	due, err := episodes(ctx, tx, `SELECT id, app, host, kind, subject, detail, opened_at, resolved_at, reminded_at FROM drift_episodes
+		WHERE resolved_at IS NULL AND COALESCE(reminded_at, opened_at) <= ? ORDER BY id`, cut)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range due {
+		if _, err := tx.ExecContext(ctx, `UPDATE drift_episodes SET reminded_at = ? WHERE id = ?`, unix(time.Now()), e.ID); err != nil {
+			return nil, err
+		}
+	}
+	return due, tx.Commit()
+}

@@ -1,0 +1,248 @@
+package state
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Revision is a git commit capstan saw.
+type Revision struct {
+	App       string    `json:"app"`
+	SHA       string    `json:"sha"`
+	Author    string    `json:"author"`
+	Message   string    `json:"message"`
+	Committed time.Time `json:"committed"`
+	Seen      time.Time `json:"seen"`
+}
+
+// RecordRevision stores a revision once (later calls keep the first
+// sighting).
+func (s *Store) RecordRevision(ctx context.Context, r Revision) error {
+	if r.Seen.IsZero() {
+		r.Seen = time.Now()
+	}
+	_, err := s.db.ExecContext(ctx, `INSERT INTO revisions (app, sha, author, message, committed_at, seen_at)
+		VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (app, sha) DO NOTHING`,
+		r.App, r.SHA, r.Author, r.Message, unix(r.Committed), unix(r.Seen))
+	return err
+}
+
+// Revision returns one revision.
+func (s *Store) Revision(ctx context.Context, app, sha string) (Revision, error) {
+	r := Revision{App: app, SHA: sha}
+	var c, seen int64
+	err := s.db.QueryRowContext(ctx, `SELECT author, message, committed_at, seen_at FROM revisions WHERE app = ? AND sha = ?`, app, sha).
+		Scan(&r.Author, &r.Message, &c, &seen)
+	if errors.Is(err, sql.ErrNoRows) {
+		return r, fmt.Errorf("revision %s of %s: %w", sha, app, ErrNotFound)
+	}
+	r.Committed, r.Seen = fromUnix(c), fromUnix(seen)
+	return r, err
+}
+
+// Pass outcomes.
+const (
+	OutcomeRunning   = "running"
+	OutcomeSucceeded = "succeeded"
+	OutcomeFailed    = "failed"
+	OutcomeNoop      = "noop"
+	OutcomeInvalid   = "invalid"     // the revision's config did not validate; no host touched
+	OutcomeAbandoned = "interrupted" // the process died mid-pass (found at the next start)
+)
+
+// Pass is one reconcile pass of an app.
+type Pass struct {
+	ID       int64     `json:"id"`
+	App      string    `json:"app"`
+	Revision string    `json:"revision"`
+	Version  string    `json:"version"`
+	Trigger  string    `json:"trigger"` // poll, webhook, cron, manual, startup
+	Started  time.Time `json:"started"`
+	Finished time.Time `json:"finished"`
+	Outcome  string    `json:"outcome"`
+	Error    string    `json:"error,omitempty"`
+	Plan     string    `json:"plan,omitempty"` // the plan as text
+	Steps    []Step    `json:"steps,omitempty"`
+}
+
+// Duration is how long the pass took (0 while running).
+func (p Pass) Duration() time.Duration {
+	if p.Finished.IsZero() {
+		return 0
+	}
+	return p.Finished.Sub(p.Started)
+}
+
+// Step is one executed step of a pass on a host.
+type Step struct {
+	Host     string    `json:"host"`
+	Step     string    `json:"step"`
+	Started  time.Time `json:"started"`
+	Finished time.Time `json:"finished"`
+	Result   string    `json:"result"` // ok, failed
+	Error    string    `json:"error,omitempty"`
+	Logs     string    `json:"logs,omitempty"`
+}
+
+// StartPass records a pass that begins now and returns its ID.
+func (s *Store) StartPass(ctx context.Context, p Pass) (int64, error) {
+	if p.Started.IsZero() {
+		p.Started = time.Now()
+	}
+	res, err := s.db.ExecContext(ctx, `INSERT INTO passes (app, revision, version, trigger, started_at, outcome, plan)
+		VALUES (?, ?, ?, ?, ?, 'running', ?)`, p.App, p.Revision, p.Version, p.Trigger, unix(p.Started), p.Plan)
+	if err != nil {
+		return 0, err
+	}
+	return res.LastInsertId()
+}
+
+// FinishPass records a pass's outcome and its steps in one transaction.
+func (s *Store) FinishPass(ctx context.Context, id int64, outcome, errText, plan string, steps []Step) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	for _, st := range steps {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO host_steps (pass_id, host, step, started_at, finished_at, result, error, logs)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, id, st.Host, st.Step, unix(st.Started), unix(st.Finished), st.Result, st.Error, st.Logs); err != nil {
+			return err
+		}
+	}
+	res, err := tx.ExecContext(ctx, `UPDATE passes SET finished_at = ?, outcome = ?, error = ?, plan = CASE WHEN ? = '' THEN plan ELSE ? END WHERE id = ?`,
+		unix(time.Now()), outcome, errText, plan, plan, id)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		return fmt.Errorf("pass %d: %w", id, ErrNotFound)
+	}
+	return tx.Commit()
+}
+
+// AbandonRunning marks passes left "running" by a process that died as
+// interrupted; the daemon calls it at start. It returns how many.
+func (s *Store) AbandonRunning(ctx context.Context) (int64, error) {
+	res, err := s.db.ExecContext(ctx, `UPDATE passes SET outcome = ?, finished_at = ?, error = 'capstan stopped during this pass' WHERE outcome = 'running'`,
+		OutcomeAbandoned, unix(time.Now()))
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
+}
+
+// History returns an app's latest passes, newest first, with their steps
+// ("" app: every app).
+func (s *Store) History(ctx context.Context, app string, limit int) ([]Pass, error) {
+	if limit <= 0 {
+		limit = 50
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT id, app, revision, version, trigger, started_at, finished_at, outcome, error, plan
+		FROM passes WHERE ? = '' OR app = ? ORDER BY id DESC LIMIT ?`, app, app, limit)
+	if err != nil {
+		return nil, err
+	}
+	var out []Pass
+	for rows.Next() {
+		var p Pass
+		var started int64
+		var finished sql.NullInt64
+		if err := rows.Scan(&p.ID, &p.App, &p.Revision, &p.Version, &p.Trigger, &started, &finished, &p.Outcome, &p.Error, &p.Plan); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		p.Started, p.Finished = fromUnix(started), fromNull(finished)
+		out = append(out, p)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	for i := range out {
+		steps, err := s.steps(ctx, out[i].ID)
+		if err != nil {
+			return nil, err
+		}
+		out[i].Steps = steps
+	}
+	return out, nil
+}
+
+func (s *Store) steps(ctx context.Context, passID int64) ([]Step, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT host, step, started_at, finished_at, result, error, logs FROM host_steps WHERE pass_id = ? ORDER BY id`, passID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Step
+	for rows.Next() {
+		var st Step
+		var a, b int64
+		if err := rows.Scan(&st.Host, &st.Step, &a, &b, &st.Result, &st.Error, &st.Logs); err != nil {
+			return nil, err
+		}
+		st.Started, st.Finished = fromUnix(a), fromUnix(b)
+		out = append(out, st)
+	}
+	return out, rows.Err()
+}
+
+// PrunePasses deletes an app's passes beyond the newest keep (their steps
+// go with them). It returns how many were deleted.
+func (s *Store) PrunePasses(ctx context.Context, keep int) (int64, error) {
+	res, err := s.db.ExecContext(ctx, `DELETE FROM passes WHERE id IN (
+		SELECT id FROM (SELECT id, ROW_NUMBER() OVER (PARTITION BY app ORDER BY id DESC) AS n FROM passes) WHERE n > ?)`, keep)
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
+}
+
+// AppState is the loop's memory of an app: the last revision applied
+// successfully and the last one attempted, kept apart.
+type AppState struct {
+	App           string    `json:"app"`
+	LastApplied   string    `json:"last_applied"`
+	LastAttempted string    `json:"last_attempted"`
+	LastAttemptOK bool      `json:"last_attempt_ok"`
+	LastSuccess   time.Time `json:"last_success"`
+	Updated       time.Time `json:"updated"`
+}
+
+// AppState returns an app's state (zero values for a new app).
+func (s *Store) AppState(ctx context.Context, app string) (AppState, error) {
+	st := AppState{App: app}
+	var ok int
+	var succ, upd int64
+	err := s.db.QueryRowContext(ctx, `SELECT last_applied, last_attempted, last_attempt_ok, last_success_at, updated_at FROM app_state WHERE app = ?`, app).
+		Scan(&st.LastApplied, &st.LastAttempted, &ok, &succ, &upd)
+	if errors.Is(err, sql.ErrNoRows) {
+		return st, nil
+	}
+	st.LastAttemptOK, st.LastSuccess, st.Updated = ok == 1, fromUnix(succ), fromUnix(upd)
+	return st, err
+}
+
+// RecordAttempt records that revision was attempted, and whether it
+// succeeded (then it is also the last applied one).
+func (s *Store) RecordAttempt(ctx context.Context, app, revision string, ok bool) error {
+	now := unix(time.Now())
+	okInt := 0
+	if ok {
+		okInt = 1
+	}
+	_, err := s.db.ExecContext(ctx, `INSERT INTO app_state (app, last_applied, last_attempted, last_attempt_ok, last_success_at, updated_at)
+		VALUES (?, CASE WHEN ? = 1 THEN ? ELSE '' END, ?, ?, CASE WHEN ? = 1 THEN ? ELSE 0 END, ?)
+		ON CONFLICT (app) DO UPDATE SET
+			last_applied = CASE WHEN ? = 1 THEN ? ELSE last_applied END,
+			last_attempted = ?, last_attempt_ok = ?,
+			last_success_at = CASE WHEN ? = 1 THEN ? ELSE last_success_at END,
+			updated_at = ?`,
+		app, okInt, revision, revision, okInt, okInt, now, now,
+		okInt, revision, revision, okInt, okInt, now, now)
+	return err
+}

@@ -1,0 +1,220 @@
+package state
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func open(t *testing.T) *Store {
+	t.Helper()
+	s, err := Open(filepath.Join(t.TempDir(), "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestStore_MigratesOnceAndReopens(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "s.db")
+	s, err := Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if v, _ := s.SchemaVersion(ctx); v != len(migrations) {
+		t.Fatalf("schema version %d, want %d", v, len(migrations))
+	}
+	if err := s.RecordRevision(ctx, Revision{App: "a", SHA: "abc", Author: "Ada", Message: "m"}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s, err = Open(p)
+	if err != nil {
+		t.Fatalf("reopen: %v", err)
+	}
+	defer s.Close()
+	if r, err := s.Revision(ctx, "a", "abc"); err != nil || r.Author != "Ada" {
+		t.Fatalf("revision after reopen: %+v, %v", r, err)
+	}
+	if fi, err := os.Stat(p); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("store file mode %v, %v", fi.Mode(), err)
+	}
+}
+
+func TestStore_HistoryIsExact(t *testing.T) {
+	s := open(t)
+	ctx := context.Background()
+	type pass struct{ rev, outcome, err string }
+	seq := []pass{{"r1", OutcomeSucceeded, ""}, {"r2", OutcomeSucceeded, ""}, {"r3", OutcomeFailed, "health check failed on 10.0.0.1"}, {"r1", OutcomeSucceeded, ""}}
+	for i, p := range seq {
+		id, err := s.StartPass(ctx, Pass{App: "app", Revision: p.rev, Version: p.rev, Trigger: "poll"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		steps := []Step{{Host: "h1", Step: fmt.Sprint("deploy web ", i), Started: time.Now(), Finished: time.Now(), Result: "ok"}}
+		if p.outcome == OutcomeFailed {
+			steps[0].Result, steps[0].Error, steps[0].Logs = "failed", p.err, "boom\n"
+		}
+		if err := s.FinishPass(ctx, id, p.outcome, p.err, "plan text", steps); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.RecordAttempt(ctx, "app", p.rev, p.outcome == OutcomeSucceeded); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hist, err := s.History(ctx, "app", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(hist) != len(seq) {
+		t.Fatalf("%d passes, want %d", len(hist), len(seq))
+	}
+	for i, h := range hist {
+		want := seq[len(seq)-1-i]
+		if h.Revision != want.rev || h.Outcome != want.outcome || h.Error != want.err || len(h.Steps) != 1 || h.Finished.IsZero() {
+			t.Errorf("pass %d: %+v, want %+v", i, h, want)
+		}
+	}
+	if hist[1].Steps[0].Logs != "boom\n" {
+		t.Errorf("failed step logs %q", hist[1].Steps[0].Logs)
+	}
+	st, _ := s.AppState(ctx, "app")
+	if st.LastApplied != "r1" || st.LastAttempted != "r1" || !st.LastAttemptOK {
+		t.Errorf("app state %+v", st)
+	}
+	_ = s.RecordAttempt(ctx, "app", "r4", false)
+	st, _ = s.AppState(ctx, "app")
+	if st.LastApplied != "r1" || st.LastAttempted != "r4" || st.LastAttemptOK {
+		t.Errorf("after a failed attempt, app state %+v: applied and attempted must stay apart", st)
+	}
+	if n, err := s.PrunePasses(ctx, 2); err != nil || n != 2 {
+		t.Errorf("prune: %d, %v", n, err)
+	}
+	if hist, _ := s.History(ctx, "app", 10); len(hist) != 2 || hist[0].Revision != "r1" {
+		t.Errorf("after prune: %+v", hist)
+	}
+}
+
+func TestStore_DriftEpisodeOpensAndResolvesOnce(t *testing.T) {
+	s := open(t)
+	ctx := context.Background()
+	hosts := []string{"h1", "h2"}
+	item := DriftItem{Host: "h1", Kind: "stopped", Subject: "web", Detail: "testapp-web-v1 is exited"}
+	for i := 0; i < 3; i++ {
+		opened, resolved, err := s.SyncDrift(ctx, "app", hosts, []DriftItem{item})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := map[bool]int{true: 1, false: 0}[i == 0]; len(opened) != want || len(resolved) != 0 {
+			t.Fatalf("sweep %d: opened %d resolved %d", i, len(opened), len(resolved))
+		}
+	}
+	// h1 not observed this sweep (unreachable): its episode stays open.
+	if _, resolved, _ := s.SyncDrift(ctx, "app", []string{"h2"}, nil); len(resolved) != 0 {
+		t.Fatalf("episode of an unobserved host resolved")
+	}
+	opened, resolved, err := s.SyncDrift(ctx, "app", hosts, nil)
+	if err != nil || len(opened) != 0 || len(resolved) != 1 || resolved[0].Resolved.IsZero() {
+		t.Fatalf("resolve: %+v %+v %v", opened, resolved, err)
+	}
+	if _, resolved, _ := s.SyncDrift(ctx, "app", hosts, nil); len(resolved) != 0 {
+		t.Fatal("resolved twice")
+	}
+	if open, _ := s.OpenDrift(ctx, "app"); len(open) != 0 {
+		t.Fatalf("open after resolve: %+v", open)
+	}
+	// A new occurrence is a new episode.
+	opened, _, _ = s.SyncDrift(ctx, "app", hosts, []DriftItem{item})
+	if len(opened) != 1 {
+		t.Fatal("recurrence did not open a new episode")
+	}
+	if hist, _ := s.DriftHistory(ctx, "app", 10); len(hist) != 2 {
+		t.Fatalf("history %d episodes", len(hist))
+	}
+}
+
+// TestStore_KillDuringWrites kills a writer process with SIGKILL at a random
+// moment, many times, and checks that the store opens and is consistent:
+// a finished pass has all its steps, an unfinished one none.
+func TestStore_KillDuringWrites(t *testing.T) {
+	if os.Getenv("CAPSTAN_STATE_WRITER") != "" {
+		writer(os.Getenv("CAPSTAN_STATE_WRITER"))
+		return
+	}
+	p := filepath.Join(t.TempDir(), "s.db")
+	rounds := 8
+	if testing.Short() {
+		rounds = 3
+	}
+	for round := 0; round < rounds; round++ {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestStore_KillDuringWrites$")
+		cmd.Env = append(os.Environ(), "CAPSTAN_STATE_WRITER="+p)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Duration(150+round*37) * time.Millisecond)
+		_ = cmd.Process.Signal(syscall.SIGKILL)
+		_ = cmd.Wait()
+
+		s, err := Open(p)
+		if err != nil {
+			t.Fatalf("round %d: open after kill -9: %v", round, err)
+		}
+		ctx := context.Background()
+		var integrity string
+		if err := s.db.QueryRowContext(ctx, "PRAGMA integrity_check").Scan(&integrity); err != nil || integrity != "ok" {
+			t.Fatalf("round %d: integrity %q %v", round, integrity, err)
+		}
+		hist, err := s.History(ctx, "", 100000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, h := range hist {
+			wantSteps, _ := strconv.Atoi(h.Plan)
+			switch h.Outcome {
+			case OutcomeRunning:
+				if len(h.Steps) != 0 {
+					t.Fatalf("round %d: running pass %d has %d steps", round, h.ID, len(h.Steps))
+				}
+			case OutcomeSucceeded:
+				if len(h.Steps) != wantSteps {
+					t.Fatalf("round %d: pass %d has %d of %d steps", round, h.ID, len(h.Steps), wantSteps)
+				}
+			}
+		}
+		if _, err := s.AbandonRunning(ctx); err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+	}
+}
+
+func writer(path string) {
+	s, err := Open(path)
+	if err != nil {
+		os.Exit(3)
+	}
+	ctx := context.Background()
+	for i := 0; ; i++ {
+		n := 1 + i%7
+		id, err := s.StartPass(ctx, Pass{App: "app", Revision: strconv.Itoa(i), Trigger: "poll"})
+		if err != nil {
+			os.Exit(4)
+		}
+		steps := make([]Step, n)
+		for j := range steps {
+			steps[j] = Step{Host: "h", Step: "s", Started: time.Now(), Finished: time.Now(), Result: "ok"}
+		}
+		if err := s.FinishPass(ctx, id, OutcomeSucceeded, "", strconv.Itoa(n), steps); err != nil {
+			os.Exit(5)
+		}
+	}
+}
