@@ -252,14 +252,23 @@ func validAddr(addr netip.AddrPort) error {
 // (without it a dynamic server keeps no idle connections). HAProxy creates
 // it in maintenance: SetState(StateReady) lets traffic in.
 func (c *Client) AddServer(ctx context.Context, backend, server string, addr netip.AddrPort) error {
-	r, err := ref(backend, server)
+	cmd, err := addServerCommand(backend, server, addr)
 	if err != nil {
 		return err
 	}
-	if err := validAddr(addr); err != nil {
-		return err
+	return c.expect(ctx, cmd, "New server registered.")
+}
+
+// addServerCommand builds `add server` after validating every part.
+func addServerCommand(backend, server string, addr netip.AddrPort) (string, error) {
+	r, err := ref(backend, server)
+	if err != nil {
+		return "", err
 	}
-	return c.expect(ctx, "add server "+r+" "+addr.String()+" pool-max-conn -1", "New server registered.")
+	if err := validAddr(addr); err != nil {
+		return "", err
+	}
+	return "add server " + r + " " + addr.String() + " pool-max-conn -1", nil
 }
 
 // SetState sets the administrative state of a server.
