@@ -348,6 +348,7 @@ func Load(fsys fs.FS, opts LoadOptions) (*Config, error) {
 	c := &Config{Destination: opts.Destination, Files: files, merged: merged, key: opts.FingerprintKey}
 	b := &builder{c: c, errs: errs, root: merged, opts: opts}
 	if b.build() {
+		b.checkHooks(fsys)
 		b.resolveSecrets(fsys)
 	}
 	if err := errs.result(); err != nil {
@@ -505,9 +506,10 @@ func (b *builder) build() bool {
 	if root.get("require_destination").boolValue() && c.Destination == "" {
 		b.errKey(root, "require_destination", "require_destination", "you must specify a destination (-d)")
 	}
-	if root.has("hooks_path") {
-		// Kamal rejects configs still using the Kamal 1 traefik hooks; we have
-		// no access to the hooks directory contents here, so nothing to check.
+	if c.Registry.Local() {
+		if rm := root.get("builder").get("remote"); rm != nil && !strings.HasPrefix(rm.str(), "ssh://") {
+			b.err(rm, "builder.remote", "local registry requires a remote builder reached over ssh:// (found %q)", rm.str())
+		}
 	}
 
 	b.roles()
@@ -517,6 +519,16 @@ func (b *builder) build() bool {
 	}
 	b.proxyRules()
 	return true
+}
+
+// checkHooks rejects the Kamal 1 traefik hooks, as Kamal 2 does.
+func (b *builder) checkHooks(fsys fs.FS) {
+	dir := strOr(b.root.get("hooks_path"), ".kamal/hooks")
+	for _, h := range []string{"pre-traefik-reboot", "post-traefik-reboot"} {
+		if _, err := fs.Stat(fsys, path.Join(path.Clean(dir), h)); err == nil {
+			b.errs.add(ErrInvalid, path.Join(dir, h), 0, "", "found %s, these should be renamed to (pre|post)-proxy-reboot", h)
+		}
+	}
 }
 
 // versionBlock decides the version: --version > x-capstan.version > revision.

@@ -79,6 +79,14 @@ type Container struct {
 	Run Command
 	// Proxy is nil when the container is not behind kamal-proxy.
 	Proxy *ProxyDeploy
+	// TLSFiles are the custom certificate and key (proxy.ssl with
+	// certificate_pem/private_key_pem), uploaded under
+	// .kamal/proxy/apps-config before the proxy deploy. Their content is
+	// secret.
+	TLSFiles []EnvFile
+	// ErrorPages, when set, is the repository directory (error_pages_path)
+	// to upload before the proxy deploy, and where.
+	ErrorPages *DirUpload
 	// StopTimeout is the docker stop -t value, nil for Docker's default.
 	StopTimeout *int
 }
@@ -91,6 +99,12 @@ type EnvFile struct {
 	// Names are the variables in the file, in order (not secret).
 	Names   []string
 	Content Secret
+}
+
+// DirUpload is a repository directory copied to a host directory
+// (relative to the SSH user's home).
+type DirUpload struct {
+	Local, Remote string
 }
 
 // DefaultFileMode is the mode Kamal gives uploaded accessory files.
@@ -289,6 +303,7 @@ func (c *Config) appContainer(r *Role, h string) *Container {
 	ct.Run = build(hostname(h, name), true)
 	if r.Proxy != nil {
 		ct.Proxy = &ProxyDeploy{Service: c.Prefix(r), AppPort: r.Proxy.AppPort, Args: c.proxyArgs(r.Proxy, path.Join(proxyAppsInProxy, c.NamePrefix(), "tls", r.Name))}
+		c.proxyFiles(ct, r.Proxy, path.Join(ProxyAppsConfig, c.NamePrefix(), "tls", r.Name))
 	}
 	return ct
 }
@@ -354,8 +369,24 @@ func (c *Config) accessoryContainer(a *Accessory, h string) *Container {
 	ct.Run = build(true)
 	if a.Proxy != nil {
 		ct.Proxy = &ProxyDeploy{Service: a.Service, AppPort: a.Proxy.AppPort, Args: c.proxyArgs(a.Proxy, path.Join(proxyAppsInProxy, a.Service, "tls"))}
+		c.proxyFiles(ct, a.Proxy, path.Join(ProxyAppsConfig, a.Service, "tls"))
 	}
 	return ct
+}
+
+// proxyFiles adds the custom TLS files and error pages of a proxied
+// container. tlsDir is the host directory matching proxyArgs' paths.
+func (c *Config) proxyFiles(ct *Container, p *Proxy, tlsDir string) {
+	if p.CustomCert() {
+		ct.Directories = append(ct.Directories, tlsDir)
+		ct.TLSFiles = []EnvFile{
+			{Path: tlsDir + "/cert.pem", Mode: 0o644, Names: []string{p.CertificatePEM}, Content: NewSecret(c.secret(p.CertificatePEM))},
+			{Path: tlsDir + "/key.pem", Mode: 0o644, Names: []string{p.PrivateKeyPEM}, Content: NewSecret(c.secret(p.PrivateKeyPEM))},
+		}
+	}
+	if c.ErrorPagesPath != "" {
+		ct.ErrorPages = &DirUpload{Local: c.ErrorPagesPath, Remote: path.Join(ProxyAppsConfig, c.NamePrefix(), "error_pages", c.Version.Name())}
+	}
 }
 
 func withOpts(v, opts string) string {
@@ -568,6 +599,12 @@ func WriteScript(w io.Writer, plans []*HostPlan) error {
 			b.WriteByte('\n')
 			b.WriteString(ct.Run.String())
 			b.WriteByte('\n')
+			for _, f := range ct.TLSFiles {
+				fmt.Fprintf(&b, "# write %s (mode %04o): %s\n", f.Path, f.Mode, Redacted)
+			}
+			if ct.ErrorPages != nil {
+				fmt.Fprintf(&b, "# upload %s/ to %s/\n", ct.ErrorPages.Local, ct.ErrorPages.Remote)
+			}
 			if ct.Proxy != nil {
 				b.WriteString(ct.Proxy.Command(ContainerIDPlaceholder).String())
 				b.WriteByte('\n')
