@@ -426,7 +426,7 @@ func (b *builder) errKey(m *node, k, path, format string, args ...any) {
 	line := 0
 	file := ""
 	if m != nil {
-		file, line = m.file, m.keyLine(k)
+		file, line = m.keyFile(k), m.keyLine(k)
 	}
 	b.errs.add(ErrInvalid, file, line, path, format, args...)
 }
@@ -465,7 +465,7 @@ func (b *builder) build() bool {
 		if c.Registry.Local() {
 			image = c.Service
 		} else {
-			b.errs.add(ErrInvalid, root.file, root.keyLine("image"), "image", "missing required configuration")
+			b.errs.add(ErrInvalid, root.keyFile("image"), root.keyLine("image"), "image", "missing required configuration")
 		}
 	}
 	c.Repository = image
@@ -473,7 +473,7 @@ func (b *builder) build() bool {
 		c.Repository = c.Registry.Server + "/" + image
 	}
 	if bl := root.get("builder"); bl == nil || bl.get("arch") == nil {
-		b.errs.add(ErrInvalid, root.file, root.keyLine("builder"), "builder.arch", "missing required configuration (Kamal 2 requires the architecture to build for, e.g. amd64)")
+		b.errs.add(ErrInvalid, root.keyFile("builder"), root.keyLine("builder"), "builder.arch", "missing required configuration (Kamal 2 requires the architecture to build for, e.g. amd64)")
 	}
 
 	c.PrimaryRole = strOr(root.get("primary_role"), DefaultPrimaryRole)
@@ -542,7 +542,7 @@ func (b *builder) versionBlock() {
 		} else {
 			for i, k := range xc.keys {
 				if k != "version" {
-					b.errs.add(ErrInvalid, xc.file, xc.klines[i], joinPath("x-capstan", k), "unknown key (x-capstan supports: version)")
+					b.errs.add(ErrInvalid, xc.kfiles[i], xc.klines[i], joinPath("x-capstan", k), "unknown key (x-capstan supports: version)")
 				}
 			}
 			xv = xc.get("version")
@@ -651,18 +651,19 @@ func (b *builder) roles() {
 		name string
 		n    *node // role map, or nil for the simple form
 		h    *node // hosts list
+		file string
 		line int
 	}
 	var raws []rawRole
 	if servers.isSeq() {
-		raws = append(raws, rawRole{name: DefaultPrimaryRole, h: servers, line: servers.line})
+		raws = append(raws, rawRole{name: DefaultPrimaryRole, h: servers, file: root.keyFile("servers"), line: root.keyLine("servers")})
 	} else {
 		for i, name := range servers.keys {
 			rn := servers.vals[i]
 			if rn.isSeq() {
-				raws = append(raws, rawRole{name: name, h: rn, line: servers.klines[i]})
+				raws = append(raws, rawRole{name: name, h: rn, file: servers.kfiles[i], line: servers.klines[i]})
 			} else {
-				raws = append(raws, rawRole{name: name, n: rn, h: rn.get("hosts"), line: servers.klines[i]})
+				raws = append(raws, rawRole{name: name, n: rn, h: rn.get("hosts"), file: servers.kfiles[i], line: servers.klines[i]})
 			}
 		}
 	}
@@ -739,13 +740,13 @@ func (b *builder) roles() {
 		if len(r.Hosts) == 0 {
 			switch {
 			case primary:
-				b.errs.add(ErrInvalid, servers.file, raw.line, p, "no servers specified for the %s primary_role", raw.name)
+				b.errs.add(ErrInvalid, raw.file, raw.line, p, "no servers specified for the %s primary_role", raw.name)
 			case !c.AllowEmptyRoles:
-				b.errs.add(ErrInvalid, servers.file, raw.line, p, "no servers specified for the %s role. You can ignore this with allow_empty_roles: true", raw.name)
+				b.errs.add(ErrInvalid, raw.file, raw.line, p, "no servers specified for the %s role. You can ignore this with allow_empty_roles: true", raw.name)
 			}
 		}
 		if r.Proxy != nil && r.Proxy.SSL && !r.Proxy.CustomCert() && len(r.Hosts) > 1 {
-			b.errs.add(ErrInvalid, servers.file, raw.line, p, "SSL is only supported on a single server unless you provide custom certificates, found %d servers for role %s", len(r.Hosts), r.Name)
+			b.errs.add(ErrInvalid, raw.file, raw.line, p, "SSL is only supported on a single server unless you provide custom certificates, found %d servers for role %s", len(r.Hosts), r.Name)
 		}
 		c.Roles = append(c.Roles, r)
 	}
@@ -757,11 +758,11 @@ func (b *builder) roles() {
 		return c.Roles[i].Name < c.Roles[j].Name
 	})
 	if len(c.Roles) > 0 && c.Role(c.PrimaryRole) == nil {
-		line := root.keyLine("primary_role")
+		file, line := root.keyFile("primary_role"), root.keyLine("primary_role")
 		if !root.has("primary_role") {
-			line = root.keyLine("servers")
+			file, line = root.keyFile("servers"), root.keyLine("servers")
 		}
-		b.errs.add(ErrInvalid, root.file, line, "primary_role", "the primary_role %s isn't defined", c.PrimaryRole)
+		b.errs.add(ErrInvalid, file, line, "primary_role", "the primary_role %s isn't defined", c.PrimaryRole)
 	}
 }
 
@@ -900,7 +901,7 @@ func (b *builder) accessories() {
 		a.Service = strOr(n.get("service"), c.Service+"-"+name)
 		a.Image = n.get("image").str()
 		if a.Image == "" {
-			b.errs.add(ErrInvalid, acc.file, acc.klines[i], joinPath(p, "image"), "missing required configuration")
+			b.errs.add(ErrInvalid, acc.kfiles[i], acc.klines[i], joinPath(p, "image"), "missing required configuration")
 		}
 		if rg := n.get("registry"); rg != nil {
 			r := b.registry(rg, joinPath(p, "registry"))
@@ -916,7 +917,7 @@ func (b *builder) accessories() {
 			}
 		}
 		if len(placement) != 1 {
-			b.errs.add(ErrInvalid, acc.file, acc.klines[i], p, "specify one of `host`, `hosts`, `role`, `roles`, `tag` or `tags`")
+			b.errs.add(ErrInvalid, acc.kfiles[i], acc.klines[i], p, "specify one of `host`, `hosts`, `role`, `roles`, `tag` or `tags`")
 		} else {
 			a.Hosts = b.accessoryHosts(n, placement[0], p)
 		}
@@ -1005,7 +1006,7 @@ func (b *builder) proxyRules() {
 		}
 		for _, h := range r.Proxy.Hosts {
 			if other, ok := sslHosts[h]; ok && other != r.Name {
-				b.errs.add(ErrInvalid, servers.file, servers.keyLine(r.Name), joinPath("servers", r.Name), "different roles can't share the same host for SSL: %s", h)
+				b.errs.add(ErrInvalid, servers.keyFile(r.Name), servers.keyLine(r.Name), joinPath("servers", r.Name), "different roles can't share the same host for SSL: %s", h)
 			}
 			sslHosts[h] = r.Name
 		}
@@ -1020,7 +1021,7 @@ func (b *builder) proxyRules() {
 				continue
 			}
 			if !equalRun(first, p.Run) {
-				b.errs.add(ErrInvalid, b.root.file, b.root.keyLine("proxy"), "proxy.run", "all proxy run configurations for host %s must be identical", h)
+				b.errs.add(ErrInvalid, b.root.keyFile("proxy"), b.root.keyLine("proxy"), "proxy.run", "all proxy run configurations for host %s must be identical", h)
 				break
 			}
 		}

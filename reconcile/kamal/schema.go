@@ -347,7 +347,7 @@ func (v *validator) checkStruct(n *node, s *spec, path string) {
 		v.check(n.vals[i], fs, joinPath(path, k))
 	}
 	for _, k := range unknown {
-		v.errs.add(ErrInvalid, n.file, n.keyLine(k), joinPath(path, k), "unknown key%s", suggest(k, s.fields))
+		v.errs.add(ErrInvalid, n.keyFile(k), n.keyLine(k), joinPath(path, k), "unknown key%s", suggest(k, s.fields))
 	}
 }
 
@@ -449,7 +449,7 @@ func (v *validator) checkEnv(n *node, tags bool, path string) {
 			v.check(val, strList(), p)
 		case "tags":
 			if !tags {
-				v.errs.add(ErrInvalid, n.file, n.keyLine(k), p, "unknown key (tags are only allowed in the root env)")
+				v.errs.add(ErrInvalid, n.keyFile(k), n.keyLine(k), p, "unknown key (tags are only allowed in the root env)")
 				continue
 			}
 			if !val.isMap() {
@@ -460,7 +460,7 @@ func (v *validator) checkEnv(n *node, tags bool, path string) {
 				v.checkEnv(val.vals[j], false, joinPath(p, tag))
 			}
 		default:
-			v.errs.add(ErrInvalid, n.file, n.keyLine(k), p, "unknown key (with clear/secret/tags, only those keys are allowed)")
+			v.errs.add(ErrInvalid, n.keyFile(k), n.keyLine(k), p, "unknown key (with clear/secret/tags, only those keys are allowed)")
 		}
 	}
 }
@@ -473,7 +473,7 @@ func (v *validator) checkLabels(n *node, path string) {
 	}
 	for i, k := range n.keys {
 		if reservedLabels[k] {
-			v.errs.add(ErrInvalid, n.file, n.klines[i], joinPath(path, k), "invalid label. destination, role, and service are reserved labels")
+			v.errs.add(ErrInvalid, n.kfiles[i], n.klines[i], joinPath(path, k), "invalid label. destination, role, and service are reserved labels")
 		}
 	}
 }

@@ -41,7 +41,8 @@ type node struct {
 	value  string // scalar text
 	keys   []string
 	vals   []*node
-	klines []int // line of each key
+	klines []int    // line of each key
+	kfiles []string // file of each key (destination files override keys)
 	items  []*node
 	file   string
 	line   int
@@ -77,6 +78,16 @@ func (n *node) has(k string) bool {
 	return false
 }
 
+// keyFile returns the file key k was written in (falls back to the map's).
+func (n *node) keyFile(k string) string {
+	for i, key := range n.keys {
+		if key == k {
+			return n.kfiles[i]
+		}
+	}
+	return n.file
+}
+
 // keyLine returns the line of key k (falls back to the map's line).
 func (n *node) keyLine(k string) int {
 	for i, key := range n.keys {
@@ -87,16 +98,18 @@ func (n *node) keyLine(k string) int {
 	return n.line
 }
 
-func (n *node) set(k string, v *node, line int) {
+func (n *node) set(k string, v *node, file string, line int) {
 	for i, key := range n.keys {
 		if key == k {
 			n.vals[i] = v
+			n.kfiles[i], n.klines[i] = file, line
 			return
 		}
 	}
 	n.keys = append(n.keys, k)
 	n.vals = append(n.vals, v)
 	n.klines = append(n.klines, line)
+	n.kfiles = append(n.kfiles, file)
 }
 
 // str returns the scalar text ("" for null or non-scalars).
@@ -163,6 +176,7 @@ func (n *node) clone() *node {
 	c := *n
 	c.keys = append([]string(nil), n.keys...)
 	c.klines = append([]int(nil), n.klines...)
+	c.kfiles = append([]string(nil), n.kfiles...)
 	c.vals = make([]*node, len(n.vals))
 	for i, v := range n.vals {
 		c.vals[i] = v.clone()
@@ -182,21 +196,10 @@ func deepMerge(base, over *node) *node {
 		for i, k := range over.keys {
 			ov := over.vals[i]
 			if bv := out.get(k); bv.isMap() && ov.isMap() {
-				out.set(k, deepMerge(bv, ov), over.klines[i])
+				out.set(k, deepMerge(bv, ov), over.kfiles[i], over.klines[i])
 				continue
 			}
-			// Replace, but record the line of the overriding key.
-			found := false
-			for j, key := range out.keys {
-				if key == k {
-					out.vals[j] = ov.clone()
-					out.klines[j] = over.klines[i]
-					found = true
-				}
-			}
-			if !found {
-				out.set(k, ov.clone(), over.klines[i])
-			}
+			out.set(k, ov.clone(), over.kfiles[i], over.klines[i])
 		}
 		// A merged map keeps the location of the override when the base had none.
 		return out
@@ -336,13 +339,13 @@ func (p *parser) convert(y *yaml.Node, depth int) (*node, error) {
 				return nil, err
 			}
 			// Ruby's Hash keeps the last duplicate; so do we.
-			n.set(k.Value, val, p.srcLine(k.Line))
+			n.set(k.Value, val, p.file, p.srcLine(k.Line))
 		}
 		// Explicit keys win over merged ones; earlier merge sources win over later.
 		for _, m := range merges {
 			for i, k := range m.keys {
 				if !n.has(k) {
-					n.set(k, m.vals[i].clone(), m.klines[i])
+					n.set(k, m.vals[i].clone(), m.kfiles[i], m.klines[i])
 					p.budget -= 1
 				}
 			}
