@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"strings"
 )
 
 func init() {
@@ -24,6 +25,6 @@ func runValidate(ctx context.Context, e *env, args []string) error {
 	}
 	out, _, flush := redacting(e, c)
 	defer flush()
-	fmt.Fprintf(out, "%s: valid\n", c.Files[len(c.Files)-1])
+	fmt.Fprintf(out, "%s: valid\n", strings.Join(c.Files, " + "))
 	return c.WriteSummary(out)
 }
