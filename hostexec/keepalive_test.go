@@ -110,4 +110,3 @@ func TestPool_KeepaliveDropsSilentConnection(t *testing.T) {
 		t.Errorf("Stats = %+v, want 2 dials", st)
 	}
 }
-
