@@ -1,0 +1,262 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/robfig/cron/v3"
+	"gopkg.in/yaml.v3"
+)
+
+// serveConfig is capstan.yml, the daemon's configuration.
+type serveConfig struct {
+	Listen         string      `yaml:"listen"`
+	StateDir       string      `yaml:"state_dir"`
+	SSH            sshSettings `yaml:"ssh"`
+	SecretsEnvFile string      `yaml:"secrets_env_file"`
+	Webhooks       struct {
+		GitHubSecretEnv string `yaml:"github_secret_env"`
+		GitLabTokenEnv  string `yaml:"gitlab_token_env"`
+		GiteaSecretEnv  string `yaml:"gitea_secret_env"`
+	} `yaml:"webhooks"`
+	APITokenEnv        string        `yaml:"api_token_env"`
+	InsecureRegistries []string      `yaml:"insecure_registries"`
+	ImageWait          duration      `yaml:"image_wait"`
+	KeepPasses         int           `yaml:"keep_passes"`
+	Alerts             []alertConfig `yaml:"alerts"`
+	Apps               []appConfig   `yaml:"apps"`
+
+	file string
+}
+
+type sshSettings struct {
+	KnownHosts string `yaml:"known_hosts"`
+	Identity   string `yaml:"identity"`
+	AcceptNew  bool   `yaml:"accept_new"`
+}
+
+type alertConfig struct {
+	Type     string   `yaml:"type"` // webhook, slack, github
+	URL      string   `yaml:"url"`
+	URLEnv   string   `yaml:"url_env"`
+	TokenEnv string   `yaml:"token_env"`
+	API      string   `yaml:"api"`
+	Remind   duration `yaml:"remind"` // repeat open drift every …; 0 = never
+}
+
+type appConfig struct {
+	Name          string   `yaml:"name"`
+	Repo          string   `yaml:"repo"`
+	Branch        string   `yaml:"branch"`
+	Path          string   `yaml:"path"`
+	Destination   string   `yaml:"destination"`
+	Poll          duration `yaml:"poll"`
+	DriftSchedule string   `yaml:"drift_schedule"`
+	SelfHeal      *bool    `yaml:"self_heal"`
+	Git           struct {
+		SSHKey     string `yaml:"ssh_key"`
+		TokenEnv   string `yaml:"token_env"`
+		KnownHosts string `yaml:"known_hosts"`
+	} `yaml:"git"`
+
+	schedule cron.Schedule
+}
+
+// duration reads "60s", "5m" or a number of seconds.
+type duration time.Duration
+
+func (d *duration) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return errors.New("should be a duration like 60s or 5m")
+	}
+	if s, err := strconv.Atoi(n.Value); err == nil {
+		*d = duration(time.Duration(s) * time.Second)
+		return nil
+	}
+	v, err := time.ParseDuration(n.Value)
+	if err != nil || v < 0 {
+		return fmt.Errorf("%q is not a duration like 60s or 5m", n.Value)
+	}
+	*d = duration(v)
+	return nil
+}
+
+var appNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,62}$`)
+
+// configError is one problem in capstan.yml, as FILE:LINE: key: message.
+type configErrors []string
+
+func (e configErrors) Error() string { return strings.Join(e, "\n") }
+
+// loadServeConfig reads capstan.yml, applies CAPSTAN_LISTEN and
+// CAPSTAN_STATE_DIR from the environment and the defaults, and validates
+// it. Every problem comes back at once.
+func loadServeConfig(path string, getenv func(string) string) (*serveConfig, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > 1<<20 {
+		return nil, fmt.Errorf("%s: larger than 1 MiB", path)
+	}
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, fmt.Errorf("%s: %v", path, err)
+	}
+	c := &serveConfig{file: path}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil {
+		var te *yaml.TypeError
+		if errors.As(err, &te) {
+			var errs configErrors
+			for _, m := range te.Errors {
+				errs = append(errs, path+":"+strings.TrimPrefix(m, "line "))
+			}
+			return nil, errs
+		}
+		return nil, fmt.Errorf("%s: %v", path, err)
+	}
+	if v := getenv("CAPSTAN_LISTEN"); v != "" {
+		c.Listen = v
+	}
+	if v := getenv("CAPSTAN_STATE_DIR"); v != "" {
+		c.StateDir = v
+	}
+	if c.Listen == "" {
+		c.Listen = "127.0.0.1:9740"
+	}
+	if c.StateDir == "" {
+		c.StateDir = "/var/lib/capstan"
+	}
+	if c.ImageWait == 0 {
+		c.ImageWait = duration(10 * time.Minute)
+	}
+	if c.KeepPasses == 0 {
+		c.KeepPasses = 1000
+	}
+	var errs configErrors
+	bad := func(keyPath string, format string, args ...any) {
+		errs = append(errs, fmt.Sprintf("%s:%d: %s: %s", path, lineOf(&root, keyPath), keyPath, fmt.Sprintf(format, args...)))
+	}
+	if len(c.Apps) == 0 {
+		bad("apps", "at least one app is required")
+	}
+	seen := map[string]bool{}
+	for i := range c.Apps {
+		a := &c.Apps[i]
+		p := fmt.Sprintf("apps[%d]", i)
+		switch {
+		case a.Name == "":
+			bad(p+".name", "is required")
+		case !appNameRE.MatchString(a.Name):
+			bad(p+".name", "%q must be lower-case letters, digits, '.', '_' or '-'", a.Name)
+		case seen[a.Name]:
+			bad(p+".name", "%q is used twice", a.Name)
+		}
+		seen[a.Name] = true
+		if a.Repo == "" {
+			bad(p+".repo", "is required")
+		}
+		if a.Branch == "" {
+			a.Branch = "main"
+		}
+		if a.Path == "" {
+			a.Path = "."
+		}
+		if strings.Contains(a.Path, "..") {
+			bad(p+".path", "must stay inside the repository")
+		}
+		if a.Poll == 0 {
+			a.Poll = duration(60 * time.Second)
+		} else if time.Duration(a.Poll) < time.Second {
+			bad(p+".poll", "must be at least 1s")
+		}
+		if a.DriftSchedule == "" {
+			a.DriftSchedule = "*/5 * * * *"
+		}
+		sched, err := cron.ParseStandard(a.DriftSchedule)
+		if err != nil {
+			bad(p+".drift_schedule", "%v", err)
+		}
+		a.schedule = sched
+		if a.Git.TokenEnv != "" && getenv(a.Git.TokenEnv) == "" {
+			bad(p+".git.token_env", "environment variable %s is not set", a.Git.TokenEnv)
+		}
+	}
+	for i, al := range c.Alerts {
+		p := fmt.Sprintf("alerts[%d]", i)
+		switch al.Type {
+		case "webhook", "slack":
+			if al.URL == "" && al.URLEnv == "" {
+				bad(p+".url", "url or url_env is required")
+			}
+			if al.URLEnv != "" && getenv(al.URLEnv) == "" {
+				bad(p+".url_env", "environment variable %s is not set", al.URLEnv)
+			}
+		case "github":
+			if al.TokenEnv == "" || getenv(al.TokenEnv) == "" {
+				bad(p+".token_env", "a GitHub token is required (token_env naming a set variable)")
+			}
+		default:
+			bad(p+".type", "%q: want webhook, slack or github", al.Type)
+		}
+	}
+	for _, k := range []struct{ path, env string }{
+		{"webhooks.github_secret_env", c.Webhooks.GitHubSecretEnv}, {"webhooks.gitlab_token_env", c.Webhooks.GitLabTokenEnv},
+		{"webhooks.gitea_secret_env", c.Webhooks.GiteaSecretEnv}, {"api_token_env", c.APITokenEnv},
+	} {
+		if k.env != "" && getenv(k.env) == "" {
+			bad(k.path, "environment variable %s is not set", k.env)
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errs
+	}
+	return c, nil
+}
+
+// lineOf finds the line of a key path like "apps[1].git.token_env" in a
+// YAML document; it falls back to the nearest existing parent.
+func lineOf(root *yaml.Node, keyPath string) int {
+	n := root
+	if n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
+		n = n.Content[0]
+	}
+	line := n.Line
+	for _, part := range strings.Split(keyPath, ".") {
+		key, idx := part, -1
+		if i := strings.IndexByte(part, '['); i >= 0 {
+			key = part[:i]
+			idx, _ = strconv.Atoi(strings.TrimSuffix(part[i+1:], "]"))
+		}
+		found := false
+		if n.Kind == yaml.MappingNode {
+			for j := 0; j+1 < len(n.Content); j += 2 {
+				if n.Content[j].Value == key {
+					line = n.Content[j].Line
+					n = n.Content[j+1]
+					found = true
+					break
+				}
+			}
+		}
+		if !found {
+			return line
+		}
+		if idx >= 0 {
+			if n.Kind != yaml.SequenceNode || idx >= len(n.Content) {
+				return line
+			}
+			n = n.Content[idx]
+			line = n.Line
+		}
+	}
+	return line
+}
