@@ -181,9 +181,18 @@ func (p *Pool) client(ctx context.Context, h Host) (*ssh.Client, *conn, error) {
 		return nil, nil, err
 	}
 	p.log.Debug("ssh connected", "host", h.String(), "duration", p.now().Sub(start))
+	// Publish under p.mu so that Close either sees the client or we see
+	// that Close ran during the dial.
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		cl.Close()
+		return nil, nil, fmt.Errorf("%s: %w", h, ErrClosed)
+	}
 	c.mu.Lock()
 	c.client = cl
 	c.mu.Unlock()
+	p.mu.Unlock()
 	done := make(chan struct{})
 	go func() {
 		err := cl.Wait()
