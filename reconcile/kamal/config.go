@@ -101,6 +101,9 @@ type Config struct {
 	SecretsPath      string
 	Boot             Boot
 	AllowEmptyRoles  bool
+	// SSH is the ssh: block; Capstan is capstan's x-capstan: block.
+	SSH     SSH
+	Capstan Capstan
 
 	// Files are the configuration files read, base first.
 	Files []string
@@ -439,6 +442,8 @@ func (b *builder) build() bool {
 	v.checkStruct(root, rootSpec, "")
 	v.checkLabels(root.get("labels"), "labels")
 	b.versionBlock()
+	b.capstanBlock(root.get("x-capstan"))
+	b.sshBlock()
 	if len(b.errs.errs) > 0 {
 		return false // types are unreliable; cross-field rules would only add noise
 	}
@@ -541,8 +546,8 @@ func (b *builder) versionBlock() {
 			b.err(xc, "x-capstan", "should be a hash (found %s)", xc.typeName())
 		} else {
 			for i, k := range xc.keys {
-				if k != "version" {
-					b.errs.add(ErrInvalid, xc.kfiles[i], xc.klines[i], joinPath("x-capstan", k), "unknown key (x-capstan supports: version)")
+				if !capstanKeys[k] {
+					b.errs.add(ErrInvalid, xc.kfiles[i], xc.klines[i], joinPath("x-capstan", k), "unknown key (x-capstan supports: version, proxy, haproxy, self_heal, reboot_accessories, stop_unmanaged, rollback)")
 				}
 			}
 			xv = xc.get("version")

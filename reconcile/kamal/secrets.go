@@ -270,6 +270,7 @@ func (b *builder) resolveSecrets(fsys fs.FS) {
 		}
 	}
 	fill(&c.Registry)
+	c.fillSSHSecrets()
 	for _, a := range c.Accessories {
 		if a.Registry != nil {
 			fill(a.Registry)
