@@ -42,8 +42,10 @@ type RunOptions struct {
 	Env map[string]string
 }
 
-// Result is the output of a command that exited 0. The bytes are exactly
-// what the command wrote, unredacted: they are the caller's data to parse.
+// Result is the output of a command: all of it when the command exited 0,
+// what it wrote before failing otherwise. The bytes are exactly what the
+// command wrote, unredacted: they are the caller's data to parse, not
+// something to log.
 type Result struct {
 	Stdout, Stderr []byte
 }
@@ -51,12 +53,15 @@ type Result struct {
 // Run runs argv on host and waits for it. argv is quoted with Quote; the
 // remote login shell must be POSIX.
 //
-// A non-zero exit returns the output so far and an *ExitError carrying the
-// code and the (redacted) stderr. When ctx ends first, the command is sent
-// SIGTERM, the session is closed after a short grace period, and the error
-// wraps ctx.Err(). Other errors wrap ErrUnreachable, ErrConnectionLost,
-// ErrUnknownHost, ErrHostKeyMismatch, ErrHostKeyRevoked, ErrAuth,
-// ErrInvalidArgv or ErrSecretOnCommandLine.
+// A non-zero exit returns the output and an *ExitError carrying the code
+// and the (redacted) stderr. When ctx ends first, the command is sent
+// SIGTERM (an SSH "signal" request; since sshd refuses those for root
+// logins, also a kill of every remote process tagged with the command's
+// CAPSTAN_RUN environment id, over a second session), the session is
+// closed after at most 2 s, and the error wraps ctx.Err(). Other errors
+// wrap ErrUnreachable, ErrConnectionLost, ErrUnknownHost,
+// ErrHostKeyMismatch, ErrHostKeyRevoked, ErrAuth, ErrConfig, ErrClosed,
+// ErrInvalidArgv or ErrSecretOnCommandLine, and name the host.
 func (p *Pool) Run(ctx context.Context, host Host, argv []string, opts RunOptions) (Result, error) {
 	var stdout, stderr syncBuffer
 	err := p.exec(ctx, host, argv, opts, &stdout, &stderr, func() []byte { return stderr.Bytes() })

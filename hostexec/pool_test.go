@@ -646,3 +646,16 @@ func TestPool_Closed(t *testing.T) {
 		t.Errorf("want ErrClosed, got %v", err)
 	}
 }
+
+func TestExitError_MessageIsTrimmed(t *testing.T) {
+	long := strings.Repeat("x", 2000) + "the last words"
+	e := &ExitError{Host: "h", Argv: []string{"cmd"}, Code: 2, Stderr: []byte(long + "\n\n")}
+	msg := e.Error()
+	if len(msg) > maxStderrInMessage+100 || !strings.HasSuffix(msg, "the last words") {
+		t.Errorf("message not trimmed to the tail: %d bytes, ends %q", len(msg), msg[len(msg)-20:])
+	}
+	sig := &ExitError{Host: "h", Argv: []string{"cmd"}, Code: 143, Signal: "TERM"}
+	if !strings.Contains(sig.Error(), "signal TERM") {
+		t.Errorf("signal not named: %s", sig.Error())
+	}
+}
