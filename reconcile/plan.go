@@ -163,7 +163,7 @@ func (p *Plan) WriteText(w io.Writer) {
 	for _, h := range p.Hosts {
 		switch {
 		case h.Error != "":
-			fmt.Fprintf(w, "  %s: unreachable: %s\n", h.Host, h.Error)
+			fmt.Fprintf(w, "  %s: cannot observe: %s\n", h.Host, h.Error)
 			continue
 		case len(h.Steps) == 0:
 			fmt.Fprintf(w, "  %s: up to date\n", h.Host)

@@ -235,11 +235,15 @@ func gitRevision(dir string) (string, error) {
 }
 
 // fingerprintKey returns the key for spec fingerprints:
-// CAPSTAN_FINGERPRINT_KEY if set, else a random key for this run only
-// (ephemeral reports whether it was random).
+// CAPSTAN_FINGERPRINT_KEY if set, else the key kept in the state directory
+// (the one plan, apply and serve use) if it exists, else a random key for
+// this run only (ephemeral reports whether it was random).
 func fingerprintKey(e *env) (key []byte, ephemeral bool, err error) {
 	if k := e.getenv("CAPSTAN_FINGERPRINT_KEY"); k != "" {
 		return []byte(k), false, nil
+	}
+	if b, err := os.ReadFile(filepath.Join(defaultStateDir(e), stateKeyFile)); err == nil && len(b) >= 32 {
+		return b, false, nil
 	}
 	key = make([]byte, 32)
 	if _, err := rand.Read(key); err != nil {
