@@ -37,7 +37,7 @@ type ImageCheck func(ctx context.Context, app *App) (digest string, err error)
 // PassStep is one step of a pass as it is recorded.
 type PassStep struct {
 	Host, Step, Result, Error, Logs string
-	Started, Finished              time.Time
+	Started, Finished               time.Time
 }
 
 // Recorder keeps the loop's memory and history (the state store, adapted by
