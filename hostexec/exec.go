@@ -175,28 +175,33 @@ func newRunID() string {
 }
 
 // stop ends a command whose ctx is done: SIGTERM through the session (where
-// sshd allows it), else SIGTERM to the processes tagged with runID; then,
-// after at most cancelGrace, the session is closed.
+// sshd allows it), else SIGTERM to the processes tagged with runID. It
+// returns when the command has ended or after cancelGrace, whichever comes
+// first; the attempts run in the background, so a dead connection cannot
+// hold the caller. The caller closes the session.
 func (p *Pool) stop(cl *ssh.Client, s *ssh.Session, runID string, done <-chan error) {
+	exited := make(chan struct{})
+	go func() {
+		_ = s.Signal(ssh.SIGTERM)
+		select {
+		case <-exited:
+			return
+		case <-time.After(50 * time.Millisecond):
+		}
+		ks, err := cl.NewSession()
+		if err != nil {
+			return
+		}
+		defer ks.Close()
+		_ = ks.Run(Quote([]string{"sh", "-c", killScript, "sh", runID}))
+	}()
 	t := time.NewTimer(cancelGrace)
 	defer t.Stop()
-	defer s.Close()
-	_ = s.Signal(ssh.SIGTERM)
-	select {
-	case <-done:
-		return
-	case <-time.After(50 * time.Millisecond):
-	}
-	if ks, err := cl.NewSession(); err == nil {
-		go func() {
-			defer ks.Close()
-			_ = ks.Run(Quote([]string{"sh", "-c", killScript, "sh", runID}))
-		}()
-	}
 	select {
 	case <-done:
 	case <-t.C:
 	}
+	close(exited)
 }
 
 // commandLine checks argv and env and builds the remote command line.
@@ -286,7 +291,16 @@ func (p *Pool) exec(ctx context.Context, host Host, argv []string, opts RunOptio
 		return err
 	}
 	defer release()
-	defer s.Close()
+	// On a dead connection a close can block; after a cancel, close in the
+	// background so Run returns within its deadline.
+	syncClose := true
+	defer func() {
+		if syncClose {
+			s.Close()
+		} else {
+			go s.Close()
+		}
+	}()
 
 	outGate := &gateWriter{w: stdout, n: &cnt.bytesIn}
 	errGate := &gateWriter{w: stderr, n: &cnt.bytesIn}
@@ -304,9 +318,17 @@ func (p *Pool) exec(ctx context.Context, host Host, argv []string, opts RunOptio
 			pipe.Close()
 		}()
 	}
-	if err := s.Start(cmdLine); err != nil {
-		c.drop(cl)
-		return fmt.Errorf("%w: %s: start %s: %w", ErrConnectionLost, name, argv[0], err)
+	started := make(chan error, 1)
+	go func() { started <- s.Start(cmdLine) }() // waits for sshd's reply
+	select {
+	case err := <-started:
+		if err != nil {
+			c.drop(cl)
+			return fmt.Errorf("%w: %s: start %s: %w", ErrConnectionLost, name, argv[0], err)
+		}
+	case <-ctx.Done():
+		syncClose = false
+		return fmt.Errorf("%s: start %s: %w", name, argv[0], ctx.Err())
 	}
 	done := make(chan error, 1)
 	go func() { done <- s.Wait() }()
@@ -315,6 +337,7 @@ func (p *Pool) exec(ctx context.Context, host Host, argv []string, opts RunOptio
 	select {
 	case waitErr = <-done:
 	case <-ctx.Done():
+		syncClose = false
 		p.stop(cl, s, runID, done)
 		return fmt.Errorf("%s: %s: %w", name, argv[0], ctx.Err())
 	}

@@ -1,6 +1,8 @@
 package hostexec
 
 import (
+	"context"
+	"errors"
 	"net"
 	"sync"
 	"testing"
@@ -108,5 +110,53 @@ func TestPool_KeepaliveDropsSilentConnection(t *testing.T) {
 	}
 	if st := p.Stats()[r.String()]; st.Dials != 2 {
 		t.Errorf("Stats = %+v, want 2 dials", st)
+	}
+}
+
+// TestPool_DeadlineOnSilentConnection: when the pooled connection goes
+// silent before keepalive notices, a command still returns at its ctx
+// deadline, whether it was starting or running.
+func TestPool_DeadlineOnSilentConnection(t *testing.T) {
+	s := startSSHD(t)
+	fp := newFreezeProxy(t, "127.0.0.1:"+itoa(s.Port))
+	cfg := s.Config()
+	cfg.Keepalive = -1
+	kh := writeFile(t, t.TempDir()+"/kh", []byte("[127.0.0.1]:"+itoa(fp.port())+" "+string(ssh.MarshalAuthorizedKey(s.HostKey.pub))), 0o600)
+	cfg.KnownHosts = []string{kh}
+	p := newPool(t, cfg)
+	h := Host{Addr: "127.0.0.1", Port: fp.port()}
+	if _, err := p.Run(testCtx(t, 10*time.Second), h, []string{"true"}, RunOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	running := make(chan error, 1)
+	runCtx, cancelRun := context.WithCancel(context.Background())
+	defer cancelRun()
+	go func() {
+		_, err := p.Run(runCtx, h, []string{"sleep", "30"}, RunOptions{})
+		running <- err
+	}()
+	time.Sleep(300 * time.Millisecond)
+	fp.freeze()
+
+	for _, tc := range []struct {
+		name string
+		run  func() error
+	}{
+		{"new command", func() error {
+			ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+			defer cancel()
+			_, err := p.Run(ctx, h, []string{"true"}, RunOptions{})
+			return err
+		}},
+		{"running command", func() error { cancelRun(); return <-running }},
+	} {
+		start := time.Now()
+		err := tc.run()
+		if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+			t.Errorf("%s: want a context error, got %v", tc.name, err)
+		}
+		if took := time.Since(start); took > 500*time.Millisecond+cancelGrace+time.Second {
+			t.Errorf("%s: returned after %v", tc.name, took)
+		}
 	}
 }

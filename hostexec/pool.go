@@ -386,18 +386,39 @@ func (p *Pool) session(ctx context.Context, h Host) (s *ssh.Session, cl *ssh.Cli
 
 // newSession opens a session, retrying for a while when sshd refuses it:
 // sshd frees a closed session's slot (MaxSessions) only after a moment, so
-// a burst of short commands can briefly find every slot taken.
+// a burst of short commands can briefly find every slot taken. It returns
+// when ctx ends even if the server never answers (a session that opens
+// later is closed).
 func newSession(ctx context.Context, cl *ssh.Client) (*ssh.Session, error) {
 	delay := 5 * time.Millisecond
 	for i := 0; ; i++ {
-		s, err := cl.NewSession()
+		type result struct {
+			s   *ssh.Session
+			err error
+		}
+		ch := make(chan result, 1)
+		go func() {
+			s, err := cl.NewSession()
+			ch <- result{s, err}
+		}()
+		var r result
+		select {
+		case r = <-ch:
+		case <-ctx.Done():
+			go func() {
+				if r := <-ch; r.s != nil {
+					r.s.Close()
+				}
+			}()
+			return nil, ctx.Err()
+		}
 		var oce *ssh.OpenChannelError
-		if err == nil || !errors.As(err, &oce) || i == 10 {
-			return s, err
+		if r.err == nil || !errors.As(r.err, &oce) || i == 10 {
+			return r.s, r.err
 		}
 		select {
 		case <-ctx.Done():
-			return nil, err
+			return nil, r.err
 		case <-time.After(delay):
 		}
 		delay = min(2*delay, 250*time.Millisecond)
