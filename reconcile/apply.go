@@ -99,6 +99,8 @@ type applyRun struct {
 	hostRes  map[string]*HostResult
 	switched []switched
 
+	auditWG sync.WaitGroup
+
 	barrier     chan struct{} // closed when the first primary container is healthy
 	barrierOnce sync.Once
 	barrierErr  error
@@ -187,9 +189,18 @@ func containsKind(list []StepKind, k StepKind) bool {
 
 func (r *applyRun) run(ctx context.Context) {
 	a := r.a
-	// 1. Pull on every host that boots the app, before anything switches
-	// and before the lock (as Kamal does).
+	defer r.auditWG.Wait()
+	// 1. Pull on every host that boots the app before anything switches,
+	// and take the deploy lock meanwhile (Kamal pulls, then locks; doing
+	// both at once saves a round trip and changes nothing on the hosts).
 	deployHosts := r.hostsWith(StepDeploy)
+	lockDone := make(chan struct{})
+	var unlock func()
+	var lockErr error
+	go func() {
+		defer close(lockDone)
+		unlock, lockErr = r.lock(ctx)
+	}()
 	a.forEachHost(ctx, names(deployHosts), func(ctx context.Context, i int, host string) {
 		start := a.now()
 		pulled, err := r.pull(ctx, host)
@@ -200,21 +211,19 @@ func (r *applyRun) run(ctx context.Context) {
 		}
 		r.record(host, sr)
 	})
-	if ctx.Err() != nil {
-		return
-	}
-
-	// 2. The deploy lock on the lock host, held until the end.
-	unlock, err := r.lock(ctx)
-	if err != nil {
+	<-lockDone
+	if lockErr != nil {
 		for _, hp := range r.plan.Hosts {
 			if hp.Error == "" && len(hp.Steps) > 0 {
-				r.fail(hp.Host, err)
+				r.fail(hp.Host, lockErr)
 			}
 		}
 		return
 	}
 	defer unlock()
+	if ctx.Err() != nil {
+		return
+	}
 
 	// 3. Per host: network, proxy, accessories (in parallel).
 	prep := r.hostsWith(StepBootProxy, StepBootAccessory, StepRebootAccessory, StepDeploy)
@@ -294,39 +303,47 @@ func names(hps []*HostPlan) []string {
 	return out
 }
 
-// pull makes sure host has the image: skipped when it already has it (with
-// the registry's digest, when known); else log in (password on stdin) and
-// pull. Then check the service label, as Kamal does.
+// pullScript, run with argv image, service-label format: inspect the
+// image; if absent (or, with a known digest, not that digest) log in with
+// the password on stdin when a user is given, pull, and inspect again. It
+// prints "present" or "pulled" and then the inspect line.
+const pullScript = `img=$1 fmt=$2 digest=$3 server=$4 user=$5
+if out=$(docker image inspect --format "$fmt" "$img" 2>/dev/null) && { [ -z "$digest" ] || case $out in *"$digest"*) true;; *) false;; esac; }; then
+  echo present; echo "$out"; exit 0
+fi
+if [ -n "$user" ]; then
+  docker login "$server" -u "$user" --password-stdin >/dev/null || exit $?
+else
+  cat >/dev/null
+fi
+docker pull --quiet "$img" >/dev/null || exit $?
+echo pulled
+docker image inspect --format "$fmt" "$img"`
+
+// pull makes sure host has the image in one round trip: skipped when it
+// already has it (with the registry's digest, when known); else log in
+// and pull. Then check the service label, as Kamal does.
 func (r *applyRun) pull(ctx context.Context, host string) (string, error) {
 	a := r.a
 	img := a.Config.Image()
-	inspect := []string{"docker", "image", "inspect", "--format", `{{json .RepoDigests}}|{{index .Config.Labels "service"}}`, img}
-	out, err := a.SSH.Run(ctx, host, inspect, nil)
-	have := err == nil && (a.ImageDigest == "" || bytes.Contains(out, []byte(a.ImageDigest)))
-	how := "already present"
-	if !have {
-		if reg := a.Config.Registry; reg.Username.Reveal() != "" && !reg.Local() {
-			argv := []string{"docker", "login", reg.Server, "-u", reg.Username.Reveal(), "--password-stdin"}
-			if reg.Server == "" {
-				argv = []string{"docker", "login", "-u", reg.Username.Reveal(), "--password-stdin"}
-			}
-			if _, err := a.SSH.Run(ctx, host, argv, strings.NewReader(reg.Password.Reveal())); err != nil {
-				return "", fmt.Errorf("%w: docker login %s: %w", ErrPull, reg.Server, err)
-			}
-		}
-		if _, err := a.SSH.Run(ctx, host, []string{"docker", "pull", "--quiet", img}, nil); err != nil {
-			return "", fmt.Errorf("%w: docker pull %s: %w", ErrPull, img, err)
-		}
-		how = "pulled"
-		if out, err = a.SSH.Run(ctx, host, inspect, nil); err != nil {
-			return "", fmt.Errorf("%w: inspect %s: %w", ErrPull, img, err)
-		}
+	reg := a.Config.Registry
+	user, server := "", reg.Server
+	if reg.Username.Reveal() != "" && !reg.Local() {
+		user = reg.Username.Reveal()
 	}
-	_, label, _ := strings.Cut(strings.TrimSpace(string(out)), "|")
+	argv := []string{"sh", "-c", pullScript, "sh", img, `{{json .RepoDigests}}|{{index .Config.Labels "service"}}`, a.ImageDigest, server, user}
+	out, err := a.SSH.Run(ctx, host, argv, strings.NewReader(reg.Password.Reveal()))
+	if err != nil {
+		return "", fmt.Errorf("%w: pull %s: %w", ErrPull, img, err)
+	}
+	how, info, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
+	_, label, _ := strings.Cut(strings.TrimSpace(info), "|")
 	if label != a.Config.Service {
 		return "", fmt.Errorf("%w: image %s is missing the 'service' label (want %q, found %q)", ErrPull, img, a.Config.Service, label)
 	}
-	r.audit(ctx, host, "", "Pulled image with version "+a.Config.Version.Name())
+	if how == "pulled" {
+		r.audit(ctx, host, "", "Pulled image with version "+a.Config.Version.Name())
+	}
 	return how, nil
 }
 
@@ -401,18 +418,24 @@ func (r *applyRun) audit(ctx context.Context, host, role, msg string) {
 	}
 	line += " " + msg + "\n"
 	argv := []string{"sh", "-c", `mkdir -p .kamal && cat >> "$1"`, "sh", a.AuditLog()}
-	if _, err := a.SSH.Run(context.WithoutCancel(ctx), host, argv, strings.NewReader(line)); err != nil {
-		r.log.Warn("audit log", "host", host, "err", err)
-	}
+	r.auditWG.Add(1)
+	go func() {
+		defer r.auditWG.Done()
+		if _, err := a.SSH.Run(context.WithoutCancel(ctx), host, argv, strings.NewReader(line)); err != nil {
+			r.log.Warn("audit log", "host", host, "err", err)
+		}
+	}()
 }
 
 // prepare makes the network, boots the proxy and the accessories on a host.
 func (r *applyRun) prepare(ctx context.Context, hp *HostPlan) error {
 	a := r.a
 	host := hp.Host
-	out, err := a.SSH.Run(ctx, host, []string{"sh", "-c", `docker network create "$1" 2>&1 || docker network inspect "$1" >/dev/null`, "sh", hp.desired.Network}, nil)
-	if err != nil {
-		return fmt.Errorf("%w: docker network create %s: %w: %s", ErrHost, hp.desired.Network, err, out)
+	if !hp.observed.onNetwork(hp.desired.Network) {
+		out, err := a.SSH.Run(ctx, host, []string{"sh", "-c", `docker network create "$1" 2>&1 || docker network inspect "$1" >/dev/null`, "sh", hp.desired.Network}, nil)
+		if err != nil {
+			return fmt.Errorf("%w: docker network create %s: %w: %s", ErrHost, hp.desired.Network, err, out)
+		}
 	}
 	if a.routed(hp.desired) && a.Proxy != nil {
 		start := a.now()
@@ -478,8 +501,14 @@ func (r *applyRun) bootAccessory(ctx context.Context, hp *HostPlan, s Step) erro
 // file (0600).
 func (r *applyRun) uploadRunFiles(ctx context.Context, hp *HostPlan, spec *kamal.Container) error {
 	a := r.a
-	if len(spec.Directories) > 0 {
-		argv := append([]string{"mkdir", "-p", "--"}, kamal.ExpandHome(spec.Directories, hp.observed.Home)...)
+	var dirs []string
+	for _, d := range spec.Directories {
+		if spec.EnvFile.Path == "" || !strings.HasPrefix(spec.EnvFile.Path, strings.TrimSuffix(d, "/")+"/") {
+			dirs = append(dirs, d)
+		}
+	}
+	if len(dirs) > 0 {
+		argv := append([]string{"mkdir", "-p", "--"}, kamal.ExpandHome(dirs, hp.observed.Home)...)
 		if _, err := a.SSH.Run(ctx, hp.Host, argv, nil); err != nil {
 			return fmt.Errorf("%w: mkdir for %s: %w", ErrHost, spec.Name, err)
 		}
@@ -560,7 +589,7 @@ func (r *applyRun) deployHost(ctx context.Context, hp *HostPlan) error {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.stepTimeout())
 		err := r.deployRole(sctx, hp, s)
 		cancel()
-		if s.Role == primary {
+		if s.Role == primary && err != nil {
 			r.openBarrier(err)
 		}
 		if err != nil {
@@ -591,13 +620,12 @@ func (r *applyRun) deployRole(ctx context.Context, hp *HostPlan, s Step) (err er
 	phase := func(name string, since time.Time) { sr.Phases[name] = a.now().Sub(since) }
 	log := r.log.With("host", host, "role", s.Role)
 
-	// The container serving now: renamed first if it holds the new name.
+	// The container serving now (as observed): renamed first if it holds
+	// the new name.
 	var old *liveContainer
 	t0 := a.now()
-	if s.From != "" {
-		if old, err = r.inspectContainer(ctx, host, s.From); err != nil {
-			return fmt.Errorf("%w: inspect %s: %w", ErrHost, s.From, err)
-		}
+	if c := hp.observed.byName(s.From); s.From != "" && c != nil {
+		old = &liveContainer{ID: c.ID, Name: c.Name}
 	}
 	if c := hp.observed.byName(spec.Name); c != nil {
 		renamed := spec.Name + "_replaced_" + randomHex(8)
@@ -613,16 +641,12 @@ func (r *applyRun) deployRole(ctx context.Context, hp *HostPlan, s Step) (err er
 		return err
 	}
 	r.audit(ctx, host, s.Role, "Booted app version "+a.Config.Version.Name())
-	out, err := a.SSH.Run(ctx, host, kamal.ExpandHome(spec.Run.Argv, hp.observed.Home), nil)
+	nw, err := r.runContainer(ctx, host, kamal.ExpandHome(spec.Run.Argv, hp.observed.Home))
 	if err != nil {
 		return fmt.Errorf("%w: docker run %s: %w", ErrHost, spec.Name, err)
 	}
-	id := strings.TrimSpace(string(out))
+	id := nw.ID
 	phase("boot", t0)
-	nw, err := r.inspectContainer(ctx, host, id)
-	if err != nil {
-		return fmt.Errorf("%w: inspect %s: %w", ErrHost, spec.Name, err)
-	}
 
 	// Healthy, then switch (proxied) or judged by Docker (not proxied).
 	t1 := a.now()
@@ -639,6 +663,9 @@ func (r *applyRun) deployRole(ctx context.Context, hp *HostPlan, s Step) (err er
 		err = r.waitReady(ctx, host, id)
 	}
 	phase("healthy+switch", t1)
+	if s.Role == a.Config.PrimaryRole {
+		r.openBarrier(err) // the first healthy primary container lets the other roles boot
+	}
 	if err != nil {
 		sr.Logs = r.containerLogs(host, id)
 		_, _ = a.SSH.Run(context.WithoutCancel(ctx), host, []string{"docker", "stop", id}, nil)
@@ -675,23 +702,40 @@ func (r *applyRun) stopArgv(spec *kamal.Container, id string) []string {
 	return []string{"docker", "stop", id}
 }
 
-// inspectContainer reads a container's ID, name and address on the kamal
-// network.
-func (r *applyRun) inspectContainer(ctx context.Context, host, ref string) (*liveContainer, error) {
-	out, err := r.a.SSH.Run(ctx, host, []string{"docker", "inspect", "--type", "container", "--format",
-		`{{.Id}} {{.Name}} {{with index .NetworkSettings.Networks "kamal"}}{{.IPAddress}}{{end}}`, ref}, nil)
+// inspectFormat prints a container's ID, name and kamal network address.
+const inspectFormat = `{{.Id}} {{.Name}} {{with index .NetworkSettings.Networks "kamal"}}{{.IPAddress}}{{end}}`
+
+// runContainer runs the docker run argv and inspects the new container in
+// the same round trip.
+func (r *applyRun) runContainer(ctx context.Context, host string, runArgv []string) (*liveContainer, error) {
+	script := `fmt=$1; shift; id=$("$@") || exit $?; docker inspect --type container --format "$fmt" "$id"`
+	out, err := r.a.SSH.Run(ctx, host, append([]string{"sh", "-c", script, "sh", inspectFormat}, runArgv...), nil)
 	if err != nil {
 		return nil, err
 	}
+	return parseInspect(out)
+}
+
+func parseInspect(out []byte) (*liveContainer, error) {
 	f := strings.Fields(string(out))
 	if len(f) < 2 {
-		return nil, fmt.Errorf("%w: inspect %s: %q", ErrObserve, ref, out)
+		return nil, fmt.Errorf("%w: inspect: %q", ErrObserve, out)
 	}
 	c := &liveContainer{ID: f[0], Name: strings.TrimPrefix(f[1], "/")}
 	if len(f) > 2 {
 		c.IP = f[2]
 	}
 	return c, nil
+}
+
+// inspectContainer reads a container's ID, name and address on the kamal
+// network.
+func (r *applyRun) inspectContainer(ctx context.Context, host, ref string) (*liveContainer, error) {
+	out, err := r.a.SSH.Run(ctx, host, []string{"docker", "inspect", "--type", "container", "--format", inspectFormat, ref}, nil)
+	if err != nil {
+		return nil, err
+	}
+	return parseInspect(out)
 }
 
 // containerState is `docker inspect` of a booting container.
@@ -874,6 +918,19 @@ func (r *applyRun) cleanup(ctx context.Context, hp *HostPlan) error {
 		}
 	}
 	return nil
+}
+
+// onNetwork reports whether a container is attached to network (so it
+// exists).
+func (o *Observed) onNetwork(network string) bool {
+	for _, c := range o.Containers {
+		for _, n := range c.Networks {
+			if n == network {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func (o *Observed) byName(name string) *Container {
