@@ -170,3 +170,19 @@ func (l *Lab) Describe() string {
 	fmt.Fprintf(&b, "  known_hosts %s\n  identity    %s\n", l.KnownHosts, l.Identity)
 	return b.String()
 }
+
+// Reset puts every host back to a fresh state for the next test: no
+// containers, no kamal network, no ~/.kamal, ~/.capstan or /run/capstan.
+// Pulled images stay (as on a real host) to keep tests fast.
+func (l *Lab) Reset(ctx context.Context) error {
+	script := `ids=$(docker ps -aq); [ -z "$ids" ] || docker rm -f $ids >/dev/null
+docker network rm kamal >/dev/null 2>&1 || true
+docker volume prune -f >/dev/null 2>&1 || true
+rm -rf /root/.kamal /root/.capstan /run/capstan`
+	for i := range l.Hosts {
+		if out, err := l.Exec(ctx, i, "sh", "-c", script); err != nil {
+			return fmt.Errorf("reset %s: %w: %s", l.Hosts[i].Name, err, out)
+		}
+	}
+	return nil
+}

@@ -19,7 +19,7 @@ import (
 // run fails the test instead, so CI never passes on skipped e2e tests.
 func Start(t testing.TB, n int) *Lab {
 	t.Helper()
-	if !strings.HasPrefix(t.Name(), "TestE2E") {
+	if !strings.HasPrefix(t.Name(), "TestE2E") && !strings.HasPrefix(t.Name(), "BenchmarkE2E") {
 		t.Fatalf("lab.Start in %s: e2e tests must be named TestE2E… (the test command's e2e tier runs -run '^TestE2E')", t.Name())
 	}
 	if testing.Short() {

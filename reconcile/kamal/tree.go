@@ -139,7 +139,11 @@ func (n *node) boolValue() bool {
 	return false
 }
 
+// intValue returns the integer value (0 for null, absent or non-integers).
 func (n *node) intValue() int64 {
+	if !n.isScalar() {
+		return 0
+	}
 	s := strings.ReplaceAll(n.value, "_", "")
 	v, err := strconv.ParseInt(s, 0, 64)
 	if err != nil {
