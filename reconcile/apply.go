@@ -882,7 +882,7 @@ func (r *applyRun) rollback(ctx context.Context) {
 			r.fail(s.host, fmt.Errorf("rollback failed: %w", err))
 			continue
 		}
-		r.fail(s.host, fmt.Errorf("%w: switched back to %s after another host failed", ErrBarrier, s.old.Name))
+		r.fail(s.host, fmt.Errorf("%w (%s) after another host failed", ErrRolledBack, s.old.Name))
 		r.mu.Lock()
 		r.res.RolledBack = append(r.res.RolledBack, s.host)
 		r.mu.Unlock()

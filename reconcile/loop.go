@@ -385,7 +385,7 @@ func classifyResult(res *Result, err error) (outcome string, failed bool) {
 	if err == nil {
 		return OutcomeSucceeded, false
 	}
-	if errors.Is(err, ErrUnhealthy) || errors.Is(err, ErrPull) || errors.Is(err, ErrBarrier) || errors.Is(err, ErrLocked) {
+	if errors.Is(err, ErrUnhealthy) || errors.Is(err, ErrPull) || errors.Is(err, ErrBarrier) || errors.Is(err, ErrRolledBack) || errors.Is(err, ErrLocked) {
 		return OutcomeFailed, true
 	}
 	return OutcomePartial, false

@@ -41,6 +41,9 @@ var (
 	// ErrBarrier: the first primary-role container failed, so the other
 	// roles were not booted (Kamal's barrier).
 	ErrBarrier = errors.New("primary role unhealthy; other roles not booted")
+	// ErrRolledBack: the host took the new version, then was switched back
+	// because another host failed its health check.
+	ErrRolledBack = errors.New("switched back to the previous version")
 )
 
 // Runner executes argv on a host (never a shell string) and returns its

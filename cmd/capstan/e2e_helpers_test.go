@@ -1,0 +1,283 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/capstan-dev/capstan/internal/lab"
+)
+
+// labDeploy is the deploy.yml the reconcile e2e tests use: 2 web hosts
+// behind the lab's HAProxy, 1 worker host with an accessory.
+const labDeploy = `service: testapp
+image: testapp
+servers:
+  web:
+    hosts: [10.231.0.11, 10.231.0.12]
+  worker:
+    hosts: [10.231.0.13]
+proxy:
+  app_port: 3000
+  healthcheck:
+    path: /up
+    interval: 1
+registry:
+  server: 10.231.0.1:5000
+  username: lab
+  password: [REGISTRY_PASSWORD]
+builder:
+  arch: amd64
+env:
+  clear:
+    GREETING: hello
+  secret: [SECRET_KEY]
+accessories:
+  cache:
+    image: 10.231.0.1:5000/testapp:v1
+    host: 10.231.0.13
+    env:
+      clear:
+        APP_PORT: "6379"
+readiness_delay: 1
+deploy_timeout: 10
+%s
+x-capstan:
+  version: %s
+  proxy: haproxy
+  haproxy:
+    image: 10.231.0.1:5000/haproxy:lab
+%s`
+
+// e2eApp is an app repository directory and the environment capstan runs
+// with against the lab.
+type e2eApp struct {
+	t   *testing.T
+	l   *lab.Lab
+	dir string
+	env map[string]string
+}
+
+func newE2EApp(t *testing.T, n int) *e2eApp {
+	t.Helper()
+	l := lab.Start(t, n)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := l.Reset(ctx); err != nil {
+		t.Fatal(err)
+	}
+	a := &e2eApp{t: t, l: l, dir: t.TempDir(), env: map[string]string{
+		"CAPSTAN_KNOWN_HOSTS":         l.KnownHosts,
+		"CAPSTAN_IDENTITY":            l.Identity,
+		"CAPSTAN_STATE_DIR":           t.TempDir(),
+		"CAPSTAN_INSECURE_REGISTRIES": l.RegistryAddr,
+		"SECRET_KEY":                  "s3cret-value-1",
+	}}
+	if err := os.MkdirAll(filepath.Join(a.dir, "config"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	a.write(".kamal/secrets", "REGISTRY_PASSWORD=lab-registry-password\nSECRET_KEY=$SECRET_KEY\n")
+	a.configure("v1", "", "")
+	return a
+}
+
+func (a *e2eApp) write(name, content string) {
+	a.t.Helper()
+	p := filepath.Join(a.dir, name)
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		a.t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		a.t.Fatal(err)
+	}
+}
+
+// configure writes deploy.yml with a version, extra root keys and extra
+// x-capstan keys.
+func (a *e2eApp) configure(version, rootExtra, capstanExtra string) {
+	a.write("config/deploy.yml", fmt.Sprintf(labDeploy, rootExtra, version, capstanExtra))
+}
+
+// capstan runs the CLI in the app directory and returns its output.
+func (a *e2eApp) capstan(args ...string) (string, error) {
+	a.t.Helper()
+	a.t.Chdir(a.dir)
+	var out, errb bytes.Buffer
+	e := map[string]string{}
+	for k, v := range a.env {
+		e[k] = v
+	}
+	saved := map[string]*string{}
+	for k, v := range e {
+		if old, ok := os.LookupEnv(k); ok {
+			saved[k] = &old
+		} else {
+			saved[k] = nil
+		}
+		os.Setenv(k, v)
+	}
+	defer func() {
+		for k, v := range saved {
+			if v == nil {
+				os.Unsetenv(k)
+			} else {
+				os.Setenv(k, *v)
+			}
+		}
+	}()
+	err := run(context.Background(), append([]string{"--log-level", "warn", "--log-format", "json"}, args...), &out, &errb)
+	if testing.Verbose() {
+		a.t.Logf("capstan %s:\n%s%s", strings.Join(args, " "), out.String(), errb.String())
+	}
+	return out.String() + errb.String(), err
+}
+
+func (a *e2eApp) mustApply(args ...string) string {
+	a.t.Helper()
+	out, err := a.capstan(append([]string{"apply"}, args...)...)
+	if err != nil {
+		a.t.Fatalf("apply: %v\n%s", err, out)
+	}
+	return out
+}
+
+// sh runs a shell script on lab host i (not over SSH).
+func (a *e2eApp) sh(i int, script string) string {
+	a.t.Helper()
+	out, err := a.l.Exec(context.Background(), i, "sh", "-c", script)
+	if err != nil {
+		a.t.Fatalf("%s: %s: %v\n%s", a.l.Hosts[i].Name, script, err, out)
+	}
+	return strings.TrimSpace(out)
+}
+
+// containers returns "name state" lines of the service's containers on
+// host i, and their IDs by name.
+func (a *e2eApp) containers(i int) (running map[string]string, all map[string]string) {
+	a.t.Helper()
+	out := a.sh(i, `docker ps -a --filter label=service=testapp --format '{{.Names}} {{.State}} {{.ID}}'`)
+	running, all = map[string]string{}, map[string]string{}
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) != 3 {
+			continue
+		}
+		all[f[0]] = f[1]
+		if f[1] == "running" {
+			running[f[0]] = f[2]
+		}
+	}
+	return running, all
+}
+
+// get fetches / through host i's proxy.
+func get(t *testing.T, addr string) string {
+	t.Helper()
+	c := &http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get("http://" + addr + "/")
+	if err != nil {
+		t.Fatalf("GET %s: %v", addr, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET %s: %s %s", addr, resp.Status, b)
+	}
+	return string(b)
+}
+
+// load sends continuous requests through the web hosts' proxies: keep-alive
+// GETs, new-connection GETs and POSTs, never retried, until stop.
+type load struct {
+	sent, failed atomic.Int64
+	mu           sync.Mutex
+	failures     []string
+	versions     map[string]int
+	stop         chan struct{}
+	wg           sync.WaitGroup
+}
+
+func startLoad(targets []string) *load {
+	ld := &load{stop: make(chan struct{}), versions: map[string]int{}}
+	keep := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 4, DisableCompression: true}}
+	fresh := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	for _, target := range targets {
+		for kind := 0; kind < 3; kind++ {
+			ld.wg.Add(1)
+			go func() {
+				defer ld.wg.Done()
+				deadline := time.Now().Add(3 * time.Minute) // bounded, whatever happens
+				for time.Now().Before(deadline) {
+					select {
+					case <-ld.stop:
+						return
+					default:
+					}
+					var resp *http.Response
+					var err error
+					switch kind {
+					case 0:
+						resp, err = keep.Get("http://" + target + "/")
+					case 1:
+						resp, err = fresh.Get("http://" + target + "/")
+					default:
+						req, _ := http.NewRequest(http.MethodPost, "http://"+target+"/", strings.NewReader(strings.Repeat("x", 2048)))
+						// No GetBody: the transport cannot replay the POST.
+						req.GetBody = nil
+						resp, err = keep.Do(req)
+					}
+					ld.sent.Add(1)
+					if err != nil {
+						ld.fail(fmt.Sprintf("%s kind %d: %v", target, kind, err))
+						continue
+					}
+					b, _ := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != 200 {
+						ld.fail(fmt.Sprintf("%s kind %d: %s %s", target, kind, resp.Status, b))
+						continue
+					}
+					ld.mu.Lock()
+					ld.versions[strings.Fields(string(b))[0]]++
+					ld.mu.Unlock()
+				}
+			}()
+		}
+	}
+	return ld
+}
+
+func (ld *load) fail(s string) {
+	ld.failed.Add(1)
+	ld.mu.Lock()
+	if len(ld.failures) < 10 {
+		ld.failures = append(ld.failures, s)
+	}
+	ld.mu.Unlock()
+}
+
+// finish stops the load and fails the test on any failed request.
+func (ld *load) finish(t *testing.T, what string) {
+	t.Helper()
+	close(ld.stop)
+	ld.wg.Wait()
+	t.Logf("%s: %d requests sent, %d failed, answered by %v", what, ld.sent.Load(), ld.failed.Load(), ld.versions)
+	if ld.sent.Load() < 50 {
+		t.Errorf("%s: only %d requests sent; the load did not run", what, ld.sent.Load())
+	}
+	if ld.failed.Load() != 0 {
+		t.Errorf("%s: %d of %d requests failed: %v", what, ld.failed.Load(), ld.sent.Load(), ld.failures)
+	}
+}
+
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
