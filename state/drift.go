@@ -3,6 +3,7 @@ package state
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"time"
 )
 
@@ -138,4 +139,46 @@ func (s *Store) DueReminders(ctx context.Context, every time.Duration) ([]Episod
 		}
 	}
 	return due, tx.Commit()
+}
+
+// RecordDelivery stores one alert delivery outcome (payload must hold no
+// secret).
+func (s *Store) RecordDelivery(ctx context.Context, sink, event, app, payload string, attempts int, deliveryErr error) error {
+	errText := ""
+	var delivered any
+	if deliveryErr != nil {
+		errText = deliveryErr.Error()
+	} else {
+		delivered = unix(time.Now())
+	}
+	now := time.Now()
+	key := fmt.Sprintf("%s/%d", event, now.UnixNano())
+	_, err := s.db.ExecContext(ctx, `INSERT INTO alert_deliveries (sink, event, app, dedup_key, created_at, attempts, delivered_at, last_error, payload)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, sink, event, app, key, unix(now), attempts, delivered, errText, payload)
+	return err
+}
+
+// Delivery is one recorded alert delivery.
+type Delivery struct {
+	Sink, Event, App, Error, Payload string
+	Attempts                         int
+	Delivered                        bool
+}
+
+// Deliveries returns the latest alert deliveries, newest first.
+func (s *Store) Deliveries(ctx context.Context, limit int) ([]Delivery, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT sink, event, app, last_error, payload, attempts, delivered_at IS NOT NULL FROM alert_deliveries ORDER BY id DESC LIMIT ?`, limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Delivery
+	for rows.Next() {
+		var d Delivery
+		if err := rows.Scan(&d.Sink, &d.Event, &d.App, &d.Error, &d.Payload, &d.Attempts, &d.Delivered); err != nil {
+			return nil, err
+		}
+		out = append(out, d)
+	}
+	return out, rows.Err()
 }
