@@ -53,6 +53,11 @@ type App struct {
 	Parallel       int
 	// Performer is written to the audit log and the lock ("capstan@host").
 	Performer string
+	// LockID identifies this capstan in the lock's message. A lock whose
+	// message carries the same ID was left by an earlier run of this very
+	// capstan (killed mid-pass) and is reclaimed instead of waited on. The
+	// daemon keeps its ID in its state directory; "" disables reclaiming.
+	LockID string
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -199,8 +204,28 @@ func (a *App) Plan(ctx context.Context) (*Plan, error) {
 	p.Hosts = make([]*HostPlan, len(a.Hosts))
 	ob := Observer{Run: a.SSH}
 	a.forEachHost(ctx, hosts, func(ctx context.Context, i int, host string) {
+		// The proxy's routes are read on their own channel at the same
+		// time as the observe command: still one round trip of latency.
+		var routes map[string]proxy.LiveRoute
+		var wg sync.WaitGroup
+		if a.Proxy != nil && a.routed(a.Hosts[i]) {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				defer cancel()
+				if live, err := a.Proxy.Routes(rctx, host); err == nil {
+					routes = map[string]proxy.LiveRoute{}
+					for _, r := range live {
+						routes[r.Name] = r
+					}
+				}
+			}()
+		}
 		o, err := ob.Observe(ctx, host, a.LockDir())
+		wg.Wait()
 		if err == nil {
+			o.Routes = routes
 			err = a.inspectUnfingerprinted(ctx, a.Hosts[i], o)
 		}
 		if err != nil {

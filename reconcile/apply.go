@@ -226,7 +226,7 @@ func (r *applyRun) run(ctx context.Context) {
 	}
 
 	// 3. Per host: network, proxy, accessories (in parallel).
-	prep := r.hostsWith(StepBootProxy, StepBootAccessory, StepRebootAccessory, StepDeploy)
+	prep := r.hostsWith(StepBootProxy, StepBootAccessory, StepRebootAccessory, StepDeploy, StepReassert)
 	a.forEachHost(ctx, names(prep), func(ctx context.Context, i int, host string) {
 		if err := r.prepare(ctx, prep[i]); err != nil {
 			r.fail(host, err)
@@ -234,7 +234,7 @@ func (r *applyRun) run(ctx context.Context) {
 	})
 
 	// 4. Boot groups, primary-role hosts first; hosts in a group in parallel.
-	deployHosts = r.hostsWith(StepDeploy)
+	deployHosts = r.hostsWith(StepDeploy, StepReassert)
 	if !r.hasPrimaryDeploy(deployHosts) {
 		r.openBarrier(nil)
 	}
@@ -359,7 +359,11 @@ func (r *applyRun) lock(ctx context.Context) (func(), error) {
 	}
 	deadline := a.now().Add(timeout)
 	dir := a.LockDir()
-	details := fmt.Sprintf("Locked by: %s at %s\nVersion: %s\nMessage: Automatic deploy lock", a.performer(), a.now().UTC().Format(time.RFC3339), a.Config.Version.Name())
+	msg := "Automatic deploy lock"
+	if a.LockID != "" {
+		msg += " (capstan " + a.LockID + ")"
+	}
+	details := fmt.Sprintf("Locked by: %s at %s\nVersion: %s\nMessage: %s", a.performer(), a.now().UTC().Format(time.RFC3339), a.Config.Version.Name(), msg)
 	for {
 		_, err := a.SSH.Run(ctx, host, []string{"sh", "-c", `mkdir -p .kamal && mkdir "$1"`, "sh", dir}, nil)
 		if err == nil {
@@ -372,6 +376,13 @@ func (r *applyRun) lock(ctx context.Context) (func(), error) {
 		held := strings.TrimSpace(string(holder))
 		if b, err := base64.StdEncoding.DecodeString(strings.ReplaceAll(held, "\n", "")); err == nil {
 			held = string(b)
+		}
+		if a.LockID != "" && strings.Contains(held, "(capstan "+a.LockID+")") {
+			r.log.Warn("reclaiming a deploy lock left by an earlier run of this capstan", "host", host, "lock", firstLine(held))
+			if _, err := a.SSH.Run(ctx, host, []string{"rm", "-r", "--", dir}, nil); err != nil {
+				return nil, fmt.Errorf("%w: reclaim lock on %s: %w", ErrHost, host, err)
+			}
+			continue
 		}
 		if a.now().After(deadline) {
 			return nil, fmt.Errorf("%w on %s (%s) after waiting %s: %s", ErrLocked, host, dir, timeout, strings.ReplaceAll(held, "\n", "; "))
@@ -570,9 +581,20 @@ func (r *applyRun) deployHost(ctx context.Context, hp *HostPlan) error {
 	}
 	primary := r.a.Config.PrimaryRole
 	sort.SliceStable(steps, func(i, j int) bool { return steps[i].Role == primary && steps[j].Role != primary })
+	for _, s := range hp.Steps {
+		if s.Kind == StepReassert {
+			steps = append(steps, s)
+		}
+	}
 	for _, s := range steps {
 		if ctx.Err() != nil {
 			return ctx.Err()
+		}
+		if s.Kind == StepReassert {
+			if err := r.reassert(ctx, hp, s); err != nil {
+				return err
+			}
+			continue
 		}
 		if s.Role != primary {
 			select {
@@ -595,6 +617,31 @@ func (r *applyRun) deployHost(ctx context.Context, hp *HostPlan) error {
 		if err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// reassert points a route back at the container that should serve it.
+func (r *applyRun) reassert(ctx context.Context, hp *HostPlan, s Step) (err error) {
+	a := r.a
+	sr := &StepResult{Step: s, Start: a.now()}
+	defer func() {
+		sr.End = a.now()
+		if err != nil {
+			sr.Error = err.Error()
+		}
+		r.record(hp.Host, sr)
+	}()
+	route, ok := a.Route(s.Role)
+	if !ok || s.spec.Proxy == nil {
+		return nil
+	}
+	c, err := r.inspectContainer(ctx, hp.Host, s.Container)
+	if err != nil {
+		return fmt.Errorf("%w: inspect %s: %w", ErrHost, s.Container, err)
+	}
+	if _, err := a.Proxy.Reassert(ctx, hp.Host, []proxy.Deployment{{Route: route, Target: c.target(s.spec.Proxy.AppPort)}}); err != nil {
+		return fmt.Errorf("%w: route %s to %s: %w", ErrHost, route.Name(), s.Container, err)
 	}
 	return nil
 }
@@ -627,7 +674,9 @@ func (r *applyRun) deployRole(ctx context.Context, hp *HostPlan, s Step) (err er
 	if c := hp.observed.byName(s.From); s.From != "" && c != nil {
 		old = &liveContainer{ID: c.ID, Name: c.Name}
 	}
+	var clash string // a container that held the new name (any state)
 	if c := hp.observed.byName(spec.Name); c != nil {
+		clash = c.ID
 		renamed := spec.Name + "_replaced_" + randomHex(8)
 		if _, err := a.SSH.Run(ctx, host, []string{"docker", "rename", spec.Name, renamed}, nil); err != nil {
 			return fmt.Errorf("%w: rename %s: %w", ErrHost, spec.Name, err)
@@ -683,11 +732,18 @@ func (r *applyRun) deployRole(ctx context.Context, hp *HostPlan, s Step) (err er
 	r.switched = append(r.switched, sw)
 	r.mu.Unlock()
 
-	// Stop the old container only now that traffic left it.
+	// Stop the old container only now that traffic left it, and the one
+	// that held the new name if it was not the old one (a boot interrupted
+	// by a crash may have started it after it was observed).
 	t2 := a.now()
 	if old != nil {
 		if _, err := a.SSH.Run(ctx, host, r.stopArgv(spec, old.ID), nil); err != nil {
 			return fmt.Errorf("%w: stop %s: %w", ErrHost, old.Name, err)
+		}
+	}
+	if clash != "" && (old == nil || clash != old.ID) {
+		if _, err := a.SSH.Run(ctx, host, r.stopArgv(spec, clash), nil); err != nil {
+			return fmt.Errorf("%w: stop replaced %s: %w", ErrHost, spec.Name, err)
 		}
 	}
 	phase("stop", t2)

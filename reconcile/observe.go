@@ -10,6 +10,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/capstan-dev/capstan/reconcile/proxy"
 )
 
 // Labels capstan reads and writes on containers. service, role and
@@ -32,6 +34,10 @@ type Observed struct {
 	// Home is the SSH user's login directory.
 	Home string
 	At   time.Time
+
+	// Routes are the proxy's live routes by name; nil when the proxy could
+	// not be asked (not running, or no routed role on the host).
+	Routes map[string]proxy.LiveRoute
 
 	// inspected holds `docker inspect` of containers the plan must adopt.
 	inspected map[string]*inspected

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/capstan-dev/capstan/reconcile/kamal"
+	"github.com/capstan-dev/capstan/reconcile/proxy"
 )
 
 // StepKind names what a step does.
@@ -20,6 +21,7 @@ const (
 	StepBootAccessory   StepKind = "boot-accessory"
 	StepRebootAccessory StepKind = "reboot-accessory"
 	StepDeploy          StepKind = "deploy"
+	StepReassert        StepKind = "reassert-route"
 	StepStopStale       StepKind = "stop-stale"
 	StepStopUnmanaged   StepKind = "stop-unmanaged"
 	StepPrune           StepKind = "prune"
@@ -58,6 +60,8 @@ func (s Step) String() string {
 		return fmt.Sprintf("reboot %s %s: %s", s.Role, s.ToVersion, s.Reason)
 	case StepBootProxy:
 		return "boot proxy: " + s.Reason
+	case StepReassert:
+		return fmt.Sprintf("route %s to %s: %s", s.Role, s.Container, s.Reason)
 	case StepBootAccessory:
 		return fmt.Sprintf("boot accessory %s: %s", s.Role, s.Reason)
 	case StepRebootAccessory:
@@ -294,6 +298,14 @@ func (a *App) planHost(want *kamal.HostPlan, o *Observed) *HostPlan {
 			drift(DriftRestarting, spec.Role, "%s keeps restarting", cur.Name)
 		case cur.Health() == "unhealthy":
 			drift(DriftUnhealthy, spec.Role, "%s is unhealthy", cur.Name)
+		default:
+			// The container is right; is the proxy sending it the traffic?
+			if spec.Proxy != nil && o.Routes != nil {
+				if why := routeProblem(o.Routes, spec.Proxy.Service, cur); why != "" {
+					step(Step{Kind: StepReassert, Role: spec.Role, Container: cur.Name, Reason: why, spec: spec})
+					drift(DriftRouteWrong, spec.Role, "%s", why)
+				}
+			}
 		}
 		// Anything else of this role still running is stale.
 		for _, c := range cands {
@@ -345,6 +357,33 @@ func (a *App) planHost(want *kamal.HostPlan, o *Observed) *HostPlan {
 	return hp
 }
 
+// routeProblem says why the proxy's route name does not send traffic to c
+// alone ("" when it does).
+func routeProblem(routes map[string]proxy.LiveRoute, name string, c *Container) string {
+	lr, ok := routes[name]
+	if !ok {
+		return "the proxy has no route " + name
+	}
+	var others []string
+	found := false
+	for _, t := range lr.Targets {
+		if t.Container != "" && (strings.HasPrefix(c.ID, t.Container) || t.Container == c.Name) {
+			found = true
+		} else {
+			others = append(others, t.String())
+		}
+	}
+	switch {
+	case !found && len(others) == 0:
+		return "route " + name + " has no live target"
+	case !found:
+		return "route " + name + " sends traffic to " + strings.Join(others, ", ") + ", not " + c.Name
+	case len(others) > 0:
+		return "route " + name + " also sends traffic to " + strings.Join(others, ", ")
+	}
+	return ""
+}
+
 func contains(list []*Container, c *Container) bool {
 	for _, x := range list {
 		if x == c {
@@ -354,7 +393,7 @@ func contains(list []*Container, c *Container) bool {
 	return false
 }
 
-var stepOrder = map[StepKind]int{StepBootProxy: 0, StepBootAccessory: 1, StepRebootAccessory: 2, StepDeploy: 3, StepStopStale: 4, StepStopUnmanaged: 5, StepPrune: 6}
+var stepOrder = map[StepKind]int{StepBootProxy: 0, StepBootAccessory: 1, StepRebootAccessory: 2, StepDeploy: 3, StepReassert: 4, StepStopStale: 5, StepStopUnmanaged: 6, StepPrune: 7}
 
 func sortSteps(s []Step) {
 	sort.SliceStable(s, func(i, j int) bool { return stepOrder[s[i].Kind] < stepOrder[s[j].Kind] })

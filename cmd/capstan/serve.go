@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/subtle"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -39,18 +41,19 @@ const maxWebhookBody = 1 << 20
 
 // daemon is a running capstan serve.
 type daemon struct {
-	e       *env
-	cfg     *serveConfig
-	store   *state.Store
-	notif   *notify.Notifier
-	key     []byte
-	secrets map[string]string
-	apps    map[string]*appRunner
-	order   []string
-	metrics *metrics
-	ready   bool
-	mu      sync.Mutex
-	started time.Time
+	e        *env
+	cfg      *serveConfig
+	store    *state.Store
+	notif    *notify.Notifier
+	key      []byte
+	instance string // this daemon's lock ID, kept across restarts
+	secrets  map[string]string
+	apps     map[string]*appRunner
+	order    []string
+	metrics  *metrics
+	ready    bool
+	mu       sync.Mutex
+	started  time.Time
 }
 
 // appRunner is one app's loop and its wiring.
@@ -94,6 +97,10 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	instance, err := instanceID(cfg.StateDir)
+	if err != nil {
+		return err
+	}
 	secrets := map[string]string{}
 	if cfg.SecretsEnvFile != "" {
 		b, err := os.ReadFile(cfg.SecretsEnvFile)
@@ -104,7 +111,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 			return fmt.Errorf("secrets_env_file: %w", err)
 		}
 	}
-	d := &daemon{e: e, cfg: cfg, store: store, key: key, secrets: secrets, apps: map[string]*appRunner{}, started: time.Now()}
+	d := &daemon{e: e, cfg: cfg, store: store, key: key, instance: instance, secrets: secrets, apps: map[string]*appRunner{}, started: time.Now()}
 	d.metrics = newMetrics(d)
 	d.notif = notify.New(d.sinks(), deliveryRecorder{store: store, log: e}, e.log, notify.Options{})
 	defer d.notif.Close()
@@ -153,6 +160,24 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	}
 	e.log.Info("stopped")
 	return nil
+}
+
+// instanceID returns the daemon's persistent ID (its deploy locks carry it,
+// so a restart after SIGKILL reclaims them).
+func instanceID(stateDir string) (string, error) {
+	p := filepath.Join(stateDir, "instance.id")
+	if b, err := os.ReadFile(p); err == nil && len(strings.TrimSpace(string(b))) >= 8 {
+		return strings.TrimSpace(string(b)), nil
+	}
+	b := make([]byte, 8)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	id := hex.EncodeToString(b)
+	if err := os.WriteFile(p, []byte(id+"\n"), 0o600); err != nil {
+		return "", err
+	}
+	return id, nil
 }
 
 func (d *daemon) sinks() []notify.Sink {
@@ -285,6 +310,7 @@ func (d *daemon) loadApp(r *appRunner, rev reconcile.Revision) (*reconcile.App, 
 		return nil, err
 	}
 	app.Log = d.e.log.With("app", r.cfg.Name, "rev", rev.SHA[:min(12, len(rev.SHA))])
+	app.LockID = d.instance
 	return app, nil
 }
 

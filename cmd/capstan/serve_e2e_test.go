@@ -1,0 +1,605 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/cgi"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/capstan-dev/capstan/internal/lab"
+)
+
+// syncBuffer collects a subprocess's output safely.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// buildCapstan builds the binary once per test binary.
+var (
+	buildOnce sync.Once
+	builtBin  string
+	buildErr  error
+)
+
+func capstanBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "capstan-bin")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		builtBin = filepath.Join(dir, "capstan")
+		out, err := exec.Command("go", "build", "-o", builtBin, ".").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return builtBin
+}
+
+// gitWork is a working clone that pushes to a remote.
+type gitWork struct {
+	t   *testing.T
+	dir string
+	env []string
+}
+
+func (g *gitWork) git(args ...string) string {
+	g.t.Helper()
+	cmd := exec.Command("git", args...)
+	cmd.Dir = g.dir
+	cmd.Env = append(os.Environ(), g.env...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		g.t.Fatalf("git %v: %v\n%s", args, err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// commit writes deploy.yml (and secrets) and pushes; it returns the SHA.
+func (g *gitWork) commit(deployYML, msg string) string {
+	g.t.Helper()
+	_ = os.MkdirAll(filepath.Join(g.dir, "config"), 0o755)
+	_ = os.MkdirAll(filepath.Join(g.dir, ".kamal"), 0o755)
+	if err := os.WriteFile(filepath.Join(g.dir, "config/deploy.yml"), []byte(deployYML), 0o644); err != nil {
+		g.t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(g.dir, ".kamal/secrets"), []byte("REGISTRY_PASSWORD=lab-registry-password\nSECRET_KEY=$SECRET_KEY\n"), 0o644); err != nil {
+		g.t.Fatal(err)
+	}
+	g.git("add", "-A")
+	g.git("commit", "-q", "-m", msg)
+	g.git("push", "-q", "origin", "HEAD:"+g.git("rev-parse", "--abbrev-ref", "HEAD"))
+	return g.git("rev-parse", "HEAD")
+}
+
+func gitEnv() []string {
+	return []string{"GIT_AUTHOR_NAME=Ada", "GIT_AUTHOR_EMAIL=ada@example.com", "GIT_COMMITTER_NAME=Ada",
+		"GIT_COMMITTER_EMAIL=ada@example.com", "GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL=/dev/null"}
+}
+
+// localRemote makes a bare repository in a temp dir and a work clone.
+func localRemote(t *testing.T) (bare string, w *gitWork) {
+	t.Helper()
+	bare = filepath.Join(t.TempDir(), "app.git")
+	w = &gitWork{t: t, dir: t.TempDir(), env: gitEnv()}
+	w.git("init", "-q", "--bare", "-b", "main", bare)
+	w.git("init", "-q", "-b", "main", ".")
+	w.git("remote", "add", "origin", bare)
+	return bare, w
+}
+
+// serveProc is a running `capstan serve` subprocess.
+type serveProc struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	addr   string
+	logs   *syncBuffer
+	cfg    string
+	env    []string
+	token  string
+	exited chan struct{}
+}
+
+type serveOpts struct {
+	repo, sshKey, knownHosts string
+	poll, drift              string
+	selfHeal                 bool
+	alertURL                 string
+	extraApps                string
+}
+
+func startServe(t *testing.T, l *lab.Lab, o serveOpts) *serveProc {
+	t.Helper()
+	dir := t.TempDir()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	if o.poll == "" {
+		o.poll = "60s"
+	}
+	if o.drift == "" {
+		o.drift = "@every 1h"
+	}
+	alerts := ""
+	if o.alertURL != "" {
+		alerts = "alerts:\n  - {type: webhook, url: " + o.alertURL + "}\n"
+	}
+	git := ""
+	if o.sshKey != "" {
+		git = fmt.Sprintf("    git: {ssh_key: %s, known_hosts: %s}\n", o.sshKey, o.knownHosts)
+	}
+	cfg := fmt.Sprintf(`listen: %s
+state_dir: %s
+ssh: {known_hosts: %s, identity: %s}
+secrets_env_file: %s
+insecure_registries: [%s]
+image_wait: 90s
+webhooks: {github_secret_env: GH_SECRET}
+api_token_env: API_TOKEN
+%sapps:
+  - name: testapp
+    repo: %s
+    branch: main
+    poll: %s
+    drift_schedule: "%s"
+    self_heal: %v
+%s%s`, addr, filepath.Join(dir, "state"), l.KnownHosts, l.Identity, filepath.Join(dir, "secrets.env"), l.RegistryAddr,
+		alerts, o.repo, o.poll, o.drift, o.selfHeal, git, o.extraApps)
+	if err := os.WriteFile(filepath.Join(dir, "secrets.env"), []byte("SECRET_KEY=s3cret-value-1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfgPath := filepath.Join(dir, "capstan.yml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d := &serveProc{t: t, addr: addr, cfg: cfgPath, token: "api-token-123",
+		env: append(os.Environ(), "GH_SECRET=gh-secret", "API_TOKEN=api-token-123", "HOME="+dir)}
+	d.start()
+	t.Cleanup(d.stop)
+	return d
+}
+
+func (d *serveProc) start() {
+	d.t.Helper()
+	d.logs = &syncBuffer{}
+	d.cmd = exec.Command(capstanBinary(d.t), "--log-format", "json", "serve", "--config", d.cfg)
+	d.cmd.Env = d.env
+	d.cmd.Stdout, d.cmd.Stderr = d.logs, d.logs
+	if err := d.cmd.Start(); err != nil {
+		d.t.Fatal(err)
+	}
+	d.exited = make(chan struct{})
+	go func() { _ = d.cmd.Wait(); close(d.exited) }()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := http.Get("http://" + d.addr + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+		}
+		select {
+		case <-d.exited:
+			d.t.Fatalf("capstan serve exited:\n%s", d.logs.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			d.t.Fatalf("capstan serve not ready:\n%s", d.logs.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func (d *serveProc) stop() {
+	if d.cmd.Process == nil {
+		return
+	}
+	_ = d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.exited:
+	case <-time.After(60 * time.Second):
+		_ = d.cmd.Process.Kill()
+		<-d.exited
+	}
+	if d.t.Failed() {
+		d.t.Logf("capstan serve log:\n%s", d.logs.String())
+	}
+}
+
+func (d *serveProc) kill9() {
+	_ = d.cmd.Process.Signal(syscall.SIGKILL)
+	<-d.exited
+}
+
+// status reads the app's view from the JSON API.
+func (d *serveProc) status(app string) map[string]any {
+	d.t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, "http://"+d.addr+"/api/v1/apps/"+app, nil)
+	req.Header.Set("Authorization", "Bearer "+d.token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var v map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
+		d.t.Fatal(err)
+	}
+	return v
+}
+
+// waitIdle waits until no pass runs and the last one ended with outcome.
+func (d *serveProc) waitIdle(outcome string) {
+	d.t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		st := d.status("testapp")
+		if st["running"] == false && st["last_outcome"] == outcome {
+			return
+		}
+		if time.Now().After(deadline) {
+			d.t.Fatalf("app did not settle on %s: %v", outcome, st)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func (d *serveProc) post(path string, body []byte, headers map[string]string) int {
+	d.t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, "http://"+d.addr+path, bytes.NewReader(body))
+	for k, v := range headers {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// waitServing waits until every web host answers version.
+func waitServing(t *testing.T, version string, within time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	c := &http.Client{Timeout: 2 * time.Second}
+	for {
+		ok := 0
+		for _, addr := range webAddrs {
+			if resp, err := c.Get("http://" + addr + "/"); err == nil {
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if strings.HasPrefix(string(b), version+" ") {
+					ok++
+				}
+			}
+		}
+		if ok == len(webAddrs) {
+			return time.Since(start)
+		}
+		if time.Since(start) > within {
+			t.Fatalf("hosts did not serve %s within %s", version, within)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func deployYML(version string) string { return fmt.Sprintf(labDeploy, "", version, "") }
+
+// TestE2EServe_DeployOnMergeRevertAndWebhooks: a commit deploys, a webhook
+// with a bad signature is refused, a good one starts a pass at once, an
+// invalid config is recorded failed without touching hosts, and a revert
+// rolls back.
+func TestE2EServe_DeployOnMergeRevertAndWebhooks(t *testing.T) {
+	l := lab.Start(t, 3)
+	if err := l.Reset(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	bare, w := localRemote(t)
+	var mu sync.Mutex
+	var events []map[string]any
+	recv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		var e map[string]any
+		_ = json.NewDecoder(r.Body).Decode(&e)
+		mu.Lock()
+		events = append(events, e)
+		mu.Unlock()
+	}))
+	defer recv.Close()
+	w.commit(deployYML("v1"), "v1")
+	// capstan fetches over smart HTTP (git http-backend); the test pushes
+	// to the bare repository directly.
+	srv := gitHTTP(t, filepath.Dir(bare))
+	defer srv.Close()
+	d := startServe(t, l, serveOpts{repo: srv.URL + "/app.git", alertURL: recv.URL, drift: "@every 2s", selfHeal: false})
+	t.Logf("first deploy (startup pass): all hosts serve v1 after %s", waitServing(t, "v1", 90*time.Second))
+
+	// Webhooks: a wrong signature changes nothing.
+	sha2 := w.commit(deployYML("v2"), "v2")
+	body := []byte(fmt.Sprintf(`{"ref":"refs/heads/main","after":%q,"repository":{"clone_url":%q}}`, sha2, srv.URL+"/app.git"))
+	if code := d.post("/webhooks/github", body, map[string]string{"X-Hub-Signature-256": "sha256=" + strings.Repeat("0", 64)}); code != 401 {
+		t.Errorf("bad signature: %d, want 401", code)
+	}
+	time.Sleep(2 * time.Second)
+	if got := get(t, webAddrs[0]); !strings.HasPrefix(got, "v1 ") {
+		t.Fatalf("a refused webhook changed the fleet: %q", got)
+	}
+	mac := hmac.New(sha256.New, []byte("gh-secret"))
+	mac.Write(body)
+	sent := time.Now()
+	if code := d.post("/webhooks/github", body, map[string]string{"X-Hub-Signature-256": "sha256=" + hex.EncodeToString(mac.Sum(nil))}); code != 200 {
+		t.Fatalf("good signature: %d", code)
+	}
+	waitServing(t, "v2", 60*time.Second)
+	t.Logf("webhook → all hosts serve v2 in %s", time.Since(sent).Round(time.Millisecond))
+	d.waitIdle("succeeded")
+	if !strings.Contains(d.logs.String(), `"trigger":"webhook"`) {
+		t.Errorf("the pass was not started by the webhook")
+	}
+
+	// An invalid config: recorded failed, hosts untouched.
+	before, _ := (&e2eApp{t: t, l: l}).containers(0)
+	w.commit("service: testapp\nimage: [broken\n", "broken config")
+	if code := d.post("/api/v1/apps/testapp/sync", nil, map[string]string{"Authorization": "Bearer " + d.token}); code != 202 {
+		t.Fatalf("sync: %d", code)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for d.status("testapp")["last_outcome"] != "invalid" {
+		if time.Now().After(deadline) {
+			t.Fatalf("invalid config not recorded: %v", d.status("testapp"))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	after, _ := (&e2eApp{t: t, l: l}).containers(0)
+	if fmt.Sprint(before) != fmt.Sprint(after) {
+		t.Errorf("an invalid config touched the hosts: %v → %v", before, after)
+	}
+	if code := d.post("/api/v1/apps/testapp/sync", nil, nil); code != 401 {
+		t.Errorf("sync without token: %d, want 401", code)
+	}
+
+	// The next good commit deploys; a revert of the one after rolls back.
+	sync := func() { d.post("/api/v1/apps/testapp/sync", nil, map[string]string{"Authorization": "Bearer " + d.token}) }
+	w.commit(deployYML("v3"), "v3")
+	sync()
+	waitServing(t, "v3", 60*time.Second)
+	d.waitIdle("succeeded")
+	w.commit(deployYML("v2"), "back to v2")
+	sync()
+	waitServing(t, "v2", 60*time.Second)
+	d.waitIdle("succeeded")
+	w.git("revert", "--no-edit", "HEAD")
+	w.git("push", "-q", "origin", "HEAD:main")
+	sync()
+	waitServing(t, "v3", 60*time.Second)
+	d.waitIdle("succeeded")
+	w.git("revert", "--no-edit", "HEAD")
+	w.git("push", "-q", "origin", "HEAD:main")
+	sync()
+	waitServing(t, "v2", 60*time.Second)
+	d.waitIdle("succeeded")
+
+	// Drift: stop a container; the sweep opens one episode, reports it
+	// once, and (self_heal off) leaves it.
+	(&e2eApp{t: t, l: l}).sh(0, "docker stop testapp-web-v2 >/dev/null")
+	deadline = time.Now().Add(20 * time.Second)
+	for {
+		mu.Lock()
+		n := 0
+		for _, e := range events {
+			if e["event"] == "drift_opened" && e["host"] == "10.231.0.11" {
+				n++
+			}
+		}
+		mu.Unlock()
+		if n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no drift_opened alert for the stopped container: %v", events)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	time.Sleep(5 * time.Second) // two more sweeps
+	mu.Lock()
+	opened := 0
+	for _, e := range events {
+		if e["event"] == "drift_opened" {
+			opened++
+		}
+	}
+	mu.Unlock()
+	if opened != 1 {
+		t.Errorf("%d drift_opened alerts for one episode", opened)
+	}
+	if running, _ := (&e2eApp{t: t, l: l}).containers(0); running["testapp-web-v2"] != "" {
+		t.Error("self_heal is off but the container was restarted")
+	}
+	(&e2eApp{t: t, l: l}).sh(0, "docker start testapp-web-v2 >/dev/null")
+	deadline = time.Now().Add(20 * time.Second)
+	for {
+		mu.Lock()
+		resolved := 0
+		for _, e := range events {
+			if e["event"] == "drift_resolved" {
+				resolved++
+			}
+		}
+		mu.Unlock()
+		if resolved == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no drift_resolved alert: %v", events)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	// The status page shows the app, its version and recent passes.
+	resp, err := http.Get("http://" + d.addr + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{"testapp", "v2", "succeeded", "invalid"} {
+		if !bytes.Contains(page, []byte(want)) {
+			t.Errorf("status page lacks %q", want)
+		}
+	}
+	resp, err = http.Get("http://" + d.addr + "/metrics")
+	if err == nil {
+		m, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, want := range []string{"capstan_deploys_total", "capstan_ssh_commands_total", "capstan_last_successful_sync_timestamp_seconds"} {
+			if !bytes.Contains(m, []byte(want)) {
+				t.Errorf("/metrics lacks %s", want)
+			}
+		}
+	}
+}
+
+// TestE2EServe_SSHRepoLateImageKillAndUnreachableApp: the repository is
+// served over SSH by a lab host; the image of a commit appears in the
+// registry only later (capstan waits); capstan is killed with SIGKILL
+// mid-deploy and restarted (the fleet converges, nothing duplicated); a
+// second app whose host is unreachable never delays the first.
+func TestE2EServe_SSHRepoLateImageKillAndUnreachableApp(t *testing.T) {
+	l := lab.Start(t, 3)
+	ctx := context.Background()
+	if err := l.Reset(ctx); err != nil {
+		t.Fatal(err)
+	}
+	a := &e2eApp{t: t, l: l}
+	a.sh(0, "rm -rf /root/app.git && git init -q --bare -b main /root/app.git")
+	w := &gitWork{t: t, dir: t.TempDir(), env: append(gitEnv(),
+		"GIT_SSH_COMMAND=ssh -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile="+l.KnownHosts+" -i "+l.Identity)}
+	w.git("init", "-q", "-b", "main", ".")
+	repo := "ssh://root@" + l.Hosts[0].Addr + "/root/app.git"
+	w.git("remote", "add", "origin", repo)
+	w.commit(deployYML("v1"), "v1")
+	other := `  - name: other
+    repo: ` + repo + `
+    branch: other
+    poll: 1s
+`
+	// The other app's branch puts its only host out of reach.
+	w.git("checkout", "-q", "-b", "other")
+	w.commit(strings.ReplaceAll(strings.ReplaceAll(deployYML("v1"), "[10.231.0.11, 10.231.0.12]", "[10.231.0.99]"), "10.231.0.13", "10.231.0.99"), "unreachable")
+	w.git("checkout", "-q", "main")
+	d := startServe(t, l, serveOpts{repo: repo, sshKey: l.Identity, knownHosts: l.KnownHosts, poll: "1s", extraApps: other})
+	t.Logf("SSH repo: all hosts serve v1 %s after start", waitServing(t, "v1", 90*time.Second))
+
+	// A commit whose image is not in the registry yet.
+	tag := fmt.Sprintf("late%d", time.Now().UnixNano()%100000)
+	w.commit(deployYML(tag), "late image")
+	time.Sleep(4 * time.Second)
+	if !strings.Contains(d.logs.String(), "waiting for the image in the registry") {
+		t.Errorf("capstan did not report waiting for the image")
+	}
+	if got := get(t, webAddrs[0]); !strings.HasPrefix(got, "v1 ") {
+		t.Fatalf("hosts changed before the image existed: %q", got)
+	}
+	copyTag(t, l.RegistryAddr, "v2", tag)
+	pushed := time.Now()
+	waitServing(t, "v2", 90*time.Second)
+	t.Logf("image pushed → all hosts serve it in %s", time.Since(pushed).Round(time.Millisecond))
+
+	// SIGKILL mid-deploy, restart: converges, no duplicates or orphans.
+	w.commit(deployYML("v3"), "v3")
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(d.logs.String(), `"msg":"applying","app":"testapp"`) || strings.Count(d.logs.String(), `"msg":"applying","app":"testapp"`) < 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the v3 pass did not start:\n%s", d.logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	d.kill9()
+	d.start()
+	waitServing(t, "v3", 120*time.Second)
+	time.Sleep(3 * time.Second)
+	for i := 0; i < 3; i++ {
+		running, _ := a.containers(i)
+		if len(running) != 1 {
+			t.Errorf("host %d runs %v: duplicates or orphans after SIGKILL", i, running)
+		}
+	}
+	if out := a.sh(0, "test -e /root/.kamal/lock-testapp && cat /root/.kamal/lock-testapp/details | base64 -d || echo free"); out != "free" {
+		t.Logf("lock after kill/restart: %s (cleared by the next pass)", out)
+	}
+	if st := d.status("other"); st["last_outcome"] == "succeeded" {
+		t.Errorf("the unreachable app reports success: %v", st)
+	}
+}
+
+// copyTag gives an existing image a new tag in the lab registry.
+func copyTag(t *testing.T, reg, from, to string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, "http://"+reg+"/v2/testapp/manifests/"+from, nil)
+	req.Header.Set("Accept", "application/vnd.docker.distribution.manifest.v2+json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	req, _ = http.NewRequest(http.MethodPut, "http://"+reg+"/v2/testapp/manifests/"+to, bytes.NewReader(m))
+	req.Header.Set("Content-Type", resp.Header.Get("Content-Type"))
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("put manifest: %s", resp.Status)
+	}
+}
+
+// gitHTTP serves bare repositories under root with git http-backend.
+func gitHTTP(t *testing.T, root string) *httptest.Server {
+	t.Helper()
+	gitPath, err := exec.LookPath("git")
+	if err != nil {
+		t.Skip("git not installed")
+	}
+	h := &cgi.Handler{Path: gitPath, Args: []string{"http-backend"}, Env: []string{"GIT_PROJECT_ROOT=" + root, "GIT_HTTP_EXPORT_ALL=1"}}
+	return httptest.NewServer(h)
+}
