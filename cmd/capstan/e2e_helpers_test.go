@@ -18,57 +18,43 @@ import (
 	"github.com/capstan-dev/capstan/internal/lab"
 )
 
-// labDeploy is the deploy.yml the reconcile e2e tests use: 2 web hosts
-// behind the lab's HAProxy, 1 worker host with an accessory.
-const labDeploy = `service: testapp
-image: testapp
-servers:
-  web:
-    hosts: [10.231.0.11, 10.231.0.12]
-  worker:
-    hosts: [10.231.0.13]
-proxy:
-  app_port: 3000
-  healthcheck:
-    path: /up
-    interval: 1
-registry:
-  server: 10.231.0.1:5000
-  username: lab
-  password: [REGISTRY_PASSWORD]
-builder:
-  arch: amd64
-env:
-  clear:
-    GREETING: hello
-  secret: [SECRET_KEY]
-accessories:
-  cache:
-    image: 10.231.0.1:5000/testapp:v1
-    host: 10.231.0.13
-    env:
-      clear:
-        APP_PORT: "6379"
-readiness_delay: 1
-deploy_timeout: 10
-%s
-x-capstan:
-  version: %s
-  proxy: haproxy
-  haproxy:
-    image: 10.231.0.1:5000/haproxy:lab
-%s`
+// labExample is the example app the e2e tests deploy (2 web hosts behind
+// the lab's HAProxy, 1 worker host with an accessory).
+const labExample = "../../examples/lab"
+
+// labDeployYML returns examples/lab's deploy.yml with another version,
+// extra root keys and extra x-capstan keys.
+func labDeployYML(t testing.TB, version, rootExtra, capstanExtra string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(labExample, "config", "deploy.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := strings.Replace(string(b), "  version: v1\n", "  version: "+version+"\n", 1)
+	s = strings.Replace(s, "\nx-capstan:\n", "\n"+rootExtra+"x-capstan:\n", 1)
+	return s + capstanExtra
+}
+
+// labSecrets is examples/lab's .kamal/secrets.
+func labSecrets(t testing.TB) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(labExample, ".kamal", "secrets"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
 
 // e2eApp is an app repository directory and the environment capstan runs
 // with against the lab.
 type e2eApp struct {
-	t   *testing.T
+	t   testing.TB
 	l   *lab.Lab
 	dir string
 	env map[string]string
 }
 
-func newE2EApp(t *testing.T, n int) *e2eApp {
+func newE2EApp(t testing.TB, n int) *e2eApp {
 	t.Helper()
 	l := lab.Start(t, n)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -81,12 +67,13 @@ func newE2EApp(t *testing.T, n int) *e2eApp {
 		"CAPSTAN_IDENTITY":            l.Identity,
 		"CAPSTAN_STATE_DIR":           t.TempDir(),
 		"CAPSTAN_INSECURE_REGISTRIES": l.RegistryAddr,
-		"SECRET_KEY":                  "s3cret-value-1",
+		"LAB_REGISTRY_PASSWORD":       "lab-registry-password",
+		"DEMO_SECRET_KEY":             "s3cret-value-1",
 	}}
 	if err := os.MkdirAll(filepath.Join(a.dir, "config"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	a.write(".kamal/secrets", "REGISTRY_PASSWORD=lab-registry-password\nSECRET_KEY=$SECRET_KEY\n")
+	a.write(".kamal/secrets", labSecrets(t))
 	a.configure("v1", "", "")
 	return a
 }
@@ -105,7 +92,7 @@ func (a *e2eApp) write(name, content string) {
 // configure writes deploy.yml with a version, extra root keys and extra
 // x-capstan keys.
 func (a *e2eApp) configure(version, rootExtra, capstanExtra string) {
-	a.write("config/deploy.yml", fmt.Sprintf(labDeploy, rootExtra, version, capstanExtra))
+	a.write("config/deploy.yml", labDeployYML(a.t, version, rootExtra, capstanExtra))
 }
 
 // capstan runs the CLI in the app directory and returns its output.

@@ -75,7 +75,7 @@ func TestE2EApply_LifecycleUnderLoad(t *testing.T) {
 	}
 
 	// Env-only change: same version, new container, under load.
-	a.env["SECRET_KEY"] = "s3cret-value-2"
+	a.env["DEMO_SECRET_KEY"] = "s3cret-value-2"
 	before, _ = a.containers(0)
 	ld = startLoad(webAddrs)
 	time.Sleep(300 * time.Millisecond)
@@ -174,8 +174,8 @@ func TestE2EApply_RollingFailureSwitchesBack(t *testing.T) {
 func TestE2EApply_AdoptsKamalDeployedHosts(t *testing.T) {
 	a := newE2EApp(t, 3)
 	a.mustApply() // network, proxy, accessory, env files
-	os.Setenv("SECRET_KEY", a.env["SECRET_KEY"])
-	defer os.Unsetenv("SECRET_KEY")
+	t.Setenv("DEMO_SECRET_KEY", a.env["DEMO_SECRET_KEY"])
+	t.Setenv("LAB_REGISTRY_PASSWORD", a.env["LAB_REGISTRY_PASSWORD"])
 	key, err := stateKey(&env{getenv: os.Getenv}, a.env["CAPSTAN_STATE_DIR"])
 	if err != nil {
 		t.Fatal(err)

@@ -97,7 +97,7 @@ func (g *gitWork) commit(deployYML, msg string) string {
 	if err := os.WriteFile(filepath.Join(g.dir, "config/deploy.yml"), []byte(deployYML), 0o644); err != nil {
 		g.t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(g.dir, ".kamal/secrets"), []byte("REGISTRY_PASSWORD=lab-registry-password\nSECRET_KEY=$SECRET_KEY\n"), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(g.dir, ".kamal/secrets"), []byte(labSecrets(g.t)), 0o644); err != nil {
 		g.t.Fatal(err)
 	}
 	g.git("add", "-A")
@@ -182,7 +182,7 @@ api_token_env: API_TOKEN
     self_heal: %v
 %s%s`, addr, filepath.Join(dir, "state"), l.KnownHosts, l.Identity, filepath.Join(dir, "secrets.env"), l.RegistryAddr,
 		alerts, o.repo, o.poll, o.drift, o.selfHeal, git, o.extraApps)
-	if err := os.WriteFile(filepath.Join(dir, "secrets.env"), []byte("SECRET_KEY=s3cret-value-1\n"), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "secrets.env"), []byte("DEMO_SECRET_KEY=s3cret-value-1\nLAB_REGISTRY_PASSWORD=lab-registry-password\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	cfgPath := filepath.Join(dir, "capstan.yml")
@@ -322,7 +322,7 @@ func waitServing(t *testing.T, version string, within time.Duration) time.Durati
 	}
 }
 
-func deployYML(version string) string { return fmt.Sprintf(labDeploy, "", version, "") }
+func deployYML(t testing.TB, version string) string { return labDeployYML(t, version, "", "") }
 
 // TestE2EServe_DeployOnMergeRevertAndWebhooks: a commit deploys, a webhook
 // with a bad signature is refused, a good one starts a pass at once, an
@@ -344,7 +344,7 @@ func TestE2EServe_DeployOnMergeRevertAndWebhooks(t *testing.T) {
 		mu.Unlock()
 	}))
 	defer recv.Close()
-	w.commit(deployYML("v1"), "v1")
+	w.commit(deployYML(t, "v1"), "v1")
 	// capstan fetches over smart HTTP (git http-backend); the test pushes
 	// to the bare repository directly.
 	srv := gitHTTP(t, filepath.Dir(bare))
@@ -353,7 +353,7 @@ func TestE2EServe_DeployOnMergeRevertAndWebhooks(t *testing.T) {
 	t.Logf("first deploy (startup pass): all hosts serve v1 after %s", waitServing(t, "v1", 90*time.Second))
 
 	// Webhooks: a wrong signature changes nothing.
-	sha2 := w.commit(deployYML("v2"), "v2")
+	sha2 := w.commit(deployYML(t, "v2"), "v2")
 	body := []byte(fmt.Sprintf(`{"ref":"refs/heads/main","after":%q,"repository":{"clone_url":%q}}`, sha2, srv.URL+"/app.git"))
 	if code := d.post("/webhooks/github", body, map[string]string{"X-Hub-Signature-256": "sha256=" + strings.Repeat("0", 64)}); code != 401 {
 		t.Errorf("bad signature: %d, want 401", code)
@@ -397,12 +397,14 @@ func TestE2EServe_DeployOnMergeRevertAndWebhooks(t *testing.T) {
 	}
 
 	// The next good commit deploys; a revert of the one after rolls back.
-	sync := func() { d.post("/api/v1/apps/testapp/sync", nil, map[string]string{"Authorization": "Bearer " + d.token}) }
-	w.commit(deployYML("v3"), "v3")
+	sync := func() {
+		d.post("/api/v1/apps/testapp/sync", nil, map[string]string{"Authorization": "Bearer " + d.token})
+	}
+	w.commit(deployYML(t, "v3"), "v3")
 	sync()
 	waitServing(t, "v3", 60*time.Second)
 	d.waitIdle("succeeded")
-	w.commit(deployYML("v2"), "back to v2")
+	w.commit(deployYML(t, "v2"), "back to v2")
 	sync()
 	waitServing(t, "v2", 60*time.Second)
 	d.waitIdle("succeeded")
@@ -514,7 +516,7 @@ func TestE2EServe_SSHRepoLateImageKillAndUnreachableApp(t *testing.T) {
 	w.git("init", "-q", "-b", "main", ".")
 	repo := "ssh://root@" + l.Hosts[0].Addr + "/root/app.git"
 	w.git("remote", "add", "origin", repo)
-	w.commit(deployYML("v1"), "v1")
+	w.commit(deployYML(t, "v1"), "v1")
 	other := `  - name: other
     repo: ` + repo + `
     branch: other
@@ -522,14 +524,14 @@ func TestE2EServe_SSHRepoLateImageKillAndUnreachableApp(t *testing.T) {
 `
 	// The other app's branch puts its only host out of reach.
 	w.git("checkout", "-q", "-b", "other")
-	w.commit(strings.ReplaceAll(strings.ReplaceAll(deployYML("v1"), "[10.231.0.11, 10.231.0.12]", "[10.231.0.99]"), "10.231.0.13", "10.231.0.99"), "unreachable")
+	w.commit(strings.ReplaceAll(strings.ReplaceAll(deployYML(t, "v1"), "[10.231.0.11, 10.231.0.12]", "[10.231.0.99]"), "10.231.0.13", "10.231.0.99"), "unreachable")
 	w.git("checkout", "-q", "main")
 	d := startServe(t, l, serveOpts{repo: repo, sshKey: l.Identity, knownHosts: l.KnownHosts, poll: "1s", extraApps: other})
 	t.Logf("SSH repo: all hosts serve v1 %s after start", waitServing(t, "v1", 90*time.Second))
 
 	// A commit whose image is not in the registry yet.
 	tag := fmt.Sprintf("late%d", time.Now().UnixNano()%100000)
-	w.commit(deployYML(tag), "late image")
+	w.commit(deployYML(t, tag), "late image")
 	time.Sleep(4 * time.Second)
 	if !strings.Contains(d.logs.String(), "waiting for the image in the registry") {
 		t.Errorf("capstan did not report waiting for the image")
@@ -543,7 +545,7 @@ func TestE2EServe_SSHRepoLateImageKillAndUnreachableApp(t *testing.T) {
 	t.Logf("image pushed → all hosts serve it in %s", time.Since(pushed).Round(time.Millisecond))
 
 	// SIGKILL mid-deploy, restart: converges, no duplicates or orphans.
-	w.commit(deployYML("v3"), "v3")
+	w.commit(deployYML(t, "v3"), "v3")
 	deadline := time.Now().Add(30 * time.Second)
 	for !strings.Contains(d.logs.String(), `"msg":"applying","app":"testapp"`) || strings.Count(d.logs.String(), `"msg":"applying","app":"testapp"`) < 3 {
 		if time.Now().After(deadline) {

@@ -12,7 +12,7 @@ import (
 var exampleEnv = map[string]string{
 	"GITHUB_TOKEN": "ghp_example", "RAILS_MASTER_KEY": "0123456789abcdef", "PRODUCTION_DATABASE_URL": "postgres://db/myapp",
 	"PRODUCTION_REDIS_URL": "redis://203.0.113.12:6379/0", "TLS_CERTIFICATE_PEM": "CERT", "TLS_PRIVATE_KEY_PEM": "KEY",
-	"GHCR_TOKEN": "ghcr-token",
+	"GHCR_TOKEN": "ghcr-token", "LAB_REGISTRY_PASSWORD": "lab-registry-password", "DEMO_SECRET_KEY": "demo-secret",
 }
 
 // TestExamples validates every configuration under examples/: each must
