@@ -107,6 +107,9 @@ type Loop struct {
 	Sweep func(now time.Time) time.Time
 	// GitAlertAfter is how many consecutive git failures raise an alert.
 	GitAlertAfter int
+	// OnPass, when set, learns each applied pass's outcome and duration
+	// (metrics).
+	OnPass func(outcome string, took time.Duration)
 
 	wake     chan trigger
 	mu       sync.Mutex
@@ -346,6 +349,7 @@ func (l *Loop) pass(ctx context.Context, log *slog.Logger, rev Revision, kind st
 			return nil
 		}
 		app.ImageDigest = digest
+		log.Info("image ready", "image", app.Config.Image(), "digest", digest)
 	}
 	id, err := l.Record.StartPass(ctx, l.Name, rev.SHA, version, kind)
 	if err != nil {
@@ -357,6 +361,9 @@ func (l *Loop) pass(ctx context.Context, log *slog.Logger, rev Revision, kind st
 	errText := ""
 	if applyErr != nil {
 		errText = applyErr.Error()
+	}
+	if l.OnPass != nil && res != nil {
+		l.OnPass(outcome, res.Finished.Sub(res.Started))
 	}
 	// Recording must survive a cancelled ctx (SIGTERM mid-pass).
 	rctx := context.WithoutCancel(ctx)

@@ -4,6 +4,7 @@
 //	capstan-lab up [-hosts N]   bring the lab up (idempotent)
 //	capstan-lab status          what is running
 //	capstan-lab down            remove everything the lab made
+//	capstan-lab reset           remove every container and ~/.kamal from the hosts
 //	capstan-lab env             shell variables describing the lab
 package main
 
@@ -36,7 +37,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	hosts := fs.Int("hosts", lab.DefaultHosts, "number of hosts for up")
 	dir := fs.String("dir", "", "lab directory (default $CAPSTAN_LAB_DIR or "+lab.DefaultDir+")")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: capstan-lab [-hosts N] [-dir DIR] up|down|status|env")
+		fmt.Fprintln(stderr, "Usage: capstan-lab [-hosts N] [-dir DIR] up|down|status|reset|env")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -62,6 +63,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		fmt.Fprintf(stdout, "lab down in %.1fs\n", time.Since(start).Seconds())
+	case "reset":
+		l, err := lab.Up(ctx, opts)
+		if err != nil {
+			return err
+		}
+		if err := l.Reset(ctx); err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, "lab hosts reset: no containers, no ~/.kamal")
 	case "status":
 		s, err := lab.Status(ctx, opts)
 		if err != nil {

@@ -260,9 +260,10 @@ func (d *daemon) newAppRunner(ac appConfig) (*appRunner, error) {
 		Image:  d.imageCheck(log),
 		Record: stateRecorder{store: d.store},
 		Notify: loopNotifier{n: d.notif, repo: ac.Repo, env: ac.Destination, m: d.metrics},
-		Log:    log,
+		Log:    d.e.log,
 		Poll:   time.Duration(ac.Poll),
 		Sweep:  ac.schedule.Next,
+		OnPass: func(_ string, took time.Duration) { d.metrics.passDur.WithLabelValues(ac.Name).Observe(took.Seconds()) },
 		SelfHeal: func(a *reconcile.App) bool {
 			if ac.SelfHeal != nil {
 				return *ac.SelfHeal

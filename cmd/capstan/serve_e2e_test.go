@@ -282,6 +282,63 @@ func (d *serveProc) waitIdle(outcome string) {
 	}
 }
 
+// logTime finds the first log line containing all parts and returns its
+// time.
+func (d *serveProc) logTime(parts ...string) (time.Time, bool) {
+	for _, line := range strings.Split(d.logs.String(), "\n") {
+		ok := true
+		for _, p := range parts {
+			ok = ok && strings.Contains(line, p)
+		}
+		if !ok {
+			continue
+		}
+		var v struct{ Time time.Time }
+		if json.Unmarshal([]byte(line), &v) == nil {
+			return v.Time, true
+		}
+	}
+	return time.Time{}, false
+}
+
+// rssKiB reads the daemon's resident set size.
+func (d *serveProc) rssKiB() int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", d.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+			var n int
+			fmt.Sscan(f[1], &n)
+			return n
+		}
+	}
+	return 0
+}
+
+// peakRSSWhile samples the RSS while f runs.
+func (d *serveProc) peakRSSWhile(f func()) int {
+	done, result := make(chan struct{}), make(chan int)
+	go func() {
+		peak := 0
+		for {
+			if r := d.rssKiB(); r > peak {
+				peak = r
+			}
+			select {
+			case <-done:
+				result <- peak
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
+	f()
+	close(done)
+	return <-result
+}
+
 func (d *serveProc) post(path string, body []byte, headers map[string]string) int {
 	d.t.Helper()
 	req, _ := http.NewRequest(http.MethodPost, "http://"+d.addr+path, bytes.NewReader(body))
@@ -371,6 +428,14 @@ func TestE2EServe_DeployOnMergeRevertAndWebhooks(t *testing.T) {
 	waitServing(t, "v2", 60*time.Second)
 	t.Logf("webhook → all hosts serve v2 in %s", time.Since(sent).Round(time.Millisecond))
 	d.waitIdle("succeeded")
+	if at, ok := d.logTime(`"msg":"applying"`, `"trigger":"webhook"`); !ok {
+		t.Error("no pass started by the webhook")
+	} else if lag := at.Sub(sent); lag > time.Second {
+		t.Errorf("the pass started %s after the webhook; want within 1s", lag)
+	} else {
+		t.Logf("webhook → pass started (fetch done, first SSH command next) in %s", lag.Round(time.Millisecond))
+	}
+	t.Logf("RSS of capstan serve, idle: %d KiB", d.rssKiB())
 	if !strings.Contains(d.logs.String(), `"trigger":"webhook"`) {
 		t.Errorf("the pass was not started by the webhook")
 	}
@@ -532,7 +597,7 @@ func TestE2EServe_SSHRepoLateImageKillAndUnreachableApp(t *testing.T) {
 	// A commit whose image is not in the registry yet.
 	tag := fmt.Sprintf("late%d", time.Now().UnixNano()%100000)
 	w.commit(deployYML(t, tag), "late image")
-	time.Sleep(4 * time.Second)
+	time.Sleep(20 * time.Second) // CI pushes the image 20 s after the commit
 	if !strings.Contains(d.logs.String(), "waiting for the image in the registry") {
 		t.Errorf("capstan did not report waiting for the image")
 	}

@@ -86,3 +86,14 @@ alerts:
 		t.Errorf("unknown key: %v", err)
 	}
 }
+
+func TestServeConfig_BesideRegistryExample(t *testing.T) {
+	env := map[string]string{"GITHUB_WEBHOOK_SECRET": "s", "CAPSTAN_API_TOKEN": "t"}
+	c, err := loadServeConfig("../../examples/beside-registry/capstan.yml", func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Apps) != 1 || c.Apps[0].Destination != "production" || len(c.Alerts) != 1 {
+		t.Errorf("%+v", c)
+	}
+}
