@@ -199,26 +199,37 @@ func performer() string {
 	return "capstan@" + h
 }
 
-func runPlan(ctx context.Context, e *env, args []string) error {
-	var f deployFlags
-	fs := newFlagSet(e, "plan", "[-c FILE] [-d DEST] [--version V] [--json]")
-	f.register(fs, e, false)
+// openApp parses plan's or apply's flags, loads deploy.yml and wires an
+// App. help is true when -h was asked; close releases the SSH pool.
+func openApp(ctx context.Context, e *env, name string, args []string, f *deployFlags) (app *reconcile.App, close func(), help bool, err error) {
+	fs := newFlagSet(e, name, "[-c FILE] [-d DEST] [--version V] [--json]")
+	f.register(fs, e, name == "apply")
 	if help, err := parseFlags(fs, args); help || err != nil {
-		return err
+		return nil, nil, help, err
 	}
-	cfg, err := loadDeploy(ctx, e, &f)
+	cfg, err := loadDeploy(ctx, e, f)
 	if err != nil {
-		return err
+		return nil, nil, false, err
 	}
 	pool, _, err := newPool(e, cfg, false)
 	if err != nil {
-		return err
+		return nil, nil, false, err
 	}
-	defer pool.Close()
-	app, err := newApp(e, cfg, pool)
+	app, err = newApp(e, cfg, pool)
 	if err != nil {
+		pool.Close()
+		return nil, nil, false, err
+	}
+	return app, func() { pool.Close() }, false, nil
+}
+
+func runPlan(ctx context.Context, e *env, args []string) error {
+	var f deployFlags
+	app, closePool, help, err := openApp(ctx, e, "plan", args, &f)
+	if help || err != nil {
 		return err
 	}
+	defer closePool()
 	p, err := app.Plan(ctx)
 	if err != nil {
 		return err
@@ -235,24 +246,12 @@ func runPlan(ctx context.Context, e *env, args []string) error {
 
 func runApply(ctx context.Context, e *env, args []string) error {
 	var f deployFlags
-	fs := newFlagSet(e, "apply", "[-c FILE] [-d DEST] [--version V] [--json]")
-	f.register(fs, e, true)
-	if help, err := parseFlags(fs, args); help || err != nil {
+	app, closePool, help, err := openApp(ctx, e, "apply", args, &f)
+	if help || err != nil {
 		return err
 	}
-	cfg, err := loadDeploy(ctx, e, &f)
-	if err != nil {
-		return err
-	}
-	pool, _, err := newPool(e, cfg, false)
-	if err != nil {
-		return err
-	}
-	defer pool.Close()
-	app, err := newApp(e, cfg, pool)
-	if err != nil {
-		return err
-	}
+	defer closePool()
+	cfg := app.Config
 	app.LockTimeout, app.NoRollback = f.lockTimeout, f.noRollback || cfg.Capstan.NoRollback
 	start := time.Now()
 	// The registry's digest lets hosts that have it skip the pull, and a
