@@ -466,8 +466,10 @@ func TestE2EServe_DeployOnMergeRevertAndWebhooks(t *testing.T) {
 		d.post("/api/v1/apps/testapp/sync", nil, map[string]string{"Authorization": "Bearer " + d.token})
 	}
 	w.commit(deployYML(t, "v3"), "v3")
+	committed := time.Now()
 	sync()
-	waitServing(t, "v3", 60*time.Second)
+	peak := d.peakRSSWhile(func() { waitServing(t, "v3", 60*time.Second) })
+	t.Logf("commit (sync call) → all hosts serve v3 in %s; peak RSS during the deploy: %d KiB", time.Since(committed).Round(time.Millisecond), peak)
 	d.waitIdle("succeeded")
 	w.commit(deployYML(t, "v2"), "back to v2")
 	sync()

@@ -197,7 +197,8 @@ func TestRender_FingerprintKeyFromEnv(t *testing.T) {
 		}
 		return out
 	}
-	if render("a") != render("a") {
+	first := render("a")
+	if render("a") != first {
 		t.Error("same key, different output")
 	}
 	if render("a") == render("b") {
