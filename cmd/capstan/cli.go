@@ -174,3 +174,19 @@ func parseFlags(fs *flag.FlagSet, args []string) (help bool, err error) {
 	}
 	return false, nil
 }
+
+// parseInterleaved parses flags that may come before or after positional
+// arguments ("history APP --json") and returns the positional ones.
+func parseInterleaved(fs *flag.FlagSet, args []string) (positional []string, help bool, err error) {
+	for {
+		if help, err := parseFlags(fs, args); help || err != nil {
+			return nil, help, err
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return positional, false, nil
+		}
+		positional = append(positional, args[0])
+		args = args[1:]
+	}
+}

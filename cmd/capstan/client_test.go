@@ -1,0 +1,66 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/capstan-dev/capstan/reconcile"
+	"github.com/capstan-dev/capstan/state"
+)
+
+// TestClient_AgainstDaemonAPI runs status, history and drift against the
+// daemon's real HTTP handlers and store.
+func TestClient_AgainstDaemonAPI(t *testing.T) {
+	ctx := context.Background()
+	store, err := state.Open(filepath.Join(t.TempDir(), "s.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	for _, p := range []struct{ rev, outcome string }{{"aaaaaaaaaaaaaaaa", state.OutcomeSucceeded}, {"bbbbbbbbbbbbbbbb", state.OutcomeFailed}} {
+		id, err := store.StartPass(ctx, state.Pass{App: "demo", Revision: p.rev, Version: p.rev[:2], Trigger: "poll", Started: time.Now().Add(-time.Minute)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := store.FinishPass(ctx, id, p.outcome, "", "", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, _, err := store.SyncDrift(ctx, "demo", []string{"10.0.0.1"}, []state.DriftItem{{Host: "10.0.0.1", Kind: "stopped", Subject: "web", Detail: "testapp-web-v1 is exited"}}); err != nil {
+		t.Fatal(err)
+	}
+	e := &env{log: discardLogger(), getenv: func(k string) string { return map[string]string{"TOK": "tok"}[k] }}
+	d := &daemon{e: e, cfg: &serveConfig{APITokenEnv: "TOK"}, store: store, order: []string{"demo"},
+		apps: map[string]*appRunner{"demo": {cfg: appConfig{Name: "demo", Repo: "/r", Branch: "main"}, loop: &reconcile.Loop{Name: "demo"}}}}
+	d.metrics = newMetrics(d)
+	srv := httptest.NewServer(d.routes())
+	defer srv.Close()
+
+	cli := func(args ...string) (string, int) {
+		var out, errb bytes.Buffer
+		err := run(ctx, args, &out, &errb)
+		code := exitCode(err, &errb)
+		return out.String() + errb.String(), code
+	}
+	out, code := cli("status", "--server", srv.URL, "--token", "tok")
+	if code != 0 || !strings.Contains(out, "demo") || !strings.Contains(out, "drift demo 10.0.0.1 stopped: testapp-web-v1 is exited") {
+		t.Errorf("status (%d):\n%s", code, out)
+	}
+	out, code = cli("history", "demo", "--server", srv.URL, "--token", "tok")
+	if code != 0 || strings.Index(out, "bbbbbbbbbbbb") > strings.Index(out, "aaaaaaaaaaaa") || !strings.Contains(out, "failed") {
+		t.Errorf("history (%d), want newest first:\n%s", code, out)
+	}
+	out, code = cli("drift", "--server", srv.URL, "--token", "tok")
+	if code != 0 || !strings.Contains(out, "stopped") {
+		t.Errorf("drift (%d):\n%s", code, out)
+	}
+	out, code = cli("status", "--server", srv.URL, "--token", "wrong")
+	if code != exitFailure || !strings.Contains(out, "401") {
+		t.Errorf("wrong token (%d):\n%s", code, out)
+	}
+}
