@@ -281,6 +281,9 @@ func (l *Loop) SyncNow(ctx context.Context, kind string, force bool) error {
 
 // syncOnce: fetch, and apply the head revision unless it was attempted.
 func (l *Loop) syncOnce(ctx context.Context, log *slog.Logger, tr trigger) error {
+	if tr.kind != TriggerPoll {
+		log.Info("pass started", "trigger", tr.kind, "force", tr.force)
+	}
 	rev, changed, err := l.Source.Sync(ctx)
 	if err != nil {
 		return fmt.Errorf("%w: %w", errGit, err)
@@ -322,6 +325,7 @@ func (l *Loop) pass(ctx context.Context, log *slog.Logger, rev Revision, kind st
 		return nil
 	}
 	version := app.Config.Version.Name()
+	log.Debug("observing hosts", "version", version)
 	plan, err := app.Plan(ctx)
 	if err != nil {
 		return err

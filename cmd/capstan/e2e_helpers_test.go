@@ -19,8 +19,15 @@ import (
 )
 
 // labExample is the example app the e2e tests deploy (2 web hosts behind
-// the lab's HAProxy, 1 worker host with an accessory).
-const labExample = "../../examples/lab"
+// the lab's HAProxy, 1 worker host with an accessory). Absolute: tests
+// change directory.
+var labExample = func() string {
+	p, err := filepath.Abs("../../examples/lab")
+	if err != nil {
+		panic(err)
+	}
+	return p
+}()
 
 // labDeployYML returns examples/lab's deploy.yml with another version,
 // extra root keys and extra x-capstan keys.

@@ -199,7 +199,7 @@ api_token_env: API_TOKEN
 func (d *serveProc) start() {
 	d.t.Helper()
 	d.logs = &syncBuffer{}
-	d.cmd = exec.Command(capstanBinary(d.t), "--log-format", "json", "serve", "--config", d.cfg)
+	d.cmd = exec.Command(capstanBinary(d.t), "--log-format", "json", "--log-level", "debug", "serve", "--config", d.cfg)
 	d.cmd.Env = d.env
 	d.cmd.Stdout, d.cmd.Stderr = d.logs, d.logs
 	if err := d.cmd.Start(); err != nil {
@@ -285,6 +285,11 @@ func (d *serveProc) waitIdle(outcome string) {
 // logTime finds the first log line containing all parts and returns its
 // time.
 func (d *serveProc) logTime(parts ...string) (time.Time, bool) {
+	return d.logTimeAfter(time.Time{}, parts...)
+}
+
+// logTimeAfter is logTime for lines logged after after.
+func (d *serveProc) logTimeAfter(after time.Time, parts ...string) (time.Time, bool) {
 	for _, line := range strings.Split(d.logs.String(), "\n") {
 		ok := true
 		for _, p := range parts {
@@ -294,7 +299,7 @@ func (d *serveProc) logTime(parts ...string) (time.Time, bool) {
 			continue
 		}
 		var v struct{ Time time.Time }
-		if json.Unmarshal([]byte(line), &v) == nil {
+		if json.Unmarshal([]byte(line), &v) == nil && v.Time.After(after) {
 			return v.Time, true
 		}
 	}
@@ -428,12 +433,24 @@ func TestE2EServe_DeployOnMergeRevertAndWebhooks(t *testing.T) {
 	waitServing(t, "v2", 60*time.Second)
 	t.Logf("webhook → all hosts serve v2 in %s", time.Since(sent).Round(time.Millisecond))
 	d.waitIdle("succeeded")
-	if at, ok := d.logTime(`"msg":"applying"`, `"trigger":"webhook"`); !ok {
+	if dom, ok := browserDOM(t, "http://"+d.addr+"/"); ok {
+		for _, want := range []string{`id="app-testapp"`, `<b class="version">v2</b>`, `class="pass"`, "webhook", "succeeded"} {
+			if !strings.Contains(dom, want) {
+				t.Errorf("status page in the browser after the v2 deploy lacks %s", want)
+			}
+		}
+	}
+	started, ok := d.logTime(`"msg":"pass started"`, `"trigger":"webhook"`)
+	switch lag := started.Sub(sent); {
+	case !ok:
 		t.Error("no pass started by the webhook")
-	} else if lag := at.Sub(sent); lag > time.Second {
+	case lag > time.Second:
 		t.Errorf("the pass started %s after the webhook; want within 1s", lag)
-	} else {
-		t.Logf("webhook → pass started (fetch done, first SSH command next) in %s", lag.Round(time.Millisecond))
+	default:
+		t.Logf("webhook → pass started in %s", lag.Round(time.Millisecond))
+	}
+	if at, ok := d.logTimeAfter(started, `"msg":"ssh command"`); ok {
+		t.Logf("webhook → first SSH command of its pass (after fetch and config load) in %s", at.Sub(sent).Round(time.Millisecond))
 	}
 	t.Logf("RSS of capstan serve, idle: %d KiB", d.rssKiB())
 	if !strings.Contains(d.logs.String(), `"trigger":"webhook"`) {
@@ -521,6 +538,13 @@ func TestE2EServe_DeployOnMergeRevertAndWebhooks(t *testing.T) {
 	}
 	if running, _ := (&e2eApp{t: t, l: l}).containers(0); running["testapp-web-v2"] != "" {
 		t.Error("self_heal is off but the container was restarted")
+	}
+	if dom, ok := browserDOM(t, "http://"+d.addr+"/"); ok {
+		for _, want := range []string{`class="drift-episode"`, "10.231.0.11", "stopped", "testapp-web-v2 is exited"} {
+			if !strings.Contains(dom, want) {
+				t.Errorf("status page in the browser during the drift lacks %s", want)
+			}
+		}
 	}
 	(&e2eApp{t: t, l: l}).sh(0, "docker start testapp-web-v2 >/dev/null")
 	deadline = time.Now().Add(20 * time.Second)
@@ -637,6 +661,32 @@ func TestE2EServe_SSHRepoLateImageKillAndUnreachableApp(t *testing.T) {
 	if st := d.status("other"); st["last_outcome"] == "succeeded" {
 		t.Errorf("the unreachable app reports success: %v", st)
 	}
+}
+
+// browserDOM loads url in headless Chromium (Debian's package) and returns
+// the DOM it rendered. Without Chromium it returns "" and false (a failure
+// when CI=true).
+func browserDOM(t *testing.T, url string) (string, bool) {
+	t.Helper()
+	bin, err := exec.LookPath("chromium")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("chromium is not installed (.ci/setup installs it)")
+		}
+		t.Log("browser check skipped: chromium is not installed")
+		return "", false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+		"--disable-background-networking", "--disable-component-update", "--disable-sync", "--user-data-dir="+t.TempDir(),
+		"--dump-dom", url)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("chromium: %v\n%s", err, errb.String())
+	}
+	return out.String(), true
 }
 
 // copyTag gives an existing image a new tag in the lab registry.
