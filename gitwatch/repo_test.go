@@ -3,6 +3,9 @@ package gitwatch
 import (
 	"context"
 	"errors"
+	"net/http"
+	"net/http/cgi"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -130,5 +133,41 @@ func TestRepo_Errors(t *testing.T) {
 func TestRedactURL(t *testing.T) {
 	if got := redactURL("https://user:tok3n@example.com/x.git"); strings.Contains(got, "tok3n") {
 		t.Errorf("redactURL kept the token: %s", got)
+	}
+}
+
+// TestRepo_HTTPSTokenAuth serves the repository over smart HTTP (git
+// http-backend) behind basic auth: the token gets in, no token does not.
+func TestRepo_HTTPSTokenAuth(t *testing.T) {
+	g := newGitRepo(t)
+	sha := g.commit("config/deploy.yml", "service: a\n", "first")
+	gitPath, _ := exec.LookPath("git")
+	backend := &cgi.Handler{Path: gitPath, Args: []string{"http-backend"},
+		Env: []string{"GIT_PROJECT_ROOT=" + filepath.Dir(g.dir), "GIT_HTTP_EXPORT_ALL=1"}}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if u, p, ok := r.BasicAuth(); !ok || u != "x-access-token" || p != "tok3n" {
+			w.Header().Set("WWW-Authenticate", `Basic realm="git"`)
+			http.Error(w, "auth", http.StatusUnauthorized)
+			return
+		}
+		backend.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	url := srv.URL + "/" + filepath.Base(g.dir) + "/.git"
+	ctx := context.Background()
+	r, _ := Open(t.TempDir(), Source{URL: url, Auth: Auth{Token: "tok3n"}})
+	rev, changed, err := r.Sync(ctx)
+	if err != nil || !changed || rev.SHA != sha {
+		t.Fatalf("with the token: %+v %v %v", rev, changed, err)
+	}
+	r, _ = Open(t.TempDir(), Source{URL: url})
+	if _, _, err := r.Sync(ctx); !errors.Is(err, ErrAuth) {
+		t.Fatalf("without a token: %v, want ErrAuth", err)
+	}
+	r, _ = Open(t.TempDir(), Source{URL: url, Auth: Auth{Token: "wrong"}})
+	if _, err := r.RemoteHead(ctx); !errors.Is(err, ErrAuth) {
+		t.Fatalf("wrong token: %v, want ErrAuth", err)
+	} else if strings.Contains(err.Error(), "wrong") {
+		t.Errorf("the error shows the token: %v", err)
 	}
 }

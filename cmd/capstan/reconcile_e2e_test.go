@@ -329,3 +329,30 @@ func TestE2EApply_SSHCutMidApply(t *testing.T) {
 }
 
 var _ = reconcile.ErrUnhealthy
+
+// TestE2EApply_CrashingReleaseFailsFast: a new container that exits is
+// reported as exited (watched while the proxy health-checks it), not as a
+// health-check timeout; the old version keeps serving.
+func TestE2EApply_CrashingReleaseFailsFast(t *testing.T) {
+	a := newE2EApp(t, 3)
+	a.mustApply()
+	// "crash" exits 2 s after it starts; make the health check wait far
+	// longer so only the watcher can explain the failure.
+	a.configure("crash", "", "")
+	p := a.dir + "/config/deploy.yml"
+	b, _ := os.ReadFile(p)
+	a.write("config/deploy.yml", strings.Replace(strings.Replace(string(b), "deploy_timeout: 10", "deploy_timeout: 60", 1), "    path: /up\n", "    path: /never-ready\n", 1))
+	out, err := a.capstan("apply")
+	if err == nil {
+		t.Fatalf("apply of a crashing release succeeded:\n%s", out)
+	}
+	crashed := strings.Contains(out, "container exited with code 1") || strings.Contains(out, "container restarting (")
+	if !crashed || strings.Contains(out, "within 60s") {
+		t.Errorf("the failure is not the container's exit:\n%s", out)
+	}
+	for _, addr := range webAddrs {
+		if got := get(t, addr); !strings.HasPrefix(got, "v1 ") {
+			t.Errorf("%s answers %q; v1 must keep serving", addr, got)
+		}
+	}
+}
