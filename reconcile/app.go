@@ -60,6 +60,31 @@ type App struct {
 	LockID string
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+
+	api   apiObserver
+	homes sync.Map // host -> the SSH user's home, learned by the observe script
+}
+
+// observe reads one host: through the Docker API over a kept SSH channel
+// when its home is known and it is not the lock host (whose lock file only
+// the script reads), else with the observe script.
+func (a *App) observe(ctx context.Context, host string) (*Observed, error) {
+	if home, ok := a.homes.Load(host); ok && host != a.LockHost() && a.api.usable(host) {
+		cs, err := a.api.containers(ctx, host)
+		if err == nil {
+			return &Observed{Host: host, Containers: cs, Home: home.(string), At: a.now()}, nil
+		}
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		a.api.markBroken(host)
+		a.log().Debug("docker API unusable; observing with the script", "host", host, "err", err)
+	}
+	o, err := Observer{Run: a.SSH}.Observe(ctx, host, a.LockDir())
+	if err == nil && o.Home != "" {
+		a.homes.Store(host, o.Home)
+	}
+	return o, err
 }
 
 func (a *App) log() *slog.Logger {
@@ -202,7 +227,9 @@ func (a *App) Plan(ctx context.Context) (*Plan, error) {
 		hosts[i] = h.Host
 	}
 	p.Hosts = make([]*HostPlan, len(a.Hosts))
-	ob := Observer{Run: a.SSH}
+	if a.api.dial == nil {
+		a.api.dial = a.SSH
+	}
 	a.forEachHost(ctx, hosts, func(ctx context.Context, i int, host string) {
 		// The proxy's routes are read on their own channel at the same
 		// time as the observe command: still one round trip of latency.
@@ -222,7 +249,7 @@ func (a *App) Plan(ctx context.Context) (*Plan, error) {
 				}
 			}()
 		}
-		o, err := ob.Observe(ctx, host, a.LockDir())
+		o, err := a.observe(ctx, host)
 		wg.Wait()
 		if err == nil {
 			o.Routes = routes

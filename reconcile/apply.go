@@ -100,10 +100,13 @@ type applyRun struct {
 	switched []switched
 
 	auditWG sync.WaitGroup
+	// proxyBoot holds, per host, the outcome of its proxy's boot.
+	proxyBoot map[string]chan error
 
 	barrier     chan struct{} // closed when the first primary container is healthy
 	barrierOnce sync.Once
 	barrierErr  error
+	primaryLeft int // primary-role deploys started and not finished
 }
 
 // Apply executes plan, the value Plan returned, in Kamal's order. Hosts that
@@ -111,7 +114,7 @@ type applyRun struct {
 // is non-nil when any host failed.
 func (a *App) Apply(ctx context.Context, plan *Plan) (*Result, error) {
 	r := &applyRun{a: a, plan: plan, log: a.log().With("service", a.Config.Service, "version", plan.Version),
-		res: &Result{Plan: plan, Version: plan.Version, Started: a.now()}, hostRes: map[string]*HostResult{},
+		res: &Result{Plan: plan, Version: plan.Version, Started: a.now()}, hostRes: map[string]*HostResult{}, proxyBoot: map[string]chan error{},
 		barrier: make(chan struct{})}
 	for _, hp := range plan.Hosts {
 		hr := &HostResult{Host: hp.Host, Steps: []*StepResult{}}
@@ -221,6 +224,7 @@ func (r *applyRun) run(ctx context.Context) {
 		return
 	}
 	defer unlock()
+	defer r.waitProxyBoots()
 	if ctx.Err() != nil {
 		return
 	}
@@ -245,10 +249,19 @@ func (r *applyRun) run(ctx context.Context) {
 			break
 		}
 		var gmu sync.Mutex
+		r.mu.Lock()
+		for _, hp := range g {
+			for _, s := range hp.Steps {
+				if s.Kind == StepDeploy && s.Role == a.Config.PrimaryRole {
+					r.primaryLeft++
+				}
+			}
+		}
+		r.mu.Unlock()
 		a.forEachHost(ctx, names(g), func(ctx context.Context, i int, host string) {
 			if err := r.deployHost(ctx, g[i]); err != nil {
 				r.fail(host, err)
-				if errors.Is(err, ErrUnhealthy) || errors.Is(err, ErrBarrier) {
+				if errors.Is(err, ErrUnhealthy) {
 					gmu.Lock()
 					healthFailure = true
 					gmu.Unlock()
@@ -449,20 +462,31 @@ func (r *applyRun) prepare(ctx context.Context, hp *HostPlan) error {
 		}
 	}
 	if a.routed(hp.desired) && a.Proxy != nil {
-		start := a.now()
-		err := a.Proxy.Boot(ctx, host, a.routesOn(hp.desired))
-		for _, s := range hp.Steps {
-			if s.Kind == StepBootProxy {
-				sr := &StepResult{Step: s, Start: start, End: a.now()}
-				if err != nil {
-					sr.Error = err.Error()
+		// The proxy boots while the new containers start: only a switch
+		// needs it (proxyReady).
+		done := make(chan error, 1)
+		r.mu.Lock()
+		r.proxyBoot[host] = done
+		r.mu.Unlock()
+		go func() {
+			start := a.now()
+			err := a.Proxy.Boot(context.WithoutCancel(ctx), host, a.routesOn(hp.desired))
+			for _, s := range hp.Steps {
+				if s.Kind == StepBootProxy {
+					sr := &StepResult{Step: s, Start: start, End: a.now()}
+					if err != nil {
+						sr.Error = err.Error()
+					}
+					r.record(host, sr)
 				}
-				r.record(host, sr)
 			}
-		}
-		if err != nil {
-			return fmt.Errorf("%w: boot proxy: %w", ErrHost, err)
-		}
+			if err != nil {
+				err = fmt.Errorf("%w: boot proxy: %w", ErrHost, err)
+				r.fail(host, err)
+			}
+			done <- err
+			close(done)
+		}()
 	}
 	for _, s := range hp.Steps {
 		if s.Kind != StepBootAccessory && s.Kind != StepRebootAccessory {
@@ -532,6 +556,45 @@ func (r *applyRun) uploadRunFiles(ctx context.Context, hp *HostPlan, spec *kamal
 	return nil
 }
 
+// waitProxyBoots waits for every proxy boot started by prepare.
+func (r *applyRun) waitProxyBoots() {
+	r.mu.Lock()
+	hosts := make([]string, 0, len(r.proxyBoot))
+	for h := range r.proxyBoot {
+		hosts = append(hosts, h)
+	}
+	r.mu.Unlock()
+	for _, h := range hosts {
+		_ = r.proxyReady(context.Background(), h)
+	}
+}
+
+// proxyReady waits for host's proxy boot (if one was started) and returns
+// its error.
+func (r *applyRun) proxyReady(ctx context.Context, host string) error {
+	r.mu.Lock()
+	ch := r.proxyBoot[host]
+	r.mu.Unlock()
+	if ch == nil {
+		return nil
+	}
+	select {
+	case err, ok := <-ch:
+		if ok {
+			// Keep the outcome for later callers.
+			r.mu.Lock()
+			c := make(chan error, 1)
+			c <- err
+			close(c)
+			r.proxyBoot[host] = c
+			r.mu.Unlock()
+		}
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 func (r *applyRun) hasPrimaryDeploy(hps []*HostPlan) bool {
 	for _, hp := range hps {
 		for _, s := range hp.Steps {
@@ -541,6 +604,18 @@ func (r *applyRun) hasPrimaryDeploy(hps []*HostPlan) bool {
 		}
 	}
 	return false
+}
+
+// primaryFinished counts a finished primary-role deploy; when none is left
+// and none was healthy, the other roles give up (not a health failure).
+func (r *applyRun) primaryFinished() {
+	r.mu.Lock()
+	r.primaryLeft--
+	left := r.primaryLeft
+	r.mu.Unlock()
+	if left <= 0 {
+		r.openBarrier(fmt.Errorf("%w: no primary-role container could be booted", ErrHost))
+	}
 }
 
 func (r *applyRun) openBarrier(err error) {
@@ -600,7 +675,7 @@ func (r *applyRun) deployHost(ctx context.Context, hp *HostPlan) error {
 			select {
 			case <-r.barrier:
 				if r.barrierErr != nil {
-					return fmt.Errorf("%w (%s on %s)", ErrBarrier, s.Role, hp.Host)
+					return fmt.Errorf("%s on %s not booted: %w", s.Role, hp.Host, r.barrierErr)
 				}
 			case <-ctx.Done():
 				return ctx.Err()
@@ -611,8 +686,8 @@ func (r *applyRun) deployHost(ctx context.Context, hp *HostPlan) error {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.stepTimeout())
 		err := r.deployRole(sctx, hp, s)
 		cancel()
-		if s.Role == primary && err != nil {
-			r.openBarrier(err)
+		if s.Role == primary {
+			r.primaryFinished()
 		}
 		if err != nil {
 			return err
@@ -635,6 +710,9 @@ func (r *applyRun) reassert(ctx context.Context, hp *HostPlan, s Step) (err erro
 	route, ok := a.Route(s.Role)
 	if !ok || s.spec.Proxy == nil {
 		return nil
+	}
+	if err := r.proxyReady(ctx, hp.Host); err != nil {
+		return err
 	}
 	c, err := r.inspectContainer(ctx, hp.Host, s.Container)
 	if err != nil {
@@ -705,15 +783,26 @@ func (r *applyRun) deployRole(ctx context.Context, hp *HostPlan, s Step) (err er
 		if old != nil {
 			from = old.target(spec.Proxy.AppPort)
 		}
-		err = r.watchWhile(ctx, host, id, func(ctx context.Context) error {
-			return a.Proxy.Switch(ctx, host, route, from, nw.target(spec.Proxy.AppPort))
-		})
+		err = r.proxyReady(ctx, host)
+		if err == nil {
+			err = r.watchWhile(ctx, host, id, func(ctx context.Context) error {
+				return a.Proxy.Switch(ctx, host, route, from, nw.target(spec.Proxy.AppPort))
+			})
+		}
 	} else {
 		err = r.waitReady(ctx, host, id)
 	}
 	phase("healthy+switch", t1)
+	// The first healthy primary container lets the other roles boot; the
+	// first unhealthy one stops them (Kamal's barrier). A host that fails
+	// for another reason (connection lost) decides nothing.
 	if s.Role == a.Config.PrimaryRole {
-		r.openBarrier(err) // the first healthy primary container lets the other roles boot
+		switch {
+		case err == nil:
+			r.openBarrier(nil)
+		case errors.Is(err, proxy.ErrUnhealthy) || errors.Is(err, ErrUnhealthy):
+			r.openBarrier(fmt.Errorf("%w: %w", ErrBarrier, err))
+		}
 	}
 	if err != nil {
 		sr.Logs = r.containerLogs(host, id)

@@ -336,12 +336,15 @@ var _ = reconcile.ErrUnhealthy
 func TestE2EApply_CrashingReleaseFailsFast(t *testing.T) {
 	a := newE2EApp(t, 3)
 	a.mustApply()
-	// "crash" exits 2 s after it starts; make the health check wait far
-	// longer so only the watcher can explain the failure.
+	// "crash" exits 2 s after it starts; its /up never passes (APP_FAIL_UP)
+	// and the deploy timeout is long, so only the watcher can explain a
+	// quick failure.
 	a.configure("crash", "", "")
 	p := a.dir + "/config/deploy.yml"
 	b, _ := os.ReadFile(p)
-	a.write("config/deploy.yml", strings.Replace(strings.Replace(string(b), "deploy_timeout: 10", "deploy_timeout: 60", 1), "    path: /up\n", "    path: /never-ready\n", 1))
+	cfg := strings.Replace(string(b), "deploy_timeout: 10", "deploy_timeout: 60", 1)
+	cfg = strings.Replace(cfg, "    GREETING: hello\n", "    GREETING: hello\n    APP_FAIL_UP: \"1\"\n", 1)
+	a.write("config/deploy.yml", cfg)
 	out, err := a.capstan("apply")
 	if err == nil {
 		t.Fatalf("apply of a crashing release succeeded:\n%s", out)
