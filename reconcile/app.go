@@ -60,6 +60,9 @@ type App struct {
 	LockID string
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Redact masks secret values in text capstan keeps or shows that came
+	// from a host (a failed container's log lines); nil keeps it as is.
+	Redact func(string) string
 
 	api   apiObserver
 	homes sync.Map // host -> the SSH user's home, learned by the observe script

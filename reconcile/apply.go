@@ -993,6 +993,9 @@ func (r *applyRun) containerLogs(host, id string) string {
 	if err != nil {
 		return ""
 	}
+	if r.a.Redact != nil {
+		return r.a.Redact(string(out))
+	}
 	return string(out)
 }
 

@@ -143,7 +143,8 @@ func newApp(e *env, cfg *kamal.Config, pool *hostexec.Pool) (*reconcile.App, err
 		return nil, err
 	}
 	hosts := sshHosts{pool: pool}
-	a := &reconcile.App{Config: cfg, Hosts: plans, SSH: hosts, Log: e.log, Performer: performer(),
+	red := redact.New(cfg.SecretValues()...)
+	a := &reconcile.App{Config: cfg, Hosts: plans, SSH: hosts, Log: e.log, Performer: performer(), Redact: red.String,
 		RebootAccessories: cfg.Capstan.RebootAccessories, StopUnmanaged: cfg.Capstan.StopUnmanaged}
 	var drv proxy.Driver
 	switch cfg.Capstan.Proxy {

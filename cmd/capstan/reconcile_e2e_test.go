@@ -343,11 +343,15 @@ func TestE2EApply_CrashingReleaseFailsFast(t *testing.T) {
 	p := a.dir + "/config/deploy.yml"
 	b, _ := os.ReadFile(p)
 	cfg := strings.Replace(string(b), "deploy_timeout: 10", "deploy_timeout: 60", 1)
-	cfg = strings.Replace(cfg, "    GREETING: hello\n", "    GREETING: hello\n    APP_FAIL_UP: \"1\"\n", 1)
+	cfg = strings.Replace(cfg, "    GREETING: hello\n", "    GREETING: hello\n    APP_FAIL_UP: \"1\"\n    APP_LOG_ENV: SECRET_KEY\n", 1)
 	a.write("config/deploy.yml", cfg)
 	out, err := a.capstan("apply")
 	if err == nil {
 		t.Fatalf("apply of a crashing release succeeded:\n%s", out)
+	}
+	// The app printed its secret; capstan shows its logs, masked.
+	if strings.Contains(out, a.env["DEMO_SECRET_KEY"]) || !strings.Contains(out, "SECRET_KEY=[REDACTED]") {
+		t.Errorf("the failed container's logs are missing or not masked:\n%s", out)
 	}
 	crashed := strings.Contains(out, "container exited with code 1") || strings.Contains(out, "container restarting (")
 	if !crashed || strings.Contains(out, "within 60s") {

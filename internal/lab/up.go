@@ -32,7 +32,7 @@ type labState struct {
 	ImagesRev int `json:"images_rev"`
 }
 
-const imagesRev = 2
+const imagesRev = 3
 
 // Up brings the lab up, or completes it if parts are missing, and returns
 // it. Calls from several processes at once are serialized by a lock file.

@@ -9,7 +9,9 @@
 //
 // Environment: APP_VERSION, APP_PORT (default 3000), APP_FAIL_UP,
 // APP_UP_DELAY (a Go duration), APP_EXIT_AFTER (exit 1 after a duration, to
-// simulate a crashing release). SIGTERM drains in-flight requests and exits 0.
+// simulate a crashing release), APP_LOG_ENV (print that variable's value at
+// start: tests check that capstan masks secrets in the logs it keeps).
+// SIGTERM drains in-flight requests and exits 0.
 package main
 
 import (
@@ -75,6 +77,9 @@ func main() {
 		defer cancel()
 		_ = srv.Shutdown(sctx)
 	}()
+	if name := os.Getenv("APP_LOG_ENV"); name != "" {
+		fmt.Fprintf(os.Stderr, "testapp: %s=%s\n", name, os.Getenv(name))
+	}
 	fmt.Fprintf(os.Stderr, "testapp %s listening on :%s\n", version, port)
 	if err := srv.ListenAndServe(); err != nil && err != http.ErrServerClosed {
 		fmt.Fprintln(os.Stderr, "testapp:", err)
