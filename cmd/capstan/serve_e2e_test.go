@@ -506,35 +506,30 @@ func TestE2EServe_DeployOnMergeRevertAndWebhooks(t *testing.T) {
 	// Drift: stop a container; the sweep opens one episode, reports it
 	// once, and (self_heal off) leaves it.
 	(&e2eApp{t: t, l: l}).sh(0, "docker stop testapp-web-v2 >/dev/null")
-	deadline = time.Now().Add(20 * time.Second)
-	for {
+	count := func(event string) int {
 		mu.Lock()
+		defer mu.Unlock()
 		n := 0
 		for _, e := range events {
-			if e["event"] == "drift_opened" && e["host"] == "10.231.0.11" {
+			if e["event"] == event && e["host"] == "10.231.0.11" {
 				n++
 			}
 		}
-		mu.Unlock()
-		if n == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no drift_opened alert for the stopped container: %v", events)
-		}
-		time.Sleep(200 * time.Millisecond)
+		return n
 	}
+	waitEvent := func(event string) {
+		deadline := time.Now().Add(20 * time.Second)
+		for count(event) == 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("no %s alert: %v", event, events)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	waitEvent("drift_opened")
 	time.Sleep(5 * time.Second) // two more sweeps
-	mu.Lock()
-	opened := 0
-	for _, e := range events {
-		if e["event"] == "drift_opened" {
-			opened++
-		}
-	}
-	mu.Unlock()
-	if opened != 1 {
-		t.Errorf("%d drift_opened alerts for one episode", opened)
+	if n := count("drift_opened"); n != 1 {
+		t.Errorf("%d drift_opened alerts for one episode", n)
 	}
 	if running, _ := (&e2eApp{t: t, l: l}).containers(0); running["testapp-web-v2"] != "" {
 		t.Error("self_heal is off but the container was restarted")
@@ -547,23 +542,10 @@ func TestE2EServe_DeployOnMergeRevertAndWebhooks(t *testing.T) {
 		}
 	}
 	(&e2eApp{t: t, l: l}).sh(0, "docker start testapp-web-v2 >/dev/null")
-	deadline = time.Now().Add(20 * time.Second)
-	for {
-		mu.Lock()
-		resolved := 0
-		for _, e := range events {
-			if e["event"] == "drift_resolved" {
-				resolved++
-			}
-		}
-		mu.Unlock()
-		if resolved == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no drift_resolved alert: %v", events)
-		}
-		time.Sleep(200 * time.Millisecond)
+	waitEvent("drift_resolved")
+	time.Sleep(3 * time.Second)
+	if n := count("drift_resolved"); n != 1 {
+		t.Errorf("%d drift_resolved alerts for one episode", n)
 	}
 	// The status page shows the app, its version and recent passes.
 	resp, err := http.Get("http://" + d.addr + "/")

@@ -155,21 +155,7 @@ func expandCommands(v string, raw []string, run func(string) (string, error), e 
 			continue
 		}
 		if v[i] == '$' && i+1 < len(v) && v[i+1] == '(' {
-			depth, j := 0, i+1
-			for ; j < len(v); j++ {
-				if v[j] == '\\' {
-					j++
-					continue
-				}
-				if v[j] == '(' {
-					depth++
-				} else if v[j] == ')' {
-					depth--
-					if depth == 0 {
-						break
-					}
-				}
-			}
+			j := closingParen(v, i+1)
 			if j >= len(v) {
 				out.WriteString(v[i:])
 				break
@@ -317,6 +303,26 @@ func (c *Config) SecretValues() []string {
 // secret returns the resolved value of secret key.
 func (c *Config) secret(key string) string { return c.secrets[key] }
 
+// closingParen returns the index of the ')' that closes the '(' at open,
+// skipping backslash-escaped characters, or len(v) when there is none.
+func closingParen(v string, open int) int {
+	depth := 0
+	for j := open; j < len(v); j++ {
+		switch v[j] {
+		case '\\':
+			j++
+		case '(':
+			depth++
+		case ')':
+			depth--
+			if depth == 0 {
+				return j
+			}
+		}
+	}
+	return len(v)
+}
+
 // commandTexts returns the $(…) commands of v in order, as written.
 func commandTexts(v string) []string {
 	var out []string
@@ -326,21 +332,7 @@ func commandTexts(v string) []string {
 			continue
 		}
 		if v[i] == '$' && v[i+1] == '(' {
-			depth, j := 0, i+1
-			for ; j < len(v); j++ {
-				if v[j] == '\\' {
-					j++
-					continue
-				}
-				if v[j] == '(' {
-					depth++
-				} else if v[j] == ')' {
-					depth--
-					if depth == 0 {
-						break
-					}
-				}
-			}
+			j := closingParen(v, i+1)
 			if j >= len(v) {
 				break
 			}
