@@ -363,3 +363,47 @@ func TestE2EApply_CrashingReleaseFailsFast(t *testing.T) {
 		}
 	}
 }
+
+// TestE2EApply_KamalProxyDriver runs the default kamal-proxy driver for
+// real against the lab's stand-in binary (internal/lab/kamalproxy, booted
+// with Kamal's docker run line and driven with `docker exec kamal-proxy
+// kamal-proxy deploy …`): first deploy, a version change under load, and a
+// no-op plan that reads the routes back with `kamal-proxy list`.
+func TestE2EApply_KamalProxyDriver(t *testing.T) {
+	a := newE2EApp(t, 3)
+	kamalProxy := func(version string) {
+		a.configure(version, "", "")
+		p := a.dir + "/config/deploy.yml"
+		b, _ := os.ReadFile(p)
+		s := strings.Replace(string(b), "  proxy: haproxy\n  haproxy:\n    image: 10.231.0.1:5000/haproxy:lab\n", "", 1)
+		s = strings.Replace(s, "proxy:\n  app_port: 3000\n", "proxy:\n  app_port: 3000\n  run:\n    registry: 10.231.0.1:5000\n    repository: basecamp/kamal-proxy\n    version: v0.9.2\n", 1)
+		a.write("config/deploy.yml", s)
+	}
+	kamalProxy("v1")
+	a.mustApply()
+	for _, addr := range webAddrs {
+		if got := get(t, addr); !strings.HasPrefix(got, "v1 ") {
+			t.Fatalf("%s answers %q through kamal-proxy", addr, got)
+		}
+	}
+	if got := a.sh(0, `docker inspect -f '{{.Config.Image}} {{.HostConfig.RestartPolicy.Name}} {{range .Mounts}}{{.Destination}} {{end}}' kamal-proxy`); !strings.HasPrefix(got, "10.231.0.1:5000/basecamp/kamal-proxy:v0.9.2 unless-stopped") || !strings.Contains(got, "/home/kamal-proxy/.config/kamal-proxy") {
+		t.Errorf("kamal-proxy container: %q", got)
+	}
+	if got := a.sh(0, `docker exec kamal-proxy kamal-proxy list`); !strings.Contains(got, "testapp-web") {
+		t.Errorf("kamal-proxy list: %q", got)
+	}
+	kamalProxy("v2")
+	ld := startLoad(webAddrs)
+	time.Sleep(300 * time.Millisecond)
+	a.mustApply()
+	time.Sleep(300 * time.Millisecond)
+	ld.finish(t, "v1→v2 through kamal-proxy")
+	for _, addr := range webAddrs {
+		if got := get(t, addr); !strings.HasPrefix(got, "v2 ") {
+			t.Errorf("%s answers %q after v2", addr, got)
+		}
+	}
+	if plan, _ := a.capstan("plan"); strings.Count(plan, "up to date") != 3 {
+		t.Errorf("plan after the kamal-proxy deploy:\n%s", plan)
+	}
+}

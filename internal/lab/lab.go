@@ -27,17 +27,21 @@ import (
 
 // Defaults for the lab's network and paths.
 const (
-	DefaultDir     = "/var/lib/capstan-lab"
-	DefaultHosts   = 3
-	MaxHosts       = 20
-	Bridge         = "labbr0"
-	Subnet         = "10.231.0"
-	GatewayAddr    = Subnet + ".1"
-	RegistryPort   = 5000
-	RegistryAddr   = GatewayAddr + ":5000"
-	TestAppRepo    = "testapp"
-	HAProxyRepo    = "haproxy"
-	HAProxyTag     = "lab"
+	DefaultDir   = "/var/lib/capstan-lab"
+	DefaultHosts = 3
+	MaxHosts     = 20
+	Bridge       = "labbr0"
+	Subnet       = "10.231.0"
+	GatewayAddr  = Subnet + ".1"
+	RegistryPort = 5000
+	RegistryAddr = GatewayAddr + ":5000"
+	TestAppRepo  = "testapp"
+	HAProxyRepo  = "haproxy"
+	HAProxyTag   = "lab"
+	// KamalProxyRepo:KamalProxyTag is the lab's kamal-proxy stand-in
+	// (internal/lab/kamalproxy), under the name Kamal boots.
+	KamalProxyRepo = "basecamp/kamal-proxy"
+	KamalProxyTag  = "v0.9.2"
 	registryModule = "github.com/distribution/distribution/v3/cmd/registry@v3.1.2"
 )
 

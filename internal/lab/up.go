@@ -32,7 +32,7 @@ type labState struct {
 	ImagesRev int `json:"images_rev"`
 }
 
-const imagesRev = 3
+const imagesRev = 4
 
 // Up brings the lab up, or completes it if parts are missing, and returns
 // it. Calls from several processes at once are serialized by a lock file.
@@ -575,22 +575,50 @@ func (l *Lab) pushImages(ctx context.Context, logf func(string, ...any)) (map[st
 		return nil, err
 	}
 	out[RegistryAddr+"/"+HAProxyRepo+":"+HAProxyTag] = d
+
+	// The kamal-proxy stand-in, under the name and tag Kamal boots.
+	kp, err := buildLabProgram(ctx, l.Dir, "kamalproxy")
+	if err != nil {
+		return nil, err
+	}
+	kl, err := buildLayer(append(baseFiles(),
+		imageFile{Path: "/usr", Dir: true, Mode: 0o755}, imageFile{Path: "/usr/local", Dir: true, Mode: 0o755},
+		imageFile{Path: "/usr/local/bin", Dir: true, Mode: 0o755},
+		imageFile{Path: "/usr/local/bin/kamal-proxy", Mode: 0o755, Content: kp}))
+	if err != nil {
+		return nil, err
+	}
+	d, err = rc.pushImage(ctx, KamalProxyRepo, KamalProxyTag, []layer{kl}, imageConfig{
+		Env:     []string{"PATH=/usr/local/bin"},
+		Cmd:     []string{"kamal-proxy", "run"},
+		Exposed: []string{"80/tcp", "443/tcp"},
+		Labels:  map[string]string{"org.opencontainers.image.title": "kamal-proxy", "org.opencontainers.image.description": "capstan lab stand-in, not kamal-proxy"},
+	})
+	if err != nil {
+		return nil, err
+	}
+	out[RegistryAddr+"/"+KamalProxyRepo+":"+KamalProxyTag] = d
 	return out, nil
 }
 
 // buildTestApp compiles internal/lab/testapp as a static binary.
 func buildTestApp(ctx context.Context, dir string) ([]byte, error) {
+	return buildLabProgram(ctx, dir, "testapp")
+}
+
+// buildLabProgram compiles internal/lab/NAME as a static binary.
+func buildLabProgram(ctx context.Context, dir, name string) ([]byte, error) {
 	_, self, _, ok := runtime.Caller(0)
 	if !ok {
-		return nil, errors.New("cannot locate the test app's source")
+		return nil, errors.New("cannot locate the lab's sources")
 	}
-	src := filepath.Join(filepath.Dir(self), "testapp")
-	outPath := filepath.Join(dir, "testapp.bin")
+	src := filepath.Join(filepath.Dir(self), name)
+	outPath := filepath.Join(dir, name+".bin")
 	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", outPath, ".")
 	cmd.Dir = src
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("build test app: %w\n%s", err, out)
+		return nil, fmt.Errorf("build %s: %w\n%s", name, err, out)
 	}
 	return os.ReadFile(outPath)
 }
