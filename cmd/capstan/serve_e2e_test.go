@@ -266,17 +266,20 @@ func (d *serveProc) status(app string) map[string]any {
 	return v
 }
 
-// waitIdle waits until no pass runs and the last one ended with outcome.
-func (d *serveProc) waitIdle(outcome string) {
+// waitIdle waits until no pass runs and the last one ended with one of
+// outcomes.
+func (d *serveProc) waitIdle(outcomes ...string) {
 	d.t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		st := d.status("testapp")
-		if st["running"] == false && st["last_outcome"] == outcome {
-			return
+		for _, o := range outcomes {
+			if st["running"] == false && st["last_outcome"] == o {
+				return
+			}
 		}
 		if time.Now().After(deadline) {
-			d.t.Fatalf("app did not settle on %s: %v", outcome, st)
+			d.t.Fatalf("app did not settle on %v: %v", outcomes, st)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -630,7 +633,7 @@ func TestE2EServe_SSHRepoLateImageKillAndUnreachableApp(t *testing.T) {
 	d.kill9()
 	d.start()
 	waitServing(t, "v3", 120*time.Second)
-	time.Sleep(3 * time.Second)
+	d.waitIdle("succeeded", "noop") // the restarted daemon's pass has finished
 	for i := 0; i < 3; i++ {
 		running, _ := a.containers(i)
 		if len(running) != 1 {
