@@ -333,11 +333,7 @@ func (a *App) adopted(c *Container, spec *kamal.Container, o *Observed) bool {
 	for _, e := range in.Config.Env {
 		env[e] = true
 	}
-	want, err := desiredEnv(spec)
-	if err != nil {
-		return false
-	}
-	for _, e := range want {
+	for _, e := range desiredEnv(spec) {
 		if !env[e] {
 			return false
 		}
@@ -368,7 +364,7 @@ func (a *App) adopted(c *Container, spec *kamal.Container, o *Observed) bool {
 
 // desiredEnv is every KEY=value the container should see: --env flags of
 // its run command and the lines of its env file.
-func desiredEnv(spec *kamal.Container) ([]string, error) {
+func desiredEnv(spec *kamal.Container) []string {
 	var out []string
 	argv := spec.Run.Argv
 	for i := 0; i+1 < len(argv); i++ {
@@ -381,7 +377,7 @@ func desiredEnv(spec *kamal.Container) ([]string, error) {
 			out = append(out, line)
 		}
 	}
-	return out, nil
+	return out
 }
 
 // runTail returns the command after the image and the --volume values of

@@ -100,8 +100,8 @@ type applyRun struct {
 	switched []switched
 
 	auditWG sync.WaitGroup
-	// proxyBoot holds, per host, the outcome of its proxy's boot.
-	proxyBoot map[string]chan error
+	// proxyBoot holds, per host, its proxy's boot in flight.
+	proxyBoot map[string]*proxyBoot
 
 	barrier     chan struct{} // closed when the first primary container is healthy
 	barrierOnce sync.Once
@@ -114,7 +114,7 @@ type applyRun struct {
 // is non-nil when any host failed.
 func (a *App) Apply(ctx context.Context, plan *Plan) (*Result, error) {
 	r := &applyRun{a: a, plan: plan, log: a.log().With("service", a.Config.Service, "version", plan.Version),
-		res: &Result{Plan: plan, Version: plan.Version, Started: a.now()}, hostRes: map[string]*HostResult{}, proxyBoot: map[string]chan error{},
+		res: &Result{Plan: plan, Version: plan.Version, Started: a.now()}, hostRes: map[string]*HostResult{}, proxyBoot: map[string]*proxyBoot{},
 		barrier: make(chan struct{})}
 	for _, hp := range plan.Hosts {
 		hr := &HostResult{Host: hp.Host, Steps: []*StepResult{}}
@@ -207,7 +207,7 @@ func (r *applyRun) run(ctx context.Context) {
 	a.forEachHost(ctx, names(deployHosts), func(ctx context.Context, i int, host string) {
 		start := a.now()
 		pulled, err := r.pull(ctx, host)
-		sr := &StepResult{Step: Step{Kind: "pull", Host: host, Container: a.Config.Image(), Reason: pulled}, Start: start, End: a.now()}
+		sr := &StepResult{Step: Step{Kind: StepPull, Host: host, Container: a.Config.Image(), Reason: pulled}, Start: start, End: a.now()}
 		if err != nil {
 			sr.Error = err.Error()
 			r.fail(host, err)
@@ -464,11 +464,12 @@ func (r *applyRun) prepare(ctx context.Context, hp *HostPlan) error {
 	if a.routed(hp.desired) && a.Proxy != nil {
 		// The proxy boots while the new containers start: only a switch
 		// needs it (proxyReady).
-		done := make(chan error, 1)
+		pb := &proxyBoot{done: make(chan struct{})}
 		r.mu.Lock()
-		r.proxyBoot[host] = done
+		r.proxyBoot[host] = pb
 		r.mu.Unlock()
 		go func() {
+			defer close(pb.done)
 			start := a.now()
 			err := a.Proxy.Boot(context.WithoutCancel(ctx), host, a.routesOn(hp.desired))
 			for _, s := range hp.Steps {
@@ -481,11 +482,9 @@ func (r *applyRun) prepare(ctx context.Context, hp *HostPlan) error {
 				}
 			}
 			if err != nil {
-				err = fmt.Errorf("%w: boot proxy: %w", ErrHost, err)
-				r.fail(host, err)
+				pb.err = fmt.Errorf("%w: boot proxy: %w", ErrHost, err)
+				r.fail(host, pb.err)
 			}
-			done <- err
-			close(done)
 		}()
 	}
 	for _, s := range hp.Steps {
@@ -556,16 +555,22 @@ func (r *applyRun) uploadRunFiles(ctx context.Context, hp *HostPlan, spec *kamal
 	return nil
 }
 
+// proxyBoot is a proxy boot in flight; err is set before done closes.
+type proxyBoot struct {
+	done chan struct{}
+	err  error
+}
+
 // waitProxyBoots waits for every proxy boot started by prepare.
 func (r *applyRun) waitProxyBoots() {
 	r.mu.Lock()
-	hosts := make([]string, 0, len(r.proxyBoot))
-	for h := range r.proxyBoot {
-		hosts = append(hosts, h)
+	boots := make([]*proxyBoot, 0, len(r.proxyBoot))
+	for _, pb := range r.proxyBoot {
+		boots = append(boots, pb)
 	}
 	r.mu.Unlock()
-	for _, h := range hosts {
-		_ = r.proxyReady(context.Background(), h)
+	for _, pb := range boots {
+		<-pb.done
 	}
 }
 
@@ -573,23 +578,14 @@ func (r *applyRun) waitProxyBoots() {
 // its error.
 func (r *applyRun) proxyReady(ctx context.Context, host string) error {
 	r.mu.Lock()
-	ch := r.proxyBoot[host]
+	pb := r.proxyBoot[host]
 	r.mu.Unlock()
-	if ch == nil {
+	if pb == nil {
 		return nil
 	}
 	select {
-	case err, ok := <-ch:
-		if ok {
-			// Keep the outcome for later callers.
-			r.mu.Lock()
-			c := make(chan error, 1)
-			c <- err
-			close(c)
-			r.proxyBoot[host] = c
-			r.mu.Unlock()
-		}
-		return err
+	case <-pb.done:
+		return pb.err
 	case <-ctx.Done():
 		return ctx.Err()
 	}

@@ -17,6 +17,7 @@ type StepKind string
 
 // The steps a plan can hold, in the order Apply runs them on a host.
 const (
+	StepPull            StepKind = "pull" // recorded by apply only, never planned
 	StepBootProxy       StepKind = "boot-proxy"
 	StepBootAccessory   StepKind = "boot-accessory"
 	StepRebootAccessory StepKind = "reboot-accessory"

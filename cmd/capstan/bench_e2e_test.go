@@ -104,7 +104,7 @@ func BenchmarkE2EApplySwitch(b *testing.B) {
 		for _, h := range res.Hosts {
 			for _, s := range h.Steps {
 				switch s.Kind {
-				case "pull":
+				case reconcile.StepPull:
 					pull = append(pull, s.End.Sub(s.Start))
 				case reconcile.StepDeploy:
 					boot = append(boot, s.Phases["boot"])
