@@ -72,6 +72,7 @@ type App struct {
 // when its home is known and it is not the lock host (whose lock file only
 // the script reads), else with the observe script.
 func (a *App) observe(ctx context.Context, host string) (*Observed, error) {
+	a.api.once.Do(func() { a.api.dial = a.SSH })
 	if home, ok := a.homes.Load(host); ok && host != a.LockHost() && a.api.usable(host) {
 		cs, err := a.api.containers(ctx, host)
 		if err == nil {
@@ -230,9 +231,6 @@ func (a *App) Plan(ctx context.Context) (*Plan, error) {
 		hosts[i] = h.Host
 	}
 	p.Hosts = make([]*HostPlan, len(a.Hosts))
-	if a.api.dial == nil {
-		a.api.dial = a.SSH
-	}
 	a.forEachHost(ctx, hosts, func(ctx context.Context, i int, host string) {
 		// The proxy's routes are read on their own channel at the same
 		// time as the observe command: still one round trip of latency.

@@ -22,6 +22,7 @@ const DockerSocket = "/var/run/docker.sock"
 // fast path only; the observe script remains the reference (and the only
 // way for hosts whose socket the SSH user cannot open).
 type apiObserver struct {
+	once    sync.Once
 	dial    Dialer
 	mu      sync.Mutex
 	clients map[string]*http.Client

@@ -115,6 +115,11 @@ type Loop struct {
 	mu       sync.Mutex
 	status   LoopStatus
 	lastGood *App
+	// loaded is the App of loadedRev, reused while the revision does not
+	// change: polls then keep its SSH channels, observed homes and booted
+	// proxy driver instead of loading everything again.
+	loaded    *App
+	loadedRev string
 }
 
 type trigger struct {
@@ -314,7 +319,7 @@ func (l *Loop) syncOnce(ctx context.Context, log *slog.Logger, tr trigger) error
 func (l *Loop) pass(ctx context.Context, log *slog.Logger, rev Revision, kind string, quietNoop bool) error {
 	l.setRunning(true)
 	defer l.setRunning(false)
-	app, err := l.Load(ctx, rev)
+	app, err := l.load(ctx, rev)
 	if err != nil {
 		id, _ := l.Record.StartPass(ctx, l.Name, rev.SHA, "", kind)
 		_ = l.Record.FinishPass(ctx, id, OutcomeInvalid, err.Error(), "", nil)
@@ -387,6 +392,24 @@ func (l *Loop) pass(ctx context.Context, log *slog.Logger, rev Revision, kind st
 		log.Error("deploy failed", "version", version, "err", applyErr)
 	}
 	return nil
+}
+
+// load returns the App of rev, loading it only when rev changed.
+func (l *Loop) load(ctx context.Context, rev Revision) (*App, error) {
+	l.mu.Lock()
+	app, sha := l.loaded, l.loadedRev
+	l.mu.Unlock()
+	if app != nil && sha == rev.SHA {
+		return app, nil
+	}
+	app, err := l.Load(ctx, rev)
+	if err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	l.loaded, l.loadedRev = app, rev.SHA
+	l.mu.Unlock()
+	return app, nil
 }
 
 // classifyResult: a failed health check, a bad image or a barrier is a bad
