@@ -24,12 +24,12 @@ func benchLoad(b *testing.B, a *e2eApp, version string) (*reconcile.App, *hostex
 		b.Fatal(err)
 	}
 	e := &env{stdout: os.Stdout, stderr: os.Stderr, log: discardLogger(), getenv: os.Getenv, knownHosts: a.l.KnownHosts, identity: a.l.Identity}
-	pool, _, err := newPool(e, cfg, false)
+	pool, red, err := newPool(e, cfg, false)
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { pool.Close() })
-	app, err := newApp(e, cfg, pool)
+	app, err := newApp(e, cfg, pool, red)
 	if err != nil {
 		b.Fatal(err)
 	}

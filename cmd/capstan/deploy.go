@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -136,14 +138,28 @@ func newPool(e *env, cfg *kamal.Config, acceptNew bool) (*hostexec.Pool, *redact
 	return pool, red, err
 }
 
-// newApp wires the desired state, SSH and the proxy driver.
-func newApp(e *env, cfg *kamal.Config, pool *hostexec.Pool) (*reconcile.App, error) {
+// poolKey identifies what a pool built by newPool depends on in cfg: the
+// ssh block and the secrets its redactor knows. A new revision that changes
+// either needs a new pool.
+func poolKey(cfg *kamal.Config) string {
+	h := sha256.New()
+	s := cfg.SSH
+	fmt.Fprintf(h, "%s\x00%d\x00%s\x00%v\x00%q\x00%v\x00%q\x00", s.User, s.Port, s.Proxy, s.KeysOnly, s.Keys, s.Config, s.ConfigFiles)
+	for _, k := range s.KeyData {
+		fmt.Fprintf(h, "%q\x00", k.Reveal())
+	}
+	fmt.Fprintf(h, "%q", cfg.SecretValues())
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// newApp wires the desired state, SSH (pool, whose redactor red also masks
+// what the App keeps) and the proxy driver.
+func newApp(e *env, cfg *kamal.Config, pool *hostexec.Pool, red *redact.Redactor) (*reconcile.App, error) {
 	plans, err := cfg.Plans()
 	if err != nil {
 		return nil, err
 	}
 	hosts := sshHosts{pool: pool}
-	red := redact.New(cfg.SecretValues()...)
 	a := &reconcile.App{Config: cfg, Hosts: plans, SSH: hosts, Log: e.log, Performer: performer(), Redact: red.String,
 		RebootAccessories: cfg.Capstan.RebootAccessories, StopUnmanaged: cfg.Capstan.StopUnmanaged}
 	var drv proxy.Driver
@@ -212,11 +228,11 @@ func openApp(ctx context.Context, e *env, name string, args []string, f *deployF
 	if err != nil {
 		return nil, nil, false, err
 	}
-	pool, _, err := newPool(e, cfg, false)
+	pool, red, err := newPool(e, cfg, false)
 	if err != nil {
 		return nil, nil, false, err
 	}
-	app, err = newApp(e, cfg, pool)
+	app, err = newApp(e, cfg, pool, red)
 	if err != nil {
 		pool.Close()
 		return nil, nil, false, err

@@ -186,12 +186,12 @@ func TestE2EApply_AdoptsKamalDeployedHosts(t *testing.T) {
 	}
 	plans, _ := cfg.Plans()
 	e := &env{stdout: os.Stdout, stderr: os.Stderr, log: discardLogger(), getenv: os.Getenv, knownHosts: a.l.KnownHosts, identity: a.l.Identity}
-	pool, _, err := newPool(e, cfg, false)
+	pool, red, err := newPool(e, cfg, false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer pool.Close()
-	app, err := newApp(e, cfg, pool)
+	app, err := newApp(e, cfg, pool, red)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"html/template"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -25,6 +26,7 @@ import (
 	"github.com/capstan-dev/capstan/gitwatch"
 	"github.com/capstan-dev/capstan/hostexec"
 	"github.com/capstan-dev/capstan/internal/notify"
+	"github.com/capstan-dev/capstan/internal/redact"
 	"github.com/capstan-dev/capstan/internal/registry"
 	"github.com/capstan-dev/capstan/internal/webhook"
 	"github.com/capstan-dev/capstan/reconcile"
@@ -61,8 +63,11 @@ type appRunner struct {
 	cfg  appConfig
 	repo *gitwatch.Repo
 	loop *reconcile.Loop
-	pool *hostexec.Pool
 	mu   sync.Mutex
+	// pool, its redactor and the poolKey they were built for.
+	pool    *hostexec.Pool
+	red     *redact.Redactor
+	poolKey string
 }
 
 func runServe(ctx context.Context, e *env, args []string) error {
@@ -298,15 +303,19 @@ func (d *daemon) loadApp(r *appRunner, rev reconcile.Revision) (*reconcile.App, 
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.pool == nil {
-		pool, _, err := newPool(&ee, cfg, d.cfg.SSH.AcceptNew)
+	// The pool is kept across revisions (its connections are the daemon's
+	// warm path) and rebuilt only when the ssh block or the secrets change.
+	if key := poolKey(cfg); r.pool == nil || key != r.poolKey {
+		pool, red, err := newPool(&ee, cfg, d.cfg.SSH.AcceptNew)
 		if err != nil {
 			return nil, err
 		}
-		r.pool = pool
+		// The previous pool is not closed: the last good App, which drift
+		// sweeps use until this revision deploys, still runs on it.
+		r.pool, r.red, r.poolKey = pool, red, key
 		d.metrics.pools.Store(r.cfg.Name, pool)
 	}
-	app, err := newApp(&ee, cfg, r.pool)
+	app, err := newApp(&ee, cfg, r.pool, r.red)
 	if err != nil {
 		return nil, err
 	}
@@ -317,9 +326,7 @@ func (d *daemon) loadApp(r *appRunner, rev reconcile.Revision) (*reconcile.App, 
 
 // imageCheck waits for the image in its registry before any host is
 // touched, with the registry credentials from deploy.yml.
-func (d *daemon) imageCheck(log interface {
-	Info(string, ...any)
-}) reconcile.ImageCheck {
+func (d *daemon) imageCheck(log *slog.Logger) reconcile.ImageCheck {
 	return func(ctx context.Context, app *reconcile.App) (string, error) {
 		reg := app.Config.Registry
 		c := &registry.Client{Username: reg.Username.Reveal(), Password: reg.Password.Reveal(), Insecure: d.cfg.InsecureRegistries}
