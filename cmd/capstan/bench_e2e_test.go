@@ -39,10 +39,7 @@ func benchLoad(b *testing.B, a *e2eApp, version string) (*reconcile.App, *hostex
 // benchLab applies the lab app at v1 and points the environment at it.
 func benchLab(b *testing.B) *e2eApp {
 	a := newE2EApp(b, 3)
-	a.mustApply()
-	for k, v := range a.env {
-		b.Setenv(k, v)
-	}
+	a.mustApply() // also puts a.env in the environment
 	return a
 }
 

@@ -106,34 +106,46 @@ func (a *e2eApp) configure(version, rootExtra, capstanExtra string) {
 func (a *e2eApp) capstan(args ...string) (string, error) {
 	a.t.Helper()
 	a.t.Chdir(a.dir)
-	var out, errb bytes.Buffer
-	e := map[string]string{}
 	for k, v := range a.env {
-		e[k] = v
+		a.t.Setenv(k, v)
 	}
-	saved := map[string]*string{}
-	for k, v := range e {
-		if old, ok := os.LookupEnv(k); ok {
-			saved[k] = &old
-		} else {
-			saved[k] = nil
-		}
-		os.Setenv(k, v)
-	}
-	defer func() {
-		for k, v := range saved {
-			if v == nil {
-				os.Unsetenv(k)
-			} else {
-				os.Setenv(k, *v)
-			}
-		}
-	}()
+	var out, errb bytes.Buffer
 	err := run(context.Background(), append([]string{"--log-level", "warn", "--log-format", "json"}, args...), &out, &errb)
 	if testing.Verbose() {
 		a.t.Logf("capstan %s:\n%s%s", strings.Join(args, " "), out.String(), errb.String())
 	}
 	return out.String() + errb.String(), err
+}
+
+// editConfig replaces, in deploy.yml, each old string (pairs old, new)
+// once; a missing one fails the test.
+func (a *e2eApp) editConfig(pairs ...string) {
+	a.t.Helper()
+	p := filepath.Join(a.dir, "config", "deploy.yml")
+	b, err := os.ReadFile(p)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	s := string(b)
+	for i := 0; i+1 < len(pairs); i += 2 {
+		if !strings.Contains(s, pairs[i]) {
+			a.t.Fatalf("deploy.yml lacks %q", pairs[i])
+		}
+		s = strings.Replace(s, pairs[i], pairs[i+1], 1)
+	}
+	a.write("config/deploy.yml", s)
+}
+
+// applyUnderLoad applies while both web hosts take continuous traffic and
+// fails the test on any failed request.
+func (a *e2eApp) applyUnderLoad(what string) string {
+	a.t.Helper()
+	ld := startLoad(webAddrs)
+	time.Sleep(300 * time.Millisecond)
+	out := a.mustApply()
+	time.Sleep(300 * time.Millisecond)
+	ld.finish(a.t, what)
+	return out
 }
 
 func (a *e2eApp) mustApply(args ...string) string {
@@ -261,7 +273,7 @@ func (ld *load) fail(s string) {
 }
 
 // finish stops the load and fails the test on any failed request.
-func (ld *load) finish(t *testing.T, what string) {
+func (ld *load) finish(t testing.TB, what string) {
 	t.Helper()
 	close(ld.stop)
 	ld.wg.Wait()

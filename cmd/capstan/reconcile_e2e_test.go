@@ -60,11 +60,7 @@ func TestE2EApply_LifecycleUnderLoad(t *testing.T) {
 
 	// v2 under load.
 	a.configure("v2", "", "")
-	ld := startLoad(webAddrs)
-	time.Sleep(300 * time.Millisecond)
-	a.mustApply()
-	time.Sleep(300 * time.Millisecond)
-	ld.finish(t, "v1→v2")
+	a.applyUnderLoad("v1→v2")
 	for _, addr := range webAddrs {
 		if got := get(t, addr); !strings.HasPrefix(got, "v2 ") {
 			t.Errorf("%s answers %q after v2", addr, got)
@@ -77,11 +73,7 @@ func TestE2EApply_LifecycleUnderLoad(t *testing.T) {
 	// Env-only change: same version, new container, under load.
 	a.env["DEMO_SECRET_KEY"] = "s3cret-value-2"
 	before, _ = a.containers(0)
-	ld = startLoad(webAddrs)
-	time.Sleep(300 * time.Millisecond)
-	out = a.mustApply()
-	time.Sleep(300 * time.Millisecond)
-	ld.finish(t, "env change")
+	out = a.applyUnderLoad("env change")
 	after, all := a.containers(0)
 	if after["testapp-web-v2"] == "" || after["testapp-web-v2"] == before["testapp-web-v2"] {
 		t.Errorf("env change did not reboot web: %v → %v\n%s", before, after, out)
@@ -143,11 +135,8 @@ func TestE2EApply_RollingFailureSwitchesBack(t *testing.T) {
 	a.mustApply()
 	broken := func(version string) {
 		a.configure(version, "boot:\n  limit: 1\n", "")
-		p := a.dir + "/config/deploy.yml"
-		b, _ := os.ReadFile(p)
-		s := strings.Replace(string(b), "hosts: [10.231.0.11, 10.231.0.12]", "hosts:\n      - 10.231.0.11\n      - 10.231.0.12: [broken]", 1)
-		s = strings.Replace(s, "  secret: [SECRET_KEY]\n", "  secret: [SECRET_KEY]\n  tags:\n    broken:\n      APP_FAIL_UP: \"1\"\n", 1)
-		a.write("config/deploy.yml", s)
+		a.editConfig("hosts: [10.231.0.11, 10.231.0.12]", "hosts:\n      - 10.231.0.11\n      - 10.231.0.12: [broken]",
+			"  secret: [SECRET_KEY]\n", "  secret: [SECRET_KEY]\n  tags:\n    broken:\n      APP_FAIL_UP: \"1\"\n")
 	}
 	broken("v2")
 	out, err := a.capstan("apply")
@@ -340,11 +329,8 @@ func TestE2EApply_CrashingReleaseFailsFast(t *testing.T) {
 	// and the deploy timeout is long, so only the watcher can explain a
 	// quick failure.
 	a.configure("crash", "", "")
-	p := a.dir + "/config/deploy.yml"
-	b, _ := os.ReadFile(p)
-	cfg := strings.Replace(string(b), "deploy_timeout: 10", "deploy_timeout: 60", 1)
-	cfg = strings.Replace(cfg, "    GREETING: hello\n", "    GREETING: hello\n    APP_FAIL_UP: \"1\"\n    APP_LOG_ENV: SECRET_KEY\n", 1)
-	a.write("config/deploy.yml", cfg)
+	a.editConfig("deploy_timeout: 10", "deploy_timeout: 60",
+		"    GREETING: hello\n", "    GREETING: hello\n    APP_FAIL_UP: \"1\"\n    APP_LOG_ENV: SECRET_KEY\n")
 	out, err := a.capstan("apply")
 	if err == nil {
 		t.Fatalf("apply of a crashing release succeeded:\n%s", out)
@@ -373,11 +359,8 @@ func TestE2EApply_KamalProxyDriver(t *testing.T) {
 	a := newE2EApp(t, 3)
 	kamalProxy := func(version string) {
 		a.configure(version, "", "")
-		p := a.dir + "/config/deploy.yml"
-		b, _ := os.ReadFile(p)
-		s := strings.Replace(string(b), "  proxy: haproxy\n  haproxy:\n    image: 10.231.0.1:5000/haproxy:lab\n", "", 1)
-		s = strings.Replace(s, "proxy:\n  app_port: 3000\n", "proxy:\n  app_port: 3000\n  run:\n    registry: 10.231.0.1:5000\n    repository: basecamp/kamal-proxy\n    version: v0.9.2\n", 1)
-		a.write("config/deploy.yml", s)
+		a.editConfig("  proxy: haproxy\n  haproxy:\n    image: 10.231.0.1:5000/haproxy:lab\n", "",
+			"proxy:\n  app_port: 3000\n", "proxy:\n  app_port: 3000\n  run:\n    registry: 10.231.0.1:5000\n    repository: basecamp/kamal-proxy\n    version: v0.9.2\n")
 	}
 	kamalProxy("v1")
 	a.mustApply()
@@ -393,11 +376,7 @@ func TestE2EApply_KamalProxyDriver(t *testing.T) {
 		t.Errorf("kamal-proxy list: %q", got)
 	}
 	kamalProxy("v2")
-	ld := startLoad(webAddrs)
-	time.Sleep(300 * time.Millisecond)
-	a.mustApply()
-	time.Sleep(300 * time.Millisecond)
-	ld.finish(t, "v1→v2 through kamal-proxy")
+	a.applyUnderLoad("v1→v2 through kamal-proxy")
 	for _, addr := range webAddrs {
 		if got := get(t, addr); !strings.HasPrefix(got, "v2 ") {
 			t.Errorf("%s answers %q after v2", addr, got)

@@ -178,11 +178,10 @@ func Status(ctx context.Context, opts Options) (string, error) {
 		_, nsErr := os.Stat("/run/netns/" + n)
 		containers := "?"
 		if err := waitDocker(ctx, filepath.Join(hd, "run", "docker.sock"), 0); err == nil {
-			l := newLab(opts.Dir, 0)
 			var idx int
 			fmt.Sscanf(n, "lab%d", &idx)
-			l.Hosts = make([]Host, idx)
-			if out, err := l.Exec(ctx, idx-1, "docker", "ps", "-q"); err == nil {
+			args := append(newLab(opts.Dir, 0).nsenterArgs(idx-1), "docker", "ps", "-q")
+			if out, err := runOut(ctx, args[0], args[1:]...); err == nil {
 				containers = fmt.Sprint(len(strings.Fields(out)))
 			}
 		}
