@@ -105,7 +105,7 @@ func TestRunArgs_Golden(t *testing.T) {
 		strings.Join(RunArgs(Settings{Image: "h:1", NoPublish: true}), " "),
 	}
 	d := s.withDefaults()
-	for _, argv := range [][]string{networkArgs(d), mkdirArgs(d), chmodArgs(d), inspectArgs(d), startArgs(d), reloadArgs(d), catArgs(d), teeArgs(d), mvArgs(d)} {
+	for _, argv := range [][]string{bootArgs(d), startArgs(d), reloadArgs(d), catArgs(d), writeArgs(d)} {
 		lines = append(lines, strings.Join(argv, " "))
 	}
 	golden(t, "docker", []byte(strings.Join(lines, "\n")+"\n"))
@@ -140,5 +140,61 @@ func TestSkeleton(t *testing.T) {
 	b, _ = Render(c)
 	if skeleton(a) == skeleton(b) {
 		t.Error("changing hosts kept the skeleton (would not reload)")
+	}
+}
+
+// TestBootScript runs the boot script through /bin/sh with a fake docker:
+// a running container skips the network; a missing one creates it; the
+// directories end up 0700 and the configuration is printed after the
+// marker.
+func TestBootScript(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "bin")
+	if err := os.MkdirAll(bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	logPath := filepath.Join(dir, "docker.log")
+	fake := "#!/bin/sh\necho \"$1 $2\" >> " + logPath + "\ncase \"$1 $2\" in\n\"container inspect\") [ -e " + filepath.Join(dir, "running") + " ] && echo true && exit 0; echo 'No such container' >&2; exit 1;;\nesac\nexit 0\n"
+	if err := os.WriteFile(filepath.Join(bin, "docker"), []byte(fake), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", bin+":"+os.Getenv("PATH"))
+	s := Settings{Image: "h:1", ConfigDir: filepath.Join(dir, "cfg"), SocketDir: filepath.Join(dir, "sock")}.withDefaults()
+	run := func() (string, []byte, string) {
+		t.Helper()
+		os.Remove(logPath)
+		argv := bootArgs(s)
+		out, err := exec.Command(argv[0], argv[1:]...).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		state, cfg, err := parseBoot(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		log, _ := os.ReadFile(logPath)
+		return state, cfg, string(log)
+	}
+	state, cfg, log := run()
+	if state != "missing" || len(cfg) != 0 || log != "container inspect\nnetwork create\n" {
+		t.Errorf("missing container: state %q, config %q, docker calls %q", state, cfg, log)
+	}
+	for _, d := range []string{s.ConfigDir, s.SocketDir} {
+		if fi, err := os.Stat(d); err != nil || fi.Mode().Perm() != 0o700 {
+			t.Errorf("%s: %v %v, want a 0700 directory", d, fi, err)
+		}
+	}
+	if err := os.WriteFile(s.ConfigPath(), []byte("global\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "running"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	state, cfg, log = run()
+	if state != "true" || string(cfg) != "global\n" || log != "container inspect\n" {
+		t.Errorf("running container: state %q, config %q, docker calls %q", state, cfg, log)
+	}
+	if _, _, err := parseBoot([]byte("garbage")); err == nil {
+		t.Error("parseBoot accepted output without the marker")
 	}
 }

@@ -1,6 +1,7 @@
 package haproxy
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -130,22 +131,47 @@ func RunArgs(s Settings) []string {
 }
 
 // The driver's other commands, pinned by golden tests.
-func networkArgs(s Settings) []string { return []string{"docker", "network", "create", s.Network} }
-func mkdirArgs(s Settings) []string {
-	return []string{"mkdir", "-p", "-m", "700", s.ConfigDir, s.SocketDir}
+
+// bootScript, run with argv container network config-dir socket-dir
+// config-path, looks at the host in one round trip: it prints the
+// container's state ("true", "false", or "missing"), creates the network
+// unless the container runs (a running container's network exists), makes
+// both directories 0700, then prints a marker line and the current
+// configuration (nothing when there is none).
+const bootScript = `name=$1 net=$2 cfgdir=$3 sockdir=$4 cfg=$5
+state=$(docker container inspect --format '{{.State.Running}}' "$name" 2>/dev/null) || state=missing
+if [ "$state" != true ]; then docker network create "$net" >/dev/null 2>&1 || docker network inspect "$net" >/dev/null || exit $?; fi
+mkdir -p -m 700 "$cfgdir" "$sockdir" && chmod 700 "$cfgdir" "$sockdir" || exit $?
+echo "$state"
+echo ` + bootMarker + `
+cat "$cfg" 2>/dev/null || true`
+
+const bootMarker = "--capstan-haproxy-config--"
+
+func bootArgs(s Settings) []string {
+	return []string{"sh", "-c", bootScript, "sh", s.Container, s.Network, s.ConfigDir, s.SocketDir, s.ConfigPath()}
 }
-func chmodArgs(s Settings) []string { return []string{"chmod", "700", s.ConfigDir, s.SocketDir} }
-func inspectArgs(s Settings) []string {
-	return []string{"docker", "container", "inspect", "--format", "{{.State.Running}}", s.Container}
+
+// parseBoot splits bootScript's output into the container state and the
+// configuration.
+func parseBoot(out []byte) (state string, cfg []byte, err error) {
+	head, cfg, ok := bytes.Cut(out, []byte(bootMarker+"\n"))
+	if !ok {
+		return "", nil, fmt.Errorf("%w: unexpected boot output %q", proxy.ErrProxy, out[:min(len(out), 200)])
+	}
+	return strings.TrimSpace(string(head)), cfg, nil
 }
+
 func startArgs(s Settings) []string { return []string{"docker", "container", "start", s.Container} }
 func reloadArgs(s Settings) []string {
 	return []string{"docker", "kill", "--signal", "USR2", s.Container}
 }
 func catArgs(s Settings) []string { return []string{"cat", s.ConfigPath()} }
-func teeArgs(s Settings) []string { return []string{"tee", s.ConfigPath() + ".tmp"} }
-func mvArgs(s Settings) []string {
-	return []string{"mv", "-f", s.ConfigPath() + ".tmp", s.ConfigPath()}
+
+// writeArgs replaces the configuration with stdin atomically (a temporary
+// file renamed into place).
+func writeArgs(s Settings) []string {
+	return []string{"sh", "-c", `cat > "$1.tmp" && mv -f -- "$1.tmp" "$1"`, "sh", s.ConfigPath()}
 }
 
 // ErrNotBooted means Switch or Remove came before Boot for the host in this
@@ -246,17 +272,28 @@ func (d *Driver) Boot(ctx context.Context, host string, routes []proxy.Route) er
 		return fmt.Errorf("boot haproxy on %s: %w", host, err)
 	}
 	hs.booted = true
-	if _, err := d.run(ctx, host, networkArgs(d.s), nil); err != nil && !strings.Contains(err.Error(), "already exists") {
-		return fmt.Errorf("boot haproxy on %s: create network: %w", host, err)
-	}
-	for _, argv := range [][]string{mkdirArgs(d.s), chmodArgs(d.s)} {
-		if _, err := d.run(ctx, host, argv, nil); err != nil {
+	// A stats socket that answers is a running HAProxy (so its network and
+	// directories exist): only the configuration needs a look.
+	if live, err := d.liveServersNow(ctx, hs); err == nil {
+		cur, err := d.run(ctx, host, catArgs(d.s), nil)
+		if err != nil {
+			cur = nil // missing file: write it
+		}
+		if err := d.syncWith(ctx, host, hs, cur, live); err != nil {
 			return fmt.Errorf("boot haproxy on %s: %w", host, err)
 		}
+		return nil
 	}
-	out, err := d.run(ctx, host, inspectArgs(d.s), nil)
-	switch {
-	case err != nil: // no container: write a config without servers and run it
+	out, err := d.run(ctx, host, bootArgs(d.s), nil)
+	if err != nil {
+		return fmt.Errorf("boot haproxy on %s: %w", host, err)
+	}
+	state, cur, err := parseBoot(out)
+	if err != nil {
+		return fmt.Errorf("boot haproxy on %s: %w", host, err)
+	}
+	switch state {
+	case "missing": // no container: write a config without servers and run it
 		cfg, err := d.render(hs, nil, nil)
 		if err != nil {
 			return fmt.Errorf("boot haproxy on %s: %w", host, err)
@@ -267,13 +304,22 @@ func (d *Driver) Boot(ctx context.Context, host string, routes []proxy.Route) er
 		if _, err := d.run(ctx, host, RunArgs(d.s), nil); err != nil {
 			return fmt.Errorf("boot haproxy on %s: %w", host, err)
 		}
+		// Booted when its stats socket answers: a switch needs it.
+		if _, err := d.liveServers(ctx, hs); err != nil {
+			return fmt.Errorf("boot haproxy on %s: %w", host, err)
+		}
 		return nil
-	case strings.TrimSpace(string(out)) != "true":
+	case "true":
+	default:
 		if _, err := d.run(ctx, host, startArgs(d.s), nil); err != nil {
 			return fmt.Errorf("boot haproxy on %s: %w", host, err)
 		}
 	}
-	if err := d.sync(ctx, host, hs); err != nil {
+	live, err := d.liveServers(ctx, hs)
+	if err == nil {
+		err = d.syncWith(ctx, host, hs, cur, live)
+	}
+	if err != nil {
 		return fmt.Errorf("boot haproxy on %s: %w", host, err)
 	}
 	return nil
@@ -283,17 +329,23 @@ func (d *Driver) Boot(ctx context.Context, host string, routes []proxy.Route) er
 // writes it when it differs from the file; it reloads HAProxy when more
 // than the server lines changed.
 func (d *Driver) sync(ctx context.Context, host string, hs *hostState) error {
+	cur, err := d.run(ctx, host, catArgs(d.s), nil)
+	if err != nil {
+		cur = nil // missing file: write it
+	}
 	live, err := d.liveServers(ctx, hs)
 	if err != nil {
 		return err
 	}
+	return d.syncWith(ctx, host, hs, cur, live)
+}
+
+// syncWith is sync with the file's current content and the live servers
+// already read.
+func (d *Driver) syncWith(ctx context.Context, host string, hs *hostState, cur []byte, live map[string][]ServerState) error {
 	cfg, err := d.render(hs, live, nil)
 	if err != nil {
 		return err
-	}
-	cur, err := d.run(ctx, host, catArgs(d.s), nil)
-	if err != nil {
-		cur = nil // missing file: write it
 	}
 	if string(cur) == string(cfg) {
 		return nil
@@ -340,18 +392,24 @@ func (d *Driver) waitBackends(ctx context.Context, hs *hostState) error {
 	return fmt.Errorf("%w: after reload backends are %q, want %q (last error: %v)", proxy.ErrProxy, got, want, err)
 }
 
-// liveServers returns the ready servers per backend.
+// liveServers returns the ready servers per backend, waiting (bounded)
+// for the socket of a container that was just started.
 func (d *Driver) liveServers(ctx context.Context, hs *hostState) (map[string][]ServerState, error) {
-	var states []ServerState
+	var live map[string][]ServerState
 	var err error
-	// A container that was just started needs a moment for its socket.
 	for i := 0; i < 50; i++ {
-		states, err = hs.client.ServersState(ctx, "")
+		live, err = d.liveServersNow(ctx, hs)
 		if err == nil || !errors.Is(err, proxy.ErrUnreachable) || ctx.Err() != nil {
 			break
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	return live, err
+}
+
+// liveServersNow is liveServers without waiting.
+func (d *Driver) liveServersNow(ctx context.Context, hs *hostState) (map[string][]ServerState, error) {
+	states, err := hs.client.ServersState(ctx, "")
 	if err != nil {
 		return nil, err
 	}
@@ -390,10 +448,7 @@ func (d *Driver) run(ctx context.Context, host string, argv []string, stdin io.R
 
 // writeConfig replaces haproxy.cfg atomically (write a temp file, rename).
 func (d *Driver) writeConfig(ctx context.Context, host string, cfg []byte) error {
-	if _, err := d.run(ctx, host, teeArgs(d.s), strings.NewReader(string(cfg))); err != nil {
-		return fmt.Errorf("write %s: %w", d.s.ConfigPath(), err)
-	}
-	if _, err := d.run(ctx, host, mvArgs(d.s), nil); err != nil {
+	if _, err := d.run(ctx, host, writeArgs(d.s), bytes.NewReader(cfg)); err != nil {
 		return fmt.Errorf("write %s: %w", d.s.ConfigPath(), err)
 	}
 	return nil
@@ -449,6 +504,7 @@ func (d *Driver) Switch(ctx context.Context, host string, route proxy.Route, fro
 	if err := WaitHealthy(ctx, dial, addr.String(), opt.HealthCheck, opt.DeployTimeout); err != nil {
 		return fail(err)
 	}
+	proxy.Healthy(ctx)
 
 	states, err := c.ServersState(ctx, "")
 	if err != nil {

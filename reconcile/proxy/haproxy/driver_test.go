@@ -47,9 +47,13 @@ func TestDriver_SwitchRefusesUnhealthyTarget(t *testing.T) {
 	}))
 	defer sick.Close()
 	bootWith(t, rg, rg.route)
-	ctx := context.Background()
+	healthy := 0
+	ctx := proxy.WithHealthy(context.Background(), func() { healthy++ })
 	if err := rg.driver.Switch(ctx, "lab1", rg.route, proxy.Target{}, v1.target()); err != nil {
 		t.Fatal(err)
+	}
+	if healthy != 1 {
+		t.Fatalf("the healthy hook ran %d times for a healthy target, want 1", healthy)
 	}
 	route := rg.route
 	route.Options.DeployTimeout = 300 * time.Millisecond
@@ -59,6 +63,9 @@ func TestDriver_SwitchRefusesUnhealthyTarget(t *testing.T) {
 	err := rg.driver.Switch(ctx, "lab1", route, v1.target(), to)
 	if !errors.Is(err, proxy.ErrUnhealthy) {
 		t.Fatalf("err = %v, want ErrUnhealthy", err)
+	}
+	if healthy != 1 {
+		t.Errorf("the healthy hook ran for an unhealthy target")
 	}
 	if d := time.Since(start); d < 250*time.Millisecond || d > 3*time.Second {
 		t.Errorf("gave up after %s, want about the 300ms deploy timeout", d)
@@ -315,8 +322,10 @@ func TestProbe(t *testing.T) {
 	if err := WaitHealthy(ctx, dial, addr, hc, 2*time.Second); err != nil {
 		t.Fatalf("WaitHealthy: %v", err)
 	}
-	if hits != 3 || time.Since(start) < 90*time.Millisecond {
-		t.Errorf("healthy after %d probes in %s, want the third, one interval apart", hits, time.Since(start))
+	// Probes at once, after 20 ms, then after 40 ms (doubling up to the
+	// interval).
+	if hits != 3 || time.Since(start) < 60*time.Millisecond {
+		t.Errorf("healthy after %d probes in %s, want the third after 20+40 ms of backoff", hits, time.Since(start))
 	}
 	refused := func(ctx context.Context) (net.Conn, error) { return nil, errors.New("connection refused") }
 	err := WaitHealthy(ctx, refused, addr, hc, 200*time.Millisecond)

@@ -43,17 +43,19 @@ func Probe(ctx context.Context, dial func(ctx context.Context) (net.Conn, error)
 	return nil
 }
 
-// WaitHealthy probes until the first success, like kamal-proxy's deploy:
-// one probe at once, then one every hc.Interval, each bounded by hc.Timeout,
-// giving up after deployTimeout with an error wrapping proxy.ErrUnhealthy and
-// the last failure. Zero values take the proxy defaults.
+// WaitHealthy probes until the first success, like kamal-proxy's deploy,
+// each probe bounded by hc.Timeout, giving up after deployTimeout with an
+// error wrapping proxy.ErrUnhealthy and the last failure. Zero values take
+// the proxy defaults. The first probe goes at once; the next ones after
+// 20 ms, doubling up to hc.Interval: a new container usually answers
+// within milliseconds of its start, and waiting a whole interval after a
+// first refused connection would add up to that interval to every switch.
 func WaitHealthy(ctx context.Context, dial func(ctx context.Context) (net.Conn, error), host string, hc proxy.HealthCheck, deployTimeout time.Duration) error {
 	o := proxy.Options{HealthCheck: hc, DeployTimeout: deployTimeout}.WithDefaults()
 	hc, deployTimeout = o.HealthCheck, o.DeployTimeout
 	ctx, cancel := context.WithTimeout(ctx, deployTimeout)
 	defer cancel()
-	tick := time.NewTicker(hc.Interval)
-	defer tick.Stop()
+	wait := firstRetry
 	for {
 		pctx, pcancel := context.WithTimeout(ctx, hc.Timeout)
 		err := Probe(pctx, dial, host, hc.Path)
@@ -67,7 +69,11 @@ func WaitHealthy(ctx context.Context, dial func(ctx context.Context) (net.Conn, 
 				return fmt.Errorf("target failed to become healthy within %s: %w", deployTimeout, err)
 			}
 			return ctx.Err()
-		case <-tick.C:
+		case <-time.After(wait):
 		}
+		wait = min(2*wait, hc.Interval)
 	}
 }
+
+// firstRetry is the wait after the first failed probe.
+const firstRetry = 20 * time.Millisecond
