@@ -64,31 +64,60 @@ type App struct {
 	// from a host (a failed container's log lines); nil keeps it as is.
 	Redact func(string) string
 
-	api   apiObserver
-	homes sync.Map // host -> the SSH user's home, learned by the observe script
+	apiOnce sync.Once
+	api     *dockerAPI // what the observe script taught about each host, and the API channels
+}
+
+// Inherit takes over what prev learned about the hosts (their homes,
+// DOCKER_HOST and open Docker API channels), so that the first pass of a
+// new revision is as fast as the next ones. prev must reach the hosts
+// through the same SSH connections; call it before a's first Plan.
+func (a *App) Inherit(prev *App) {
+	if prev != nil {
+		api := prev.dockerAPI()
+		a.apiOnce.Do(func() { a.api = api })
+	}
 }
 
 // observe reads one host: through the Docker API over a kept SSH channel
-// when its home is known and it is not the lock host (whose lock file only
-// the script reads), else with the observe script.
+// once the observe script has told its home and DOCKER_HOST (on the lock
+// host, with the lock file read alongside), else with the script.
 func (a *App) observe(ctx context.Context, host string) (*Observed, error) {
-	a.api.once.Do(func() { a.api.dial = a.SSH })
-	if home, ok := a.homes.Load(host); ok && host != a.LockHost() && a.api.usable(host) {
-		cs, err := a.api.containers(ctx, host)
-		if err == nil {
-			return &Observed{Host: host, Containers: cs, Home: home.(string), At: a.now()}, nil
+	api := a.dockerAPI()
+	if home, ok := api.home(host); ok && api.usable(host) {
+		var lock []byte
+		var lockErr error
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			if host == a.LockHost() {
+				lock, lockErr = a.SSH.Run(ctx, host, []string{"sh", "-c", `cat "$1/details" 2>/dev/null || true`, "sh", a.LockDir()}, nil)
+			}
+		}()
+		cs, err := api.containers(ctx, host)
+		<-done
+		if err == nil && lockErr == nil {
+			return &Observed{Host: host, Containers: cs, Home: home, Lock: parseLock(lock), At: a.now()}, nil
 		}
 		if ctx.Err() != nil {
-			return nil, err
+			return nil, errors.Join(err, lockErr)
 		}
-		a.api.markBroken(host)
-		a.log().Debug("docker API unusable; observing with the script", "host", host, "err", err)
+		if err != nil {
+			api.markBroken(host)
+			a.log().Debug("docker API unusable; observing with the script", "host", host, "err", err)
+		}
 	}
 	o, err := Observer{Run: a.SSH}.Observe(ctx, host, a.LockDir())
 	if err == nil && o.Home != "" {
-		a.homes.Store(host, o.Home)
+		api.learn(host, o.Home, o.DockerHost)
 	}
 	return o, err
+}
+
+// dockerAPI returns the App's Docker API fast path.
+func (a *App) dockerAPI() *dockerAPI {
+	a.apiOnce.Do(func() { a.api = &dockerAPI{dial: a.SSH, log: a.log()} })
+	return a.api
 }
 
 func (a *App) log() *slog.Logger {

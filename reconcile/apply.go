@@ -1,20 +1,20 @@
 package reconcile
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/capstan-dev/capstan/reconcile/kamal"
@@ -46,9 +46,14 @@ type StepResult struct {
 	Step
 	Start time.Time `json:"start"`
 	End   time.Time `json:"end"`
-	// Phases splits a deploy: pull, boot, healthy+switch, stop.
+	// Phases splits a deploy: create (rename, env file, docker create),
+	// wait (for the primary role's barrier), start, healthy+switch (ready,
+	// for a role without a proxy), stop (the old container).
 	Phases map[string]time.Duration `json:"phases,omitempty"`
-	Error  string                   `json:"error,omitempty"`
+	// Switched is when the new container took the traffic (or was judged
+	// ready, for a role without a proxy).
+	Switched time.Time `json:"switched,omitzero"`
+	Error    string    `json:"error,omitempty"`
 	// Logs are the new container's last log lines when it failed.
 	Logs string `json:"logs,omitempty"`
 }
@@ -107,7 +112,18 @@ type applyRun struct {
 	barrierOnce sync.Once
 	barrierErr  error
 	primaryLeft int // primary-role deploys started and not finished
+
+	// created holds app containers created ahead of their start, by
+	// createKey.
+	created map[string]*created
+	// networks holds the hosts whose network this apply created.
+	networks sync.Map
+	// slots bounds the hosts worked on at once (App.Parallel); a host
+	// waiting at the barrier gives its slot back meanwhile.
+	slots chan struct{}
 }
+
+func createKey(host, role string) string { return host + "\x00" + role }
 
 // Apply executes plan, the value Plan returned, in Kamal's order. Hosts that
 // fail are reported in the result and converge on the next pass; the error
@@ -115,7 +131,7 @@ type applyRun struct {
 func (a *App) Apply(ctx context.Context, plan *Plan) (*Result, error) {
 	r := &applyRun{a: a, plan: plan, log: a.log().With("service", a.Config.Service, "version", plan.Version),
 		res: &Result{Plan: plan, Version: plan.Version, Started: a.now()}, hostRes: map[string]*HostResult{}, proxyBoot: map[string]*proxyBoot{},
-		barrier: make(chan struct{})}
+		barrier: make(chan struct{}), created: map[string]*created{}, slots: make(chan struct{}, a.parallel())}
 	for _, hp := range plan.Hosts {
 		hr := &HostResult{Host: hp.Host, Steps: []*StepResult{}}
 		if hp.Error != "" {
@@ -204,7 +220,7 @@ func (r *applyRun) run(ctx context.Context) {
 		defer close(lockDone)
 		unlock, lockErr = r.lock(ctx)
 	}()
-	a.forEachHost(ctx, names(deployHosts), func(ctx context.Context, i int, host string) {
+	r.forEachHost(ctx, names(deployHosts), func(ctx context.Context, i int, host string) {
 		start := a.now()
 		pulled, err := r.pull(ctx, host)
 		sr := &StepResult{Step: Step{Kind: StepPull, Host: host, Container: a.Config.Image(), Reason: pulled}, Start: start, End: a.now()}
@@ -225,52 +241,85 @@ func (r *applyRun) run(ctx context.Context) {
 	}
 	defer unlock()
 	defer r.waitProxyBoots()
+	// Containers created and never started (a barrier or group that
+	// failed, a cancelled pass) are removed, as if never created.
+	defer r.removeUnstarted(ctx)
 	if ctx.Err() != nil {
 		return
 	}
 
-	// 3. Per host: network, proxy, accessories (in parallel).
-	prep := r.hostsWith(StepBootProxy, StepBootAccessory, StepRebootAccessory, StepDeploy, StepReassert)
-	a.forEachHost(ctx, names(prep), func(ctx context.Context, i int, host string) {
-		if err := r.prepare(ctx, prep[i]); err != nil {
+	// 2. Accessories (hosts with one to boot, in parallel): an app may
+	// need them when it starts.
+	acc := r.hostsWith(StepBootAccessory, StepRebootAccessory)
+	r.forEachHost(ctx, names(acc), func(ctx context.Context, i int, host string) {
+		if err := r.bootAccessories(ctx, acc[i]); err != nil {
 			r.fail(host, err)
 		}
 	})
 
-	// 4. Boot groups, primary-role hosts first; hosts in a group in parallel.
-	deployHosts = r.hostsWith(StepDeploy, StepReassert)
-	if !r.hasPrimaryDeploy(deployHosts) {
-		r.openBarrier(nil)
+	// 3. Per host, in parallel: network, proxy (in the background) and, on
+	// the hosts of the first boot group, the app containers, created and
+	// then started at once: primary role first, the other roles at the
+	// barrier.
+	groups := bootGroups(r.primaryFirst(r.hostsWith(StepDeploy, StepReassert)), a.Config.Boot.Limit)
+	inGroup := map[string]bool{}
+	if len(groups) > 0 {
+		for _, hp := range groups[0] {
+			inGroup[hp.Host] = true
+		}
 	}
-	groups := bootGroups(deployHosts, a.Config.Boot.Limit)
-	healthFailure := false
-	for gi, g := range groups {
-		if ctx.Err() != nil {
-			break
-		}
-		var gmu sync.Mutex
-		r.mu.Lock()
-		for _, hp := range g {
-			for _, s := range hp.Steps {
-				if s.Kind == StepDeploy && s.Role == a.Config.PrimaryRole {
-					r.primaryLeft++
-				}
+	if !slices.ContainsFunc(r.hostsWith(StepDeploy), r.hasPrimaryDeploy) {
+		r.openBarrier(nil)
+	} else if len(groups) > 0 {
+		r.countPrimaries(groups[0])
+	}
+	var healthFailure atomic.Bool
+	deploy := func(ctx context.Context, hp *HostPlan) {
+		if err := r.deployHost(ctx, hp); err != nil {
+			r.fail(hp.Host, err)
+			if errors.Is(err, ErrUnhealthy) {
+				healthFailure.Store(true)
 			}
 		}
-		r.mu.Unlock()
-		a.forEachHost(ctx, names(g), func(ctx context.Context, i int, host string) {
-			if err := r.deployHost(ctx, g[i]); err != nil {
-				r.fail(host, err)
-				if errors.Is(err, ErrUnhealthy) {
-					gmu.Lock()
-					healthFailure = true
-					gmu.Unlock()
+	}
+	prep := r.hostsWith(StepBootProxy, StepDeploy, StepReassert)
+	r.forEachHost(ctx, names(prep), func(ctx context.Context, i int, host string) {
+		hp := prep[i]
+		if err := r.prepare(ctx, hp, inGroup[host]); err != nil {
+			r.fail(host, err)
+			if inGroup[host] {
+				r.primariesGone(hp)
+			}
+			return
+		}
+		if inGroup[host] {
+			deploy(ctx, hp)
+		}
+	})
+
+	// 4. Later boot groups, after boot.wait each; hosts in a group in
+	// parallel. A bad release stops them: hosts that already switched go
+	// back unless the app opted out.
+	for gi := 0; gi < len(groups); gi++ {
+		if gi > 0 {
+			if wait := a.Config.Boot.Wait; wait > 0 && !healthFailure.Load() {
+				select {
+				case <-ctx.Done():
+				case <-time.After(time.Duration(wait) * time.Second):
 				}
 			}
-		})
-		if healthFailure {
-			// The release is bad: later groups are not attempted, and hosts
-			// that already switched go back unless the app opted out.
+			if ctx.Err() == nil && !healthFailure.Load() {
+				var g []*HostPlan
+				for _, hp := range groups[gi] {
+					if !r.failed(hp.Host) {
+						g = append(g, hp)
+					}
+				}
+				r.countPrimaries(g)
+				r.forEachHost(ctx, names(g), func(ctx context.Context, i int, host string) { deploy(ctx, g[i]) })
+			}
+		}
+		if healthFailure.Load() {
 			for _, later := range groups[gi+1:] {
 				for _, hp := range later {
 					r.fail(hp.Host, fmt.Errorf("%w: not attempted after an earlier boot group failed", ErrBarrier))
@@ -281,31 +330,47 @@ func (r *applyRun) run(ctx context.Context) {
 			}
 			return
 		}
-		if wait := a.Config.Boot.Wait; wait > 0 && gi < len(groups)-1 {
-			select {
-			case <-ctx.Done():
-			case <-time.After(time.Duration(wait) * time.Second):
-			}
-		}
+	}
+	if ctx.Err() != nil {
+		return
 	}
 
-	// 5. Move the latest tag once every booted host runs the version.
-	tagHosts := r.hostsWith(StepDeploy)
-	a.forEachHost(ctx, names(tagHosts), func(ctx context.Context, i int, host string) {
-		if _, err := a.SSH.Run(ctx, host, []string{"docker", "tag", a.Config.Image(), a.Config.LatestTag()}, nil); err != nil {
-			r.fail(host, fmt.Errorf("%w: tag latest: %w", ErrHost, err))
-			return
+	// 4. Once every booted host runs the version, move the latest tag;
+	// then stale and unmanaged containers, and prune.
+	finish := r.hostsWith(StepDeploy, StepStopStale, StepStopUnmanaged, StepPrune)
+	r.forEachHost(ctx, names(finish), func(ctx context.Context, i int, host string) {
+		hp := finish[i]
+		if slices.ContainsFunc(hp.Steps, func(s Step) bool { return s.Kind == StepDeploy }) {
+			if err := r.tagLatest(ctx, host); err != nil {
+				r.fail(host, fmt.Errorf("%w: tag latest: %w", ErrHost, err))
+				return
+			}
+			r.audit(ctx, host, "", fmt.Sprintf("Tagging %s as the latest image", a.Config.Image()))
 		}
-		r.audit(ctx, host, "", fmt.Sprintf("Tagging %s as the latest image", a.Config.Image()))
-	})
-
-	// 6. Stale and unmanaged containers, then prune.
-	cleanup := r.hostsWith(StepStopStale, StepStopUnmanaged, StepPrune)
-	a.forEachHost(ctx, names(cleanup), func(ctx context.Context, i int, host string) {
-		if err := r.cleanup(ctx, cleanup[i]); err != nil {
+		if err := r.cleanup(ctx, hp); err != nil {
 			r.fail(host, err)
 		}
 	})
+}
+
+// removeUnstarted removes the containers created for a start that never
+// came.
+func (r *applyRun) removeUnstarted(ctx context.Context) {
+	ctx = context.WithoutCancel(ctx)
+	r.mu.Lock()
+	left := map[string]string{} // createKey -> container ID
+	for k, c := range r.created {
+		if !c.started && c.id != "" {
+			left[k] = c.id
+		}
+	}
+	r.mu.Unlock()
+	for k, id := range left {
+		host, _, _ := strings.Cut(k, "\x00")
+		if err := r.removeContainer(ctx, host, id); err != nil {
+			r.log.Warn("remove a container that was never started", "host", host, "container", id, "err", err)
+		}
+	}
 }
 
 func names(hps []*HostPlan) []string {
@@ -339,6 +404,12 @@ docker image inspect --format "$fmt" "$img"`
 func (r *applyRun) pull(ctx context.Context, host string) (string, error) {
 	a := r.a
 	img := a.Config.Image()
+	if present, label, known := r.imagePresent(ctx, host); known && present {
+		if label != a.Config.Service {
+			return "", fmt.Errorf("%w: image %s is missing the 'service' label (want %q, found %q)", ErrPull, img, a.Config.Service, label)
+		}
+		return "present", nil
+	}
 	reg := a.Config.Registry
 	user, server := "", reg.Server
 	if reg.Username.Reveal() != "" && !reg.Local() {
@@ -360,6 +431,11 @@ func (r *applyRun) pull(ctx context.Context, host string) (string, error) {
 	return how, nil
 }
 
+// lockScript takes Kamal's lock directory $1 (exit 3 when it exists) and
+// writes its details from stdin; a failed write releases it again.
+const lockScript = `mkdir -p .kamal && { mkdir "$1" 2>/dev/null || { [ -d "$1" ] && exit 3; mkdir "$1"; }; } || exit
+(umask 022 && cat > "$1/details") || { rc=$?; rm -rf -- "$1"; exit $rc; }`
+
 // lock takes Kamal's deploy lock (atomic mkdir on the lock host), waiting
 // up to LockTimeout for a lock someone else holds. The returned func
 // releases it, even after ctx is cancelled.
@@ -377,12 +453,15 @@ func (r *applyRun) lock(ctx context.Context) (func(), error) {
 		msg += " (capstan " + a.LockID + ")"
 	}
 	details := fmt.Sprintf("Locked by: %s at %s\nVersion: %s\nMessage: %s", a.performer(), a.now().UTC().Format(time.RFC3339), a.Config.Version.Name(), msg)
+	enc := base64.StdEncoding.EncodeToString([]byte(details)) + "\n"
 	for {
-		_, err := a.SSH.Run(ctx, host, []string{"sh", "-c", `mkdir -p .kamal && mkdir "$1"`, "sh", dir}, nil)
+		// Take it and write its details in one round trip; exit 3 means
+		// someone holds it.
+		_, err := a.SSH.Run(ctx, host, []string{"sh", "-c", lockScript, "sh", dir}, strings.NewReader(enc))
 		if err == nil {
 			break
 		}
-		if ExitCode(err) < 0 {
+		if ExitCode(err) != 3 {
 			return nil, fmt.Errorf("%w: lock on %s: %w", ErrHost, host, err)
 		}
 		holder, _ := a.SSH.Run(ctx, host, []string{"cat", dir + "/details"}, nil)
@@ -406,11 +485,6 @@ func (r *applyRun) lock(ctx context.Context) (func(), error) {
 			return nil, ctx.Err()
 		case <-time.After(2 * time.Second):
 		}
-	}
-	enc := base64.StdEncoding.EncodeToString([]byte(details))
-	if err := a.SSH.Upload(ctx, host, dir+"/details", 0o644, []byte(enc+"\n")); err != nil {
-		_, _ = a.SSH.Run(context.WithoutCancel(ctx), host, []string{"rm", "-r", "--", dir}, nil)
-		return nil, fmt.Errorf("%w: write lock details on %s: %w", ErrHost, host, err)
 	}
 	return func() {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
@@ -451,15 +525,31 @@ func (r *applyRun) audit(ctx context.Context, host, role, msg string) {
 	}()
 }
 
-// prepare makes the network, boots the proxy and the accessories on a host.
-func (r *applyRun) prepare(ctx context.Context, hp *HostPlan) error {
+// ensureNetwork creates the app network on a host that lacks it (once per
+// apply).
+func (r *applyRun) ensureNetwork(ctx context.Context, hp *HostPlan) error {
+	if hp.observed.onNetwork(hp.desired.Network) {
+		return nil
+	}
+	if _, done := r.networks.LoadOrStore(hp.Host, true); done {
+		return nil
+	}
+	out, err := r.a.SSH.Run(ctx, hp.Host, []string{"sh", "-c", `docker network create "$1" 2>&1 || docker network inspect "$1" >/dev/null`, "sh", hp.desired.Network}, nil)
+	if err != nil {
+		r.networks.Delete(hp.Host)
+		return fmt.Errorf("%w: docker network create %s: %w: %s", ErrHost, hp.desired.Network, err, out)
+	}
+	return nil
+}
+
+// prepare makes the network and boots the proxy (in the background) on a
+// host, and with precreate creates its app containers, to be started
+// later.
+func (r *applyRun) prepare(ctx context.Context, hp *HostPlan, precreate bool) error {
 	a := r.a
 	host := hp.Host
-	if !hp.observed.onNetwork(hp.desired.Network) {
-		out, err := a.SSH.Run(ctx, host, []string{"sh", "-c", `docker network create "$1" 2>&1 || docker network inspect "$1" >/dev/null`, "sh", hp.desired.Network}, nil)
-		if err != nil {
-			return fmt.Errorf("%w: docker network create %s: %w: %s", ErrHost, hp.desired.Network, err, out)
-		}
+	if err := r.ensureNetwork(ctx, hp); err != nil {
+		return err
 	}
 	if a.routed(hp.desired) && a.Proxy != nil {
 		// The proxy boots while the new containers start: only a switch
@@ -488,16 +578,32 @@ func (r *applyRun) prepare(ctx context.Context, hp *HostPlan) error {
 		}()
 	}
 	for _, s := range hp.Steps {
+		if !precreate || s.Kind != StepDeploy {
+			continue
+		}
+		if err := r.createFor(ctx, hp, s); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// bootAccessories boots or reboots the accessories of a host.
+func (r *applyRun) bootAccessories(ctx context.Context, hp *HostPlan) error {
+	if err := r.ensureNetwork(ctx, hp); err != nil {
+		return err
+	}
+	for _, s := range hp.Steps {
 		if s.Kind != StepBootAccessory && s.Kind != StepRebootAccessory {
 			continue
 		}
-		sr := &StepResult{Step: s, Start: a.now()}
+		sr := &StepResult{Step: s, Start: r.a.now()}
 		err := r.bootAccessory(ctx, hp, s)
-		sr.End = a.now()
+		sr.End = r.a.now()
 		if err != nil {
 			sr.Error = err.Error()
 		}
-		r.record(host, sr)
+		r.record(hp.Host, sr)
 		if err != nil {
 			return err
 		}
@@ -591,15 +697,95 @@ func (r *applyRun) proxyReady(ctx context.Context, host string) error {
 	}
 }
 
-func (r *applyRun) hasPrimaryDeploy(hps []*HostPlan) bool {
-	for _, hp := range hps {
+// hasPrimaryDeploy reports whether hp deploys the primary role.
+func (r *applyRun) hasPrimaryDeploy(hp *HostPlan) bool {
+	return slices.ContainsFunc(hp.Steps, func(s Step) bool { return s.Kind == StepDeploy && s.Role == r.a.Config.PrimaryRole })
+}
+
+// primaryFirst orders hosts deploying the primary role first (stable), so
+// the first boot group can open the barrier (Kamal: "primary hosts and
+// roles are returned first").
+func (r *applyRun) primaryFirst(hps []*HostPlan) []*HostPlan {
+	out := slices.Clone(hps)
+	slices.SortStableFunc(out, func(x, y *HostPlan) int {
+		px, py := r.hasPrimaryDeploy(x), r.hasPrimaryDeploy(y)
+		switch {
+		case px && !py:
+			return -1
+		case py && !px:
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+// countPrimaries adds the primary-role deploys of a boot group about to
+// start to those the barrier waits on; with none left anywhere, the
+// barrier opens.
+func (r *applyRun) countPrimaries(g []*HostPlan) {
+	r.mu.Lock()
+	for _, hp := range g {
 		for _, s := range hp.Steps {
 			if s.Kind == StepDeploy && s.Role == r.a.Config.PrimaryRole {
-				return true
+				r.primaryLeft++
 			}
 		}
 	}
-	return false
+	left := r.primaryLeft
+	r.mu.Unlock()
+	if left == 0 {
+		r.openBarrier(nil)
+	}
+}
+
+// primariesGone counts the primary-role deploys of a host that will not
+// start as finished.
+func (r *applyRun) primariesGone(hp *HostPlan) {
+	for _, s := range hp.Steps {
+		if s.Kind == StepDeploy && s.Role == r.a.Config.PrimaryRole {
+			r.primaryFinished()
+		}
+	}
+}
+
+// forEachHost runs f for each host in parallel, at most App.Parallel at
+// once (see slots).
+func (r *applyRun) forEachHost(ctx context.Context, hosts []string, f func(ctx context.Context, i int, host string)) {
+	var wg sync.WaitGroup
+	for i, h := range hosts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			select {
+			case r.slots <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			defer func() { <-r.slots }()
+			f(ctx, i, h)
+		}()
+	}
+	wg.Wait()
+}
+
+// waitBarrier waits for the barrier without holding a slot, so that the
+// primary-role hosts it waits for can run. It returns the barrier's
+// verdict.
+func (r *applyRun) waitBarrier(ctx context.Context) error {
+	select {
+	case <-r.barrier:
+		return r.barrierErr
+	default:
+	}
+	<-r.slots
+	defer func() { r.slots <- struct{}{} }()
+	select {
+	case <-r.barrier:
+		return r.barrierErr
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // primaryFinished counts a finished primary-role deploy; when none is left
@@ -667,20 +853,22 @@ func (r *applyRun) deployHost(ctx context.Context, hp *HostPlan) error {
 			}
 			continue
 		}
+		var waited time.Duration
 		if s.Role != primary {
-			select {
-			case <-r.barrier:
-				if r.barrierErr != nil {
-					return fmt.Errorf("%s on %s not booted: %w", s.Role, hp.Host, r.barrierErr)
-				}
-			case <-ctx.Done():
+			w0 := r.a.now()
+			err := r.waitBarrier(ctx)
+			waited = r.a.now().Sub(w0)
+			if ctx.Err() != nil {
 				return ctx.Err()
+			}
+			if err != nil {
+				return fmt.Errorf("%s on %s not booted: %w", s.Role, hp.Host, err)
 			}
 		}
 		// A step in flight finishes even when ctx is cancelled (SIGTERM):
 		// a host is never left half-switched.
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.stepTimeout())
-		err := r.deployRole(sctx, hp, s)
+		err := r.deployRole(sctx, hp, s, waited)
 		cancel()
 		if s.Role == primary {
 			r.primaryFinished()
@@ -725,12 +913,42 @@ func (r *applyRun) stepTimeout() time.Duration {
 	return time.Duration(c.DeployTimeout+c.DrainTimeout+c.ReadinessDelay)*time.Second + 2*time.Minute
 }
 
-// deployRole boots the new container of one role on one host, waits for it
-// to be healthy, switches traffic and stops the old container.
-func (r *applyRun) deployRole(ctx context.Context, hp *HostPlan, s Step) (err error) {
+// createFor creates step s's container on hp ahead of its start and keeps
+// it for deployRole; a failure is recorded as the step's.
+func (r *applyRun) createFor(ctx context.Context, hp *HostPlan, s Step) error {
+	c, err := r.create(ctx, hp, s)
+	if err != nil {
+		sr := &StepResult{Step: s, Start: c.start, End: r.a.now(), Error: err.Error(), Phases: map[string]time.Duration{"create": c.took}}
+		r.record(hp.Host, sr)
+		return err
+	}
+	r.mu.Lock()
+	r.created[createKey(hp.Host, s.Role)] = c
+	r.mu.Unlock()
+	return nil
+}
+
+// deployRole starts the new container of one role on one host (created by
+// prepare, or now), waits for it to be healthy, switches traffic and stops
+// the old container.
+func (r *applyRun) deployRole(ctx context.Context, hp *HostPlan, s Step, waited time.Duration) (err error) {
 	a := r.a
 	host, spec := hp.Host, s.spec
-	sr := &StepResult{Step: s, Start: a.now(), Phases: map[string]time.Duration{}}
+	r.mu.Lock()
+	c := r.created[createKey(host, s.Role)]
+	r.mu.Unlock()
+	if c == nil {
+		if err := r.createFor(ctx, hp, s); err != nil {
+			return err
+		}
+		r.mu.Lock()
+		c = r.created[createKey(host, s.Role)]
+		r.mu.Unlock()
+	}
+	sr := &StepResult{Step: s, Start: c.start, Phases: map[string]time.Duration{"create": c.took}}
+	if waited > 0 {
+		sr.Phases["wait"] = waited
+	}
 	defer func() {
 		sr.End = a.now()
 		if err != nil {
@@ -741,35 +959,27 @@ func (r *applyRun) deployRole(ctx context.Context, hp *HostPlan, s Step) (err er
 	phase := func(name string, since time.Time) { sr.Phases[name] = a.now().Sub(since) }
 	log := r.log.With("host", host, "role", s.Role)
 
-	// The container serving now (as observed): renamed first if it holds
-	// the new name.
+	// The container serving now (as observed); it was renamed by create
+	// if it held the new name.
 	var old *liveContainer
-	t0 := a.now()
-	if c := hp.observed.byName(s.From); s.From != "" && c != nil {
-		old = &liveContainer{ID: c.ID, Name: c.Name}
-	}
-	var clash string // a container that held the new name (any state)
-	if c := hp.observed.byName(spec.Name); c != nil {
-		clash = c.ID
-		renamed := spec.Name + "_replaced_" + randomHex(8)
-		if _, err := a.SSH.Run(ctx, host, []string{"docker", "rename", spec.Name, renamed}, nil); err != nil {
-			return fmt.Errorf("%w: rename %s: %w", ErrHost, spec.Name, err)
+	if o := hp.observed.byName(s.From); s.From != "" && o != nil {
+		old = &liveContainer{ID: o.ID, Name: o.Name}
+		if o.ID == c.clash {
+			old.Name = c.renamed
 		}
-		r.audit(ctx, host, s.Role, fmt.Sprintf("Renaming container %s to %s as already deployed on %s", spec.Name, renamed, host))
-		if old != nil && old.Name == spec.Name {
-			old.Name = renamed
-		}
-	}
-	if err := r.uploadRunFiles(ctx, hp, spec); err != nil {
-		return err
 	}
 	r.audit(ctx, host, s.Role, "Booted app version "+a.Config.Version.Name())
-	nw, err := r.runContainer(ctx, host, kamal.ExpandHome(spec.Run.Argv, hp.observed.Home))
+	t0 := a.now()
+	r.mu.Lock()
+	c.started = true // from here on a failure stops it rather than removes it
+	r.mu.Unlock()
+	nw, err := r.startContainer(ctx, host, c.id)
 	if err != nil {
-		return fmt.Errorf("%w: docker run %s: %w", ErrHost, spec.Name, err)
+		return fmt.Errorf("%w: start %s: %w", ErrHost, spec.Name, err)
 	}
+	started := a.now()
 	id := nw.ID
-	phase("boot", t0)
+	phase("start", t0)
 
 	// Healthy, then switch (proxied) or judged by Docker (not proxied).
 	t1 := a.now()
@@ -781,12 +991,17 @@ func (r *applyRun) deployRole(ctx context.Context, hp *HostPlan, s Step) (err er
 		}
 		err = r.proxyReady(ctx, host)
 		if err == nil {
-			err = r.watchWhile(ctx, host, id, func(ctx context.Context) error {
+			sctx := ctx
+			if s.Role == a.Config.PrimaryRole {
+				// Healthy is what the other roles wait for, not the switch.
+				sctx = proxy.WithHealthy(ctx, func() { r.openBarrier(nil) })
+			}
+			err = r.watchWhile(sctx, host, id, func(ctx context.Context) error {
 				return a.Proxy.Switch(ctx, host, route, from, nw.target(spec.Proxy.AppPort))
 			})
 		}
 	} else {
-		err = r.waitReady(ctx, host, id)
+		err = r.waitReady(ctx, host, id, started)
 	}
 	phase("healthy+switch", t1)
 	// The first healthy primary container lets the other roles boot; the
@@ -802,13 +1017,14 @@ func (r *applyRun) deployRole(ctx context.Context, hp *HostPlan, s Step) (err er
 	}
 	if err != nil {
 		sr.Logs = r.containerLogs(host, id)
-		_, _ = a.SSH.Run(context.WithoutCancel(ctx), host, []string{"docker", "stop", id}, nil)
+		_ = r.stopContainer(context.WithoutCancel(ctx), host, spec, id)
 		log.Error("new container failed; old one keeps serving", "container", spec.Name, "err", err)
 		if errors.Is(err, proxy.ErrUnhealthy) || errors.Is(err, ErrUnhealthy) {
 			return fmt.Errorf("%w: %s on %s: %w", ErrUnhealthy, spec.Name, host, err)
 		}
 		return fmt.Errorf("%w: switch %s on %s: %w", ErrHost, spec.Name, host, err)
 	}
+	sr.Switched = a.now()
 	sw := switched{host: host, spec: spec, old: old, new: nw}
 	if proxied {
 		sw.route = &route
@@ -822,12 +1038,12 @@ func (r *applyRun) deployRole(ctx context.Context, hp *HostPlan, s Step) (err er
 	// by a crash may have started it after it was observed).
 	t2 := a.now()
 	if old != nil {
-		if _, err := a.SSH.Run(ctx, host, r.stopArgv(spec, old.ID), nil); err != nil {
+		if err := r.stopContainer(ctx, host, spec, old.ID); err != nil {
 			return fmt.Errorf("%w: stop %s: %w", ErrHost, old.Name, err)
 		}
 	}
-	if clash != "" && (old == nil || clash != old.ID) {
-		if _, err := a.SSH.Run(ctx, host, r.stopArgv(spec, clash), nil); err != nil {
+	if c.clash != "" && (old == nil || c.clash != old.ID) {
+		if err := r.stopContainer(ctx, host, spec, c.clash); err != nil {
 			return fmt.Errorf("%w: stop replaced %s: %w", ErrHost, spec.Name, err)
 		}
 	}
@@ -841,63 +1057,6 @@ func (r *applyRun) stopArgv(spec *kamal.Container, id string) []string {
 		return []string{"docker", "stop", "-t", strconv.Itoa(*spec.StopTimeout), id}
 	}
 	return []string{"docker", "stop", id}
-}
-
-// inspectFormat prints a container's ID, name and kamal network address.
-const inspectFormat = `{{.Id}} {{.Name}} {{with index .NetworkSettings.Networks "kamal"}}{{.IPAddress}}{{end}}`
-
-// runContainer runs the docker run argv and inspects the new container in
-// the same round trip.
-func (r *applyRun) runContainer(ctx context.Context, host string, runArgv []string) (*liveContainer, error) {
-	script := `fmt=$1; shift; id=$("$@") || exit $?; docker inspect --type container --format "$fmt" "$id"`
-	out, err := r.a.SSH.Run(ctx, host, append([]string{"sh", "-c", script, "sh", inspectFormat}, runArgv...), nil)
-	if err != nil {
-		return nil, err
-	}
-	return parseInspect(out)
-}
-
-func parseInspect(out []byte) (*liveContainer, error) {
-	f := strings.Fields(string(out))
-	if len(f) < 2 {
-		return nil, fmt.Errorf("%w: inspect: %q", ErrObserve, out)
-	}
-	c := &liveContainer{ID: f[0], Name: strings.TrimPrefix(f[1], "/")}
-	if len(f) > 2 {
-		c.IP = f[2]
-	}
-	return c, nil
-}
-
-// inspectContainer reads a container's ID, name and address on the kamal
-// network.
-func (r *applyRun) inspectContainer(ctx context.Context, host, ref string) (*liveContainer, error) {
-	out, err := r.a.SSH.Run(ctx, host, []string{"docker", "inspect", "--type", "container", "--format", inspectFormat, ref}, nil)
-	if err != nil {
-		return nil, err
-	}
-	return parseInspect(out)
-}
-
-// containerState is `docker inspect` of a booting container.
-type containerState struct {
-	Status       string
-	Health       string
-	RestartCount int
-	ExitCode     int
-}
-
-func (r *applyRun) state(ctx context.Context, host, id string) (containerState, error) {
-	out, err := r.a.SSH.Run(ctx, host, []string{"docker", "inspect", "--type", "container", "--format",
-		`{"Status":{{json .State.Status}},"Health":{{if .State.Health}}{{json .State.Health.Status}}{{else}}""{{end}},"RestartCount":{{.RestartCount}},"ExitCode":{{.State.ExitCode}}}`, id}, nil)
-	if err != nil {
-		return containerState{}, err
-	}
-	var st containerState
-	if err := json.Unmarshal(bytes.TrimSpace(out), &st); err != nil {
-		return st, fmt.Errorf("%w: %v", ErrObserve, err)
-	}
-	return st, nil
 }
 
 // crashed reports a container that exited or keeps restarting.
@@ -944,13 +1103,15 @@ func (r *applyRun) watchWhile(ctx context.Context, host, id string, f func(conte
 	}
 }
 
-// waitReady judges a non-proxied container by Docker: healthy passes;
-// running passes after readiness_delay and a re-check; exited or
-// restarting fails at once; otherwise up to deploy_timeout.
-func (r *applyRun) waitReady(ctx context.Context, host, id string) error {
+// waitReady judges a non-proxied container by Docker, as Kamal does:
+// healthy passes; running passes once readiness_delay has passed since it
+// started and a re-check still finds it running; exited or restarting
+// fails at once; otherwise up to deploy_timeout. started is when the start
+// returned (the container was running then).
+func (r *applyRun) waitReady(ctx context.Context, host, id string, started time.Time) error {
 	c := r.a.Config
-	deadline := r.a.now().Add(time.Duration(c.DeployTimeout) * time.Second)
-	var runningSince time.Time
+	delay := time.Duration(c.ReadinessDelay) * time.Second
+	deadline := started.Add(time.Duration(c.DeployTimeout) * time.Second)
 	for {
 		st, err := r.state(ctx, host, id)
 		if err != nil {
@@ -959,24 +1120,26 @@ func (r *applyRun) waitReady(ctx context.Context, host, id string) error {
 		if err := st.crashed(); err != nil {
 			return err
 		}
+		now := r.a.now()
 		switch {
 		case st.Health == "healthy":
 			return nil
-		case st.Health == "" && st.Status == "running":
-			if runningSince.IsZero() {
-				runningSince = r.a.now()
-			}
-			if r.a.now().Sub(runningSince) >= time.Duration(c.ReadinessDelay)*time.Second {
-				return nil
-			}
+		case st.Health == "" && st.Status == "running" && now.Sub(started) >= delay:
+			return nil
 		}
-		if r.a.now().After(deadline) {
+		if now.After(deadline) {
 			return fmt.Errorf("%w: not ready within deploy_timeout %ds (state %s, health %q)", ErrUnhealthy, c.DeployTimeout, st.Status, st.Health)
+		}
+		// Poll often enough to catch a crash early, and re-check right
+		// when readiness_delay is over.
+		wait := 250 * time.Millisecond
+		if left := started.Add(delay).Sub(now); st.Health == "" && left > 0 && left < wait {
+			wait = left
 		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(250 * time.Millisecond):
+		case <-time.After(wait):
 		}
 	}
 }
@@ -1009,17 +1172,17 @@ func (r *applyRun) rollback(ctx context.Context) {
 			continue // nothing ran before; leave the new one serving
 		}
 		log := r.log.With("host", s.host, "role", s.spec.Role)
-		if _, err := a.SSH.Run(ctx, s.host, []string{"docker", "start", s.old.ID}, nil); err != nil {
+		old, err := r.startContainer(ctx, s.host, s.old.ID)
+		if err != nil {
 			log.Error("rollback: start old container", "err", err)
 			r.fail(s.host, fmt.Errorf("rollback failed: start %s: %w", s.old.Name, err))
 			continue
 		}
-		old, err := r.inspectContainer(ctx, s.host, s.old.ID)
-		if err == nil && s.route != nil {
+		if s.route != nil {
 			err = a.Proxy.Switch(ctx, s.host, *s.route, s.new.target(s.spec.Proxy.AppPort), old.target(s.spec.Proxy.AppPort))
 		}
 		if err == nil {
-			_, err = a.SSH.Run(ctx, s.host, r.stopArgv(s.spec, s.new.ID), nil)
+			err = r.stopContainer(ctx, s.host, s.spec, s.new.ID)
 		}
 		if err != nil {
 			log.Error("rollback", "err", err)
@@ -1038,17 +1201,20 @@ func (r *applyRun) rollback(ctx context.Context) {
 func (r *applyRun) cleanup(ctx context.Context, hp *HostPlan) error {
 	a := r.a
 	for _, s := range hp.Steps {
-		var argv []string
+		var err error
+		sr := &StepResult{Step: s, Start: a.now()}
 		switch s.Kind {
 		case StepStopStale, StepStopUnmanaged:
-			argv = []string{"docker", "stop", s.Container}
+			_, err = a.SSH.Run(ctx, hp.Host, []string{"docker", "stop", s.Container}, nil)
 		case StepPrune:
-			argv = append([]string{"docker", "rm", "--"}, s.Remove...)
+			for _, c := range s.Remove {
+				if err = r.removeContainer(ctx, hp.Host, c); err != nil {
+					break
+				}
+			}
 		default:
 			continue
 		}
-		sr := &StepResult{Step: s, Start: a.now()}
-		_, err := a.SSH.Run(ctx, hp.Host, argv, nil)
 		sr.End = a.now()
 		if err != nil {
 			sr.Error = err.Error()

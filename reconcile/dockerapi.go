@@ -1,68 +1,175 @@
 package reconcile
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 )
 
-// DockerSocket is where observeAPI reaches the Docker Engine API on a host.
+// DockerSocket is where the Docker Engine API listens on a host whose SSH
+// sessions do not set DOCKER_HOST.
 const DockerSocket = "/var/run/docker.sock"
 
-// apiObserver reads containers straight from each host's Docker Engine API
-// over an SSH unix-socket channel that stays open between passes: no
-// process starts on the host, so a no-op check costs one request. It is a
-// fast path only; the observe script remains the reference (and the only
-// way for hosts whose socket the SSH user cannot open).
-type apiObserver struct {
-	once    sync.Once
+// dockerAPI speaks to each host's Docker Engine API over an SSH
+// unix-socket channel that stays open between calls and passes: no process
+// starts on the host, so a call costs one request instead of an ssh
+// session, a shell and a docker CLI. It is a fast path only: a host is
+// reached this way once the observe script has told where its daemon
+// listens (DOCKER_HOST), and a host where a call fails is marked broken
+// and handled with the docker CLI from then on. Every call it makes is
+// one the CLI path can repeat safely (start, stop, tag and inspect are
+// idempotent).
+type dockerAPI struct {
 	dial    Dialer
+	log     *slog.Logger
 	mu      sync.Mutex
+	homes   map[string]string // host -> the SSH user's home, from the observe script
+	sockets map[string]string // host -> socket path, from the observe script
 	clients map[string]*http.Client
-	broken  map[string]bool // hosts where the API path failed: use the script
+	broken  map[string]time.Time // host -> when a call last failed
 }
 
-func (o *apiObserver) client(host string) *http.Client {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if o.clients == nil {
-		o.clients = map[string]*http.Client{}
+// brokenFor is how long a host whose API call failed is handled with the
+// CLI before the API is tried again.
+const brokenFor = time.Minute
+
+// socketFor maps a session's DOCKER_HOST to the unix socket to dial, or ""
+// when the daemon is not on a local unix socket (tcp://, ssh://).
+func socketFor(dockerHost string) string {
+	switch {
+	case dockerHost == "":
+		return DockerSocket
+	case strings.HasPrefix(dockerHost, "unix://"):
+		return strings.TrimPrefix(dockerHost, "unix://")
 	}
-	c := o.clients[host]
+	return ""
+}
+
+// learn records host's home and where its daemon listens, as the observe
+// script saw them.
+func (d *dockerAPI) learn(host, home, dockerHost string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.sockets == nil {
+		d.sockets, d.homes = map[string]string{}, map[string]string{}
+	}
+	d.homes[host], d.sockets[host] = home, socketFor(dockerHost)
+}
+
+// home is host's home as learned.
+func (d *dockerAPI) home(host string) (string, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	h, ok := d.homes[host]
+	return h, ok
+}
+
+func (d *dockerAPI) client(host string) *http.Client {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.clients == nil {
+		d.clients = map[string]*http.Client{}
+	}
+	c := d.clients[host]
 	if c == nil {
-		c = &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{
+		sock := d.sockets[host]
+		c = &http.Client{Transport: &http.Transport{
 			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-				return o.dial.Dial(ctx, host, "unix", DockerSocket)
+				return d.dial.Dial(ctx, host, "unix", sock)
 			},
-			MaxIdleConnsPerHost: 1,
+			MaxIdleConnsPerHost: 4,
 			IdleConnTimeout:     5 * time.Minute,
 		}}
-		o.clients[host] = c
+		d.clients[host] = c
 	}
 	return c
 }
 
-func (o *apiObserver) usable(host string) bool {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.dial != nil && !o.broken[host]
+// usable reports whether host's API may be tried.
+func (d *dockerAPI) usable(host string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.dial != nil && d.sockets[host] != "" && time.Since(d.broken[host]) > brokenFor
 }
 
-func (o *apiObserver) markBroken(host string) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if o.broken == nil {
-		o.broken = map[string]bool{}
+func (d *dockerAPI) markBroken(host string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.broken == nil {
+		d.broken = map[string]time.Time{}
 	}
-	o.broken[host] = true
+	d.broken[host] = time.Now()
 }
+
+// apiError is a Docker API answer other than success.
+type apiError struct {
+	Status  int
+	Message string
+}
+
+func (e *apiError) Error() string { return fmt.Sprintf("docker API: %d %s", e.Status, e.Message) }
+
+// errNotFound is the API's 404 (no such container or image).
+func errNotFound(err error) bool {
+	var ae *apiError
+	return errors.As(err, &ae) && ae.Status == http.StatusNotFound
+}
+
+// call makes one API request and decodes a JSON answer into out (when not
+// nil). timeout bounds the request; 304 Not Modified counts as success.
+func (d *dockerAPI) call(ctx context.Context, host, method, path string, q url.Values, timeout time.Duration, out any) (err error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	start := time.Now()
+	defer func() {
+		if d.log != nil {
+			d.log.Debug("docker API", "host", host, "method", method, "path", path, "duration", time.Since(start), "err", err)
+		}
+	}()
+	u := &url.URL{Scheme: "http", Host: "docker", Path: path, RawQuery: q.Encode()}
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := d.client(host).Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode >= 300 && resp.StatusCode != http.StatusNotModified {
+		var m struct{ Message string }
+		_ = json.Unmarshal(body, &m)
+		if m.Message == "" {
+			m.Message = strings.TrimSpace(string(bytes.ToValidUTF8(body[:min(len(body), 200)], nil)))
+		}
+		return &apiError{Status: resp.StatusCode, Message: m.Message}
+	}
+	if out != nil && resp.StatusCode != http.StatusNotModified {
+		if err := json.Unmarshal(body, out); err != nil {
+			return fmt.Errorf("%w: docker API %s: %v", ErrObserve, path, err)
+		}
+	}
+	return nil
+}
+
+// apiTimeout bounds API calls that do not wait for a container.
+const apiTimeout = 15 * time.Second
 
 // apiContainer is one entry of GET /containers/json.
 type apiContainer struct {
@@ -78,28 +185,12 @@ type apiContainer struct {
 	} `json:"NetworkSettings"`
 }
 
-// containers lists every container of host through the Docker API, newest
-// first, in the shape the observe script produces.
-func (o *apiObserver) containers(ctx context.Context, host string) ([]Container, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://docker/containers/json?all=1", nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := o.client(host).Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("docker API: %s", resp.Status)
-	}
+// containers lists every container of host, newest first, in the shape the
+// observe script produces.
+func (d *dockerAPI) containers(ctx context.Context, host string) ([]Container, error) {
 	var list []apiContainer
-	if err := json.Unmarshal(body, &list); err != nil {
-		return nil, fmt.Errorf("%w: docker API: %v", ErrObserve, err)
+	if err := d.call(ctx, host, http.MethodGet, "/containers/json", url.Values{"all": {"1"}}, apiTimeout, &list); err != nil {
+		return nil, err
 	}
 	out := make([]Container, 0, len(list))
 	for _, a := range list {
@@ -118,4 +209,87 @@ func (o *apiObserver) containers(ctx context.Context, host string) ([]Container,
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].Created.After(out[j].Created) })
 	return out, nil
+}
+
+// imageInfo is what the pull check needs of a local image.
+type imageInfo struct {
+	RepoDigests []string `json:"RepoDigests"`
+	Config      struct {
+		Labels map[string]string `json:"Labels"`
+	} `json:"Config"`
+}
+
+// image inspects a local image; found is false when the host lacks it.
+func (d *dockerAPI) image(ctx context.Context, host, ref string) (info imageInfo, found bool, err error) {
+	err = d.call(ctx, host, http.MethodGet, "/images/"+ref+"/json", nil, apiTimeout, &info)
+	if errNotFound(err) {
+		return info, false, nil
+	}
+	return info, err == nil, err
+}
+
+// apiInspect is the part of GET /containers/{id}/json apply reads.
+type apiInspect struct {
+	ID           string `json:"Id"`
+	Name         string `json:"Name"`
+	RestartCount int    `json:"RestartCount"`
+	State        struct {
+		Status   string `json:"Status"`
+		ExitCode int    `json:"ExitCode"`
+		Health   *struct {
+			Status string `json:"Status"`
+		} `json:"Health"`
+	} `json:"State"`
+	NetworkSettings struct {
+		Networks map[string]struct {
+			IPAddress string `json:"IPAddress"`
+		} `json:"Networks"`
+	} `json:"NetworkSettings"`
+}
+
+func (in *apiInspect) live(network string) *liveContainer {
+	return &liveContainer{ID: in.ID, Name: strings.TrimPrefix(in.Name, "/"), IP: in.NetworkSettings.Networks[network].IPAddress}
+}
+
+func (in *apiInspect) state() containerState {
+	st := containerState{Status: in.State.Status, RestartCount: in.RestartCount, ExitCode: in.State.ExitCode}
+	if in.State.Health != nil {
+		st.Health = in.State.Health.Status
+	}
+	return st
+}
+
+func (d *dockerAPI) inspect(ctx context.Context, host, id string) (*apiInspect, error) {
+	var in apiInspect
+	if err := d.call(ctx, host, http.MethodGet, "/containers/"+id+"/json", nil, apiTimeout, &in); err != nil {
+		return nil, err
+	}
+	return &in, nil
+}
+
+// start starts a container (already running is success).
+func (d *dockerAPI) start(ctx context.Context, host, id string) error {
+	return d.call(ctx, host, http.MethodPost, "/containers/"+id+"/start", nil, 2*time.Minute, nil)
+}
+
+// stop stops a container, waiting up to t seconds (nil: the container's
+// own stop timeout, Docker's 10 s by default) before killing it.
+func (d *dockerAPI) stop(ctx context.Context, host, id string, t *int) error {
+	q := url.Values{}
+	wait := 10
+	if t != nil {
+		q.Set("t", strconv.Itoa(*t))
+		wait = *t
+	}
+	return d.call(ctx, host, http.MethodPost, "/containers/"+id+"/stop", q, time.Duration(wait)*time.Second+time.Minute, nil)
+}
+
+// remove removes a stopped container.
+func (d *dockerAPI) remove(ctx context.Context, host, ref string) error {
+	return d.call(ctx, host, http.MethodDelete, "/containers/"+ref, nil, time.Minute, nil)
+}
+
+// tag adds repo:tag to a local image.
+func (d *dockerAPI) tag(ctx context.Context, host, image, repo, tag string) error {
+	return d.call(ctx, host, http.MethodPost, "/images/"+image+"/tag", url.Values{"repo": {repo}, "tag": {tag}}, apiTimeout, nil)
 }

@@ -33,7 +33,11 @@ type Observed struct {
 	Lock string
 	// Home is the SSH user's login directory.
 	Home string
-	At   time.Time
+	// DockerHost is DOCKER_HOST in the SSH user's sessions ("" when unset):
+	// where the docker CLI, and so capstan's Docker API channel, reaches
+	// the daemon.
+	DockerHost string
+	At         time.Time
 
 	// Routes are the proxy's live routes by name; nil when the proxy could
 	// not be asked (not running, or no routed role on the host).
@@ -85,11 +89,12 @@ const psFormat = `{"id":{{json .ID}},"name":{{json .Names}},"image":{{json .Imag
 const observeMarker = "--capstan-observe--"
 
 // ObserveArgv is the one remote command that observes a host: every
-// container (a single `docker ps`), the user's home directory, and Kamal's
+// container (a single `docker ps`), the user's home directory and
+// DOCKER_HOST, and Kamal's
 // lock for lockDir (e.g. ".kamal/lock-myapp"), separated by marker lines.
 func ObserveArgv(lockDir string) []string {
 	script := `docker ps -a --no-trunc --format "$1" || exit $?
-echo "$2"; printf '%s\n' "$HOME"
+echo "$2"; printf '%s\n' "$HOME" "${DOCKER_HOST-}"
 echo "$2"; cat "$3/details" 2>/dev/null || true`
 	return []string{"sh", "-c", script, "sh", psFormat, observeMarker, lockDir}
 }
@@ -135,15 +140,23 @@ func ParseObserve(host string, out []byte) (*Observed, error) {
 		return nil, fmt.Errorf("observe %s: %w: %v", host, ErrObserve, err)
 	}
 	sort.SliceStable(o.Containers, func(i, j int) bool { return o.Containers[i].Created.After(o.Containers[j].Created) })
-	o.Home = strings.TrimSpace(string(sections[1]))
-	if lock := strings.TrimSpace(string(sections[2])); lock != "" {
-		if b, err := base64.StdEncoding.DecodeString(strings.ReplaceAll(lock, "\n", "")); err == nil {
-			o.Lock = string(b)
-		} else {
-			o.Lock = lock
-		}
-	}
+	home, dockerHost, _ := strings.Cut(strings.TrimSpace(string(sections[1])), "\n")
+	o.Home, o.DockerHost = strings.TrimSpace(home), strings.TrimSpace(dockerHost)
+	o.Lock = parseLock(sections[2])
 	return o, nil
+}
+
+// parseLock reads Kamal's lock details file: base64 (Kamal 2), or plain
+// text as older writers left it; "" when there is no lock.
+func parseLock(b []byte) string {
+	lock := strings.TrimSpace(string(b))
+	if lock == "" {
+		return ""
+	}
+	if d, err := base64.StdEncoding.DecodeString(strings.ReplaceAll(lock, "\n", "")); err == nil {
+		return string(d)
+	}
+	return lock
 }
 
 // hasLabel reports whether Docker's "k=v,k2=v2" label list has key k. A

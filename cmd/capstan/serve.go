@@ -68,6 +68,9 @@ type appRunner struct {
 	pool    *hostexec.Pool
 	red     *redact.Redactor
 	poolKey string
+	// last is the last App built on pool: the next one inherits what it
+	// learned about the hosts.
+	last *reconcile.App
 }
 
 func runServe(ctx context.Context, e *env, args []string) error {
@@ -312,7 +315,7 @@ func (d *daemon) loadApp(r *appRunner, rev reconcile.Revision) (*reconcile.App, 
 		}
 		// The previous pool is not closed: the last good App, which drift
 		// sweeps use until this revision deploys, still runs on it.
-		r.pool, r.red, r.poolKey = pool, red, key
+		r.pool, r.red, r.poolKey, r.last = pool, red, key, nil
 		d.metrics.pools.Store(r.cfg.Name, pool)
 	}
 	app, err := newApp(&ee, cfg, r.pool, r.red)
@@ -321,6 +324,8 @@ func (d *daemon) loadApp(r *appRunner, rev reconcile.Revision) (*reconcile.App, 
 	}
 	app.Log = d.e.log.With("app", r.cfg.Name, "rev", rev.SHA[:min(12, len(rev.SHA))])
 	app.LockID = d.instance
+	app.Inherit(r.last)
+	r.last = app
 	return app, nil
 }
 

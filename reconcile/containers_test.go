@@ -1,0 +1,135 @@
+package reconcile
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+func TestCreateArgv(t *testing.T) {
+	got, err := createArgv([]string{"docker", "run", "--detach", "--restart", "unless-stopped", "--name", "app-web-v1", "img:v1", "worker", "--detach"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"docker", "create", "--restart", "unless-stopped", "--name", "app-web-v1", "img:v1", "worker", "--detach"}
+	if !slices.Equal(got, want) {
+		t.Errorf("createArgv = %q, want %q (the app's own --detach stays)", got, want)
+	}
+	for _, bad := range [][]string{{"docker", "start", "x"}, {"docker", "run", "--name", "x", "img"}, {"docker"}} {
+		if _, err := createArgv(bad); err == nil {
+			t.Errorf("createArgv accepted %q", bad)
+		}
+	}
+}
+
+func TestSocketFor(t *testing.T) {
+	for in, want := range map[string]string{
+		"":                                  DockerSocket,
+		"unix:///run/user/1000/docker.sock": "/run/user/1000/docker.sock",
+		"tcp://10.0.0.1:2376":               "",
+		"ssh://me@host":                     "",
+	} {
+		if got := socketFor(in); got != want {
+			t.Errorf("socketFor(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// fakeDocker puts a docker on PATH that logs its argv to dir/docker.log
+// and prints a container ID for create.
+func fakeDocker(t *testing.T, dir string) {
+	t.Helper()
+	bin := filepath.Join(dir, "bin")
+	if err := os.MkdirAll(bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	script := "#!/bin/sh\necho \"$*\" >> " + filepath.Join(dir, "docker.log") + "\n[ \"$1\" = create ] && echo c0ffee\nexit 0\n"
+	if err := os.WriteFile(filepath.Join(bin, "docker"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", bin+":"+os.Getenv("PATH"))
+}
+
+// TestCreateScript runs the create script through /bin/sh with a fake
+// docker: rename first, directories, the env file from stdin with mode
+// 0600 and no temporary file left, then docker create.
+func TestCreateScript(t *testing.T) {
+	dir := t.TempDir()
+	fakeDocker(t, dir)
+	env := filepath.Join(dir, "home/.kamal/apps/app/env/roles/web.env")
+	vol := filepath.Join(dir, "home/data")
+	cmd := exec.Command("sh", "-c", createScript, "sh", "old-id", "app-web-v1_replaced_ab", env, "1", vol,
+		"docker", "create", "--name", "app-web-v1", "--env-file", env, "img:v1")
+	cmd.Stdin = strings.NewReader("SECRET=s3cr3t\n")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if strings.TrimSpace(string(out)) != "c0ffee" {
+		t.Errorf("output %q, want the container ID", out)
+	}
+	log, _ := os.ReadFile(filepath.Join(dir, "docker.log"))
+	want := "rename old-id app-web-v1_replaced_ab\ncreate --name app-web-v1 --env-file " + env + " img:v1\n"
+	if string(log) != want {
+		t.Errorf("docker calls:\n%s\nwant:\n%s", log, want)
+	}
+	fi, err := os.Stat(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("env file mode %o, want 600", fi.Mode().Perm())
+	}
+	if b, _ := os.ReadFile(env); string(b) != "SECRET=s3cr3t\n" {
+		t.Errorf("env file %q", b)
+	}
+	if st, err := os.Stat(vol); err != nil || !st.IsDir() {
+		t.Errorf("directory %s not made: %v", vol, err)
+	}
+	left, _ := filepath.Glob(env + ".capstan-*")
+	if len(left) > 0 {
+		t.Errorf("temporary files left: %v", left)
+	}
+
+	// No clash, no env file: only docker create runs.
+	os.Remove(filepath.Join(dir, "docker.log"))
+	out, err = exec.Command("sh", "-c", createScript, "sh", "", "", "", "0", "docker", "create", "img:v1").CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if log, _ := os.ReadFile(filepath.Join(dir, "docker.log")); string(log) != "create img:v1\n" {
+		t.Errorf("docker calls %q, want only create", log)
+	}
+}
+
+// TestLockScript: the first run takes the lock and writes its details, a
+// second one exits 3 and leaves the details alone.
+func TestLockScript(t *testing.T) {
+	home := t.TempDir()
+	run := func(details string) (int, string) {
+		cmd := exec.Command("sh", "-c", lockScript, "sh", ".kamal/lock-app")
+		cmd.Dir = home
+		cmd.Stdin = strings.NewReader(details)
+		out, err := cmd.CombinedOutput()
+		if ee, ok := err.(*exec.ExitError); ok {
+			return ee.ExitCode(), string(out)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return 0, string(out)
+	}
+	if code, out := run("first\n"); code != 0 {
+		t.Fatalf("take: exit %d: %s", code, out)
+	}
+	if code, _ := run("second\n"); code != 3 {
+		t.Fatalf("held lock: exit %d, want 3", code)
+	}
+	b, err := os.ReadFile(filepath.Join(home, ".kamal/lock-app/details"))
+	if err != nil || string(b) != "first\n" {
+		t.Errorf("details %q (%v), want the first holder's", b, err)
+	}
+}
