@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"sort"
 	"testing"
@@ -12,8 +13,10 @@ import (
 	"github.com/capstan-dev/capstan/reconcile/kamal"
 )
 
-// benchLoad wires a reconcile.App for the lab app at version on a new pool.
-func benchLoad(b *testing.B, a *e2eApp, version string) (*reconcile.App, *hostexec.Pool) {
+// benchLoad wires a reconcile.App for the lab app at version. With a nil
+// pool it makes one (closed with b); the daemon, too, keeps one pool per app
+// across revisions that leave the ssh block and secrets alone.
+func benchLoad(b *testing.B, a *e2eApp, version string, pool *hostexec.Pool) (*reconcile.App, *hostexec.Pool) {
 	b.Helper()
 	key, err := stateKey(&env{getenv: os.Getenv}, a.env["CAPSTAN_STATE_DIR"])
 	if err != nil {
@@ -24,11 +27,16 @@ func benchLoad(b *testing.B, a *e2eApp, version string) (*reconcile.App, *hostex
 		b.Fatal(err)
 	}
 	e := &env{stdout: os.Stdout, stderr: os.Stderr, log: discardLogger(), getenv: os.Getenv, knownHosts: a.l.KnownHosts, identity: a.l.Identity}
-	pool, red, err := newPool(e, cfg, false)
+	p, red, err := newPool(e, cfg, false)
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { pool.Close() })
+	if pool == nil {
+		pool = p
+		b.Cleanup(func() { pool.Close() })
+	} else {
+		p.Close()
+	}
 	app, err := newApp(e, cfg, pool, red)
 	if err != nil {
 		b.Fatal(err)
@@ -55,7 +63,7 @@ func poolCommands(p *hostexec.Pool) int64 {
 // connections (goal: under 150 ms, one round trip per host).
 func BenchmarkE2EPlanNoop(b *testing.B) {
 	a := benchLab(b)
-	app, pool := benchLoad(b, a, "v1")
+	app, pool := benchLoad(b, a, "v1", nil)
 	ctx := context.Background()
 	if p, err := app.Plan(ctx); err != nil || !p.Empty() {
 		b.Fatalf("warm-up plan is not empty (%v)", err)
@@ -73,19 +81,51 @@ func BenchmarkE2EPlanNoop(b *testing.B) {
 }
 
 // BenchmarkE2EApplySwitch deploys v2, v1, v2… on the 3 lab hosts (no load)
-// and reports medians: when the last web host switched after apply
-// started, the whole apply, and the phases of a role deploy.
+// the way the daemon does (one SSH pool for every revision, a new App per
+// revision, plan then apply) and reports medians: when the last web host
+// switched after the plan started, the whole plan and apply, and the
+// phases of a role deploy. Both images are on the hosts already; see
+// BenchmarkE2EApplyNewImage for a deploy that pulls.
 func BenchmarkE2EApplySwitch(b *testing.B) {
 	a := benchLab(b)
-	ctx := context.Background()
-	var switched, total, pull, boot, health, stop []time.Duration
-	for i := 0; i < b.N; i++ {
-		version := "v1"
+	benchApply(b, a, func(i int) string {
 		if i%2 == 0 {
-			version = "v2"
+			return "v2"
 		}
+		return "v1"
+	})
+}
+
+// BenchmarkE2EApplyNewImage deploys, each iteration, a version no host has
+// seen: the testapp image with one more layer holding a unique file,
+// pushed to the lab registry before the timer runs. Every host pulls it.
+func BenchmarkE2EApplyNewImage(b *testing.B) {
+	a := benchLab(b)
+	ctx := context.Background()
+	tags := make([]string, b.N)
+	for i := range tags {
+		tags[i] = fmt.Sprintf("bench-%d-%d", time.Now().UnixNano(), i)
+		if err := a.l.PushUniqueTestapp(ctx, tags[i]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	benchApply(b, a, func(i int) string { return tags[i] })
+}
+
+func benchApply(b *testing.B, a *e2eApp, version func(i int) string) {
+	ctx := context.Background()
+	prev, pool := benchLoad(b, a, "v1", nil)
+	if _, err := prev.Plan(ctx); err != nil { // learns the hosts, as the daemon's earlier passes did
+		b.Fatal(err)
+	}
+	phases := map[string][]time.Duration{}
+	var switched, total []time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
 		b.StopTimer()
-		app, _ := benchLoad(b, a, version)
+		app, _ := benchLoad(b, a, version(i), pool)
+		app.Inherit(prev) // as the daemon does
+		prev = app
 		b.StartTimer()
 		start := time.Now()
 		p, err := app.Plan(ctx)
@@ -102,15 +142,13 @@ func BenchmarkE2EApplySwitch(b *testing.B) {
 			for _, s := range h.Steps {
 				switch s.Kind {
 				case reconcile.StepPull:
-					pull = append(pull, s.End.Sub(s.Start))
+					phases["pull"] = append(phases["pull"], s.End.Sub(s.Start))
 				case reconcile.StepDeploy:
-					boot = append(boot, s.Phases["boot"])
-					health = append(health, s.Phases["healthy+switch"])
-					stop = append(stop, s.Phases["stop"])
-					if s.Role == "web" {
-						if sw := s.Start.Add(s.Phases["boot"] + s.Phases["healthy+switch"]); sw.After(last) {
-							last = sw
-						}
+					for k, d := range s.Phases {
+						phases[s.Role+"-"+k] = append(phases[s.Role+"-"+k], d)
+					}
+					if s.Role == "web" && s.Switched.After(last) {
+						last = s.Switched
 					}
 				}
 			}
@@ -127,8 +165,7 @@ func BenchmarkE2EApplySwitch(b *testing.B) {
 	}
 	b.ReportMetric(med(switched), "ms-web-switched")
 	b.ReportMetric(med(total), "ms-apply")
-	b.ReportMetric(med(pull), "ms-pull")
-	b.ReportMetric(med(boot), "ms-boot")
-	b.ReportMetric(med(health), "ms-healthy+switch")
-	b.ReportMetric(med(stop), "ms-stop")
+	for k, d := range phases {
+		b.ReportMetric(med(d), "ms-"+k)
+	}
 }

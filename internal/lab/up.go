@@ -524,6 +524,37 @@ func (l *Lab) imagesPresent(ctx context.Context, imgs map[string]string) bool {
 	return len(imgs) > 0
 }
 
+// testappConfig is the image config of a testapp tag with env.
+func testappConfig(env []string) imageConfig {
+	return imageConfig{
+		Env:        append([]string{"PATH=/"}, env...),
+		Entrypoint: []string{"/testapp"},
+		StopSignal: "SIGTERM",
+		Exposed:    []string{"3000/tcp"},
+		// Kamal refuses an image without the service label its builder adds.
+		Labels: map[string]string{"service": TestAppRepo, "org.opencontainers.image.title": "capstan lab test app"},
+	}
+}
+
+// PushUniqueTestapp pushes testapp:tag, a version no host has: v2's image
+// whose one layer also holds a file named after the tag, so a deploy of it
+// pulls the whole layer (6 MB), the way a new release with a new binary
+// does.
+func (l *Lab) PushUniqueTestapp(ctx context.Context, tag string) error {
+	bin, err := buildTestApp(ctx, l.Dir)
+	if err != nil {
+		return err
+	}
+	files := append(baseFiles(), imageFile{Path: "/testapp", Mode: 0o755, Content: bin},
+		imageFile{Path: "/release", Mode: 0o644, Content: []byte(tag + "\n")})
+	appLayer, err := buildLayer(files)
+	if err != nil {
+		return err
+	}
+	_, err = newRegistryClient(l.RegistryAddr).pushImage(ctx, TestAppRepo, tag, []layer{appLayer}, testappConfig(TestAppTags["v2"]))
+	return err
+}
+
 // pushImages builds the test app and the HAProxy image and pushes every
 // tag. It returns ref -> manifest digest.
 func (l *Lab) pushImages(ctx context.Context, logf func(string, ...any)) (map[string]string, error) {
@@ -543,15 +574,7 @@ func (l *Lab) pushImages(ctx context.Context, logf func(string, ...any)) (map[st
 	}
 	out := map[string]string{}
 	for tag, env := range TestAppTags {
-		cfg := imageConfig{
-			Env:        append([]string{"PATH=/"}, env...),
-			Entrypoint: []string{"/testapp"},
-			StopSignal: "SIGTERM",
-			Exposed:    []string{"3000/tcp"},
-			// Kamal refuses an image without the service label its builder adds.
-			Labels: map[string]string{"service": TestAppRepo, "org.opencontainers.image.title": "capstan lab test app"},
-		}
-		d, err := rc.pushImage(ctx, TestAppRepo, tag, []layer{appLayer}, cfg)
+		d, err := rc.pushImage(ctx, TestAppRepo, tag, []layer{appLayer}, testappConfig(env))
 		if err != nil {
 			return nil, err
 		}
