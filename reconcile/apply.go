@@ -404,16 +404,36 @@ docker image inspect --format "$fmt" "$img"`
 func (r *applyRun) pull(ctx context.Context, host string) (string, error) {
 	a := r.a
 	img := a.Config.Image()
-	if present, label, known := r.imagePresent(ctx, host); known && present {
+	labelled := func(how, label string) (string, error) {
 		if label != a.Config.Service {
 			return "", fmt.Errorf("%w: image %s is missing the 'service' label (want %q, found %q)", ErrPull, img, a.Config.Service, label)
 		}
-		return "present", nil
+		if how == "pulled" {
+			r.audit(ctx, host, "", "Pulled image with version "+a.Config.Version.Name())
+		}
+		return how, nil
 	}
 	reg := a.Config.Registry
 	user, server := "", reg.Server
 	if reg.Username.Reveal() != "" && !reg.Local() {
 		user = reg.Username.Reveal()
+	}
+	if present, label, known := r.imagePresent(ctx, host); known {
+		if present {
+			return labelled("present", label)
+		}
+		auth := ""
+		if user != "" {
+			auth = registryAuth(server, user, reg.Password.Reveal())
+		}
+		if handled, err := r.viaAPI(ctx, host, func(d *dockerAPI) error { return d.pull(ctx, host, img, auth) }); handled {
+			if err != nil {
+				return "", fmt.Errorf("%w: pull %s: %w", ErrPull, img, err)
+			}
+			if present, label, known := r.imagePresent(ctx, host); known && present {
+				return labelled("pulled", label)
+			}
+		}
 	}
 	argv := []string{"sh", "-c", pullScript, "sh", img, `{{json .RepoDigests}}|{{index .Config.Labels "service"}}`, a.ImageDigest, server, user}
 	out, err := a.SSH.Run(ctx, host, argv, strings.NewReader(reg.Password.Reveal()))
@@ -422,13 +442,7 @@ func (r *applyRun) pull(ctx context.Context, host string) (string, error) {
 	}
 	how, info, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
 	_, label, _ := strings.Cut(strings.TrimSpace(info), "|")
-	if label != a.Config.Service {
-		return "", fmt.Errorf("%w: image %s is missing the 'service' label (want %q, found %q)", ErrPull, img, a.Config.Service, label)
-	}
-	if how == "pulled" {
-		r.audit(ctx, host, "", "Pulled image with version "+a.Config.Version.Name())
-	}
-	return how, nil
+	return labelled(how, label)
 }
 
 // lockScript takes Kamal's lock directory $1 (exit 3 when it exists) and

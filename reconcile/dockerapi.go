@@ -2,7 +2,9 @@ package reconcile
 
 import (
 	"bytes"
+	"cmp"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -282,6 +284,79 @@ func (d *dockerAPI) stop(ctx context.Context, host, id string, t *int) error {
 		wait = *t
 	}
 	return d.call(ctx, host, http.MethodPost, "/containers/"+id+"/stop", q, time.Duration(wait)*time.Second+time.Minute, nil)
+}
+
+// splitRef splits an image reference into what the pull API takes:
+// repository and tag, or repository and digest.
+func splitRef(ref string) (repo, tag string) {
+	if i := strings.Index(ref, "@"); i >= 0 {
+		return ref[:i], ref[i+1:]
+	}
+	if i := strings.LastIndex(ref, ":"); i > strings.LastIndex(ref, "/") {
+		return ref[:i], ref[i+1:]
+	}
+	return ref, "latest"
+}
+
+// registryAuth is the X-Registry-Auth header for a pull: the credentials
+// travel to the host's daemon inside the SSH channel, never on a command
+// line, and are not stored on the host.
+func registryAuth(server, user, password string) string {
+	b, _ := json.Marshal(map[string]string{"username": user, "password": password, "serveraddress": server})
+	return base64.URLEncoding.EncodeToString(b)
+}
+
+// pullTimeout bounds one image pull.
+const pullTimeout = 30 * time.Minute
+
+// pull pulls ref with the given X-Registry-Auth header ("" for none). The
+// daemon answers with a progress stream that carries any error.
+func (d *dockerAPI) pull(ctx context.Context, host, ref, auth string) (err error) {
+	ctx, cancel := context.WithTimeout(ctx, pullTimeout)
+	defer cancel()
+	start := time.Now()
+	defer func() {
+		if d.log != nil {
+			d.log.Debug("docker API", "host", host, "method", "POST", "path", "/images/create", "image", ref, "duration", time.Since(start), "err", err)
+		}
+	}()
+	repo, tag := splitRef(ref)
+	u := &url.URL{Scheme: "http", Host: "docker", Path: "/images/create", RawQuery: url.Values{"fromImage": {repo}, "tag": {tag}}.Encode()}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), nil)
+	if err != nil {
+		return err
+	}
+	if auth != "" {
+		req.Header.Set("X-Registry-Auth", auth)
+	}
+	resp, err := d.client(host).Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		var m struct{ Message string }
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		_ = json.Unmarshal(body, &m)
+		return &apiError{Status: resp.StatusCode, Message: m.Message}
+	}
+	dec := json.NewDecoder(resp.Body)
+	for {
+		var msg struct {
+			Error       string `json:"error"`
+			ErrorDetail struct {
+				Message string `json:"message"`
+			} `json:"errorDetail"`
+		}
+		if err := dec.Decode(&msg); err == io.EOF {
+			return nil
+		} else if err != nil {
+			return err
+		}
+		if msg.Error != "" || msg.ErrorDetail.Message != "" {
+			return &apiError{Status: http.StatusInternalServerError, Message: cmp.Or(msg.ErrorDetail.Message, msg.Error)}
+		}
+	}
 }
 
 // remove removes a stopped container.

@@ -2,6 +2,7 @@ package reconcile
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"net"
 	"net/http"
@@ -41,6 +42,14 @@ func fakeEngine(t *testing.T) (*dockerAPI, *unixDialer, *[]string) {
 		calls = append(calls, r.Method+" "+r.URL.RequestURI())
 		mu.Unlock()
 		switch {
+		case r.URL.Path == "/images/create":
+			mu.Lock()
+			calls = append(calls, "auth "+r.Header.Get("X-Registry-Auth"))
+			mu.Unlock()
+			w.Write([]byte(`{"status":"Pulling from app","id":"v2"}` + "\n" + `{"status":"Downloading","progressDetail":{"current":1}}` + "\n"))
+			if strings.Contains(r.URL.Query().Get("fromImage"), "bad") {
+				w.Write([]byte(`{"errorDetail":{"message":"manifest unknown"},"error":"manifest unknown"}` + "\n"))
+			}
 		case r.URL.Path == "/images/reg:5000/app:v2/json":
 			w.Write([]byte(`{"RepoDigests":["reg:5000/app@sha256:abc"],"Config":{"Labels":{"service":"app"}}}`))
 		case strings.HasPrefix(r.URL.Path, "/images/") && strings.HasSuffix(r.URL.Path, "/json"):
@@ -121,5 +130,43 @@ func TestDockerAPI_Calls(t *testing.T) {
 	api.markBroken("h1")
 	if api.usable("h1") {
 		t.Error("a host marked broken stays usable")
+	}
+}
+
+func TestDockerAPI_Pull(t *testing.T) {
+	api, _, calls := fakeEngine(t)
+	ctx := context.Background()
+	auth := registryAuth("reg:5000", "lab", "s3cr3t")
+	if err := api.pull(ctx, "h1", "reg:5000/app:v2", auth); err != nil {
+		t.Fatal(err)
+	}
+	err := api.pull(ctx, "h1", "reg:5000/bad@sha256:abc", "")
+	var ae *apiError
+	if !errors.As(err, &ae) || !strings.Contains(err.Error(), "manifest unknown") {
+		t.Errorf("an error in the progress stream: %v", err)
+	}
+	want := []string{
+		"POST /images/create?fromImage=reg%3A5000%2Fapp&tag=v2", "auth " + auth,
+		"POST /images/create?fromImage=reg%3A5000%2Fbad&tag=sha256%3Aabc", "auth ",
+	}
+	if strings.Join(*calls, "\n") != strings.Join(want, "\n") {
+		t.Errorf("calls:\n%s\nwant:\n%s", strings.Join(*calls, "\n"), strings.Join(want, "\n"))
+	}
+	dec, _ := base64.URLEncoding.DecodeString(auth)
+	if string(dec) != `{"password":"s3cr3t","serveraddress":"reg:5000","username":"lab"}` {
+		t.Errorf("X-Registry-Auth decodes to %s", dec)
+	}
+}
+
+func TestSplitRef(t *testing.T) {
+	for in, want := range map[string][2]string{
+		"reg:5000/app:v2":         {"reg:5000/app", "v2"},
+		"reg:5000/app":            {"reg:5000/app", "latest"},
+		"app@sha256:abc":          {"app", "sha256:abc"},
+		"reg:5000/app@sha256:abc": {"reg:5000/app", "sha256:abc"},
+	} {
+		if r, tag := splitRef(in); r != want[0] || tag != want[1] {
+			t.Errorf("splitRef(%q) = %q, %q", in, r, tag)
+		}
 	}
 }
