@@ -418,14 +418,14 @@ func (r *applyRun) pull(ctx context.Context, host string) (string, error) {
 	if reg.Username.Reveal() != "" && !reg.Local() {
 		user = reg.Username.Reveal()
 	}
-	if present, label, known := r.imagePresent(ctx, host); known {
-		if present {
-			return labelled("present", label)
-		}
-		auth := ""
-		if user != "" {
-			auth = registryAuth(server, user, reg.Password.Reveal())
-		}
+	present, label, known := r.imagePresent(ctx, host)
+	if known && present {
+		return labelled("present", label)
+	}
+	// The API pulls only with credentials from deploy.yml: without them the
+	// docker CLI may still use those in the host's ~/.docker/config.json.
+	if known && user != "" {
+		auth := registryAuth(server, user, reg.Password.Reveal())
 		if handled, err := r.viaAPI(ctx, host, func(d *dockerAPI) error { return d.pull(ctx, host, img, auth) }); handled {
 			if err != nil {
 				return "", fmt.Errorf("%w: pull %s: %w", ErrPull, img, err)
@@ -441,7 +441,7 @@ func (r *applyRun) pull(ctx context.Context, host string) (string, error) {
 		return "", fmt.Errorf("%w: pull %s: %w", ErrPull, img, err)
 	}
 	how, info, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
-	_, label, _ := strings.Cut(strings.TrimSpace(info), "|")
+	_, label, _ = strings.Cut(strings.TrimSpace(info), "|")
 	return labelled(how, label)
 }
 
