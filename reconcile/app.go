@@ -109,7 +109,7 @@ func (a *App) observe(ctx context.Context, host string) (*Observed, error) {
 	}
 	o, err := Observer{Run: a.SSH}.Observe(ctx, host, a.LockDir())
 	if err == nil && o.Home != "" {
-		api.learn(host, o.Home, o.DockerHost)
+		api.learn(host, o.Home, o.DockerHost, o.DockerContext)
 	}
 	return o, err
 }

@@ -116,8 +116,9 @@ type applyRun struct {
 	// created holds app containers created ahead of their start, by
 	// createKey.
 	created map[string]*created
-	// networks holds the hosts whose network this apply created.
-	networks sync.Map
+	// networks and logins hold the hosts where this apply created the
+	// network and logged in to the registry.
+	networks, logins sync.Map
 	// slots bounds the hosts worked on at once (App.Parallel); a host
 	// waiting at the barrier gives its slot back meanwhile.
 	slots chan struct{}
@@ -358,18 +359,30 @@ func (r *applyRun) run(ctx context.Context) {
 func (r *applyRun) removeUnstarted(ctx context.Context) {
 	ctx = context.WithoutCancel(ctx)
 	r.mu.Lock()
-	left := map[string]string{} // createKey -> container ID
+	left := map[string]*created{}
 	for k, c := range r.created {
 		if !c.started && c.id != "" {
-			left[k] = c.id
+			left[k] = c
 		}
 	}
 	r.mu.Unlock()
-	for k, id := range left {
+	for k, c := range left {
 		host, _, _ := strings.Cut(k, "\x00")
-		if err := r.removeContainer(ctx, host, id); err != nil {
-			r.log.Warn("remove a container that was never started", "host", host, "container", id, "err", err)
+		if err := r.removeContainer(ctx, host, c.id); err != nil {
+			r.log.Warn("remove a container that was never started", "host", host, "container", c.id, "err", err)
+			continue
 		}
+		r.unrename(ctx, host, c)
+	}
+}
+
+// unrename gives the container that create renamed away its name back.
+func (r *applyRun) unrename(ctx context.Context, host string, c *created) {
+	if c.clash == "" {
+		return
+	}
+	if err := r.renameContainer(ctx, host, c.clash, c.name); err != nil {
+		r.log.Warn("rename a replaced container back", "host", host, "container", c.clash, "name", c.name, "err", err)
 	}
 }
 
@@ -539,6 +552,32 @@ func (r *applyRun) audit(ctx context.Context, host, role, msg string) {
 	}()
 }
 
+// login logs host in to deploy.yml's registry (password on stdin), once
+// per apply, before a proxy or accessory image is run there: the app image
+// is pulled through the API with its own credentials, which leaves no
+// login behind, and Kamal logs in before booting those too.
+func (r *applyRun) login(ctx context.Context, hp *HostPlan) error {
+	reg := r.a.Config.Registry
+	user := reg.Username.Reveal()
+	if user == "" || reg.Local() {
+		return nil
+	}
+	if !slices.ContainsFunc(hp.Steps, func(s Step) bool {
+		return s.Kind == StepBootProxy || s.Kind == StepBootAccessory || s.Kind == StepRebootAccessory
+	}) {
+		return nil
+	}
+	if _, done := r.logins.LoadOrStore(hp.Host, true); done {
+		return nil
+	}
+	argv := []string{"sh", "-c", `docker login "$1" -u "$2" --password-stdin >/dev/null`, "sh", reg.Server, user}
+	if _, err := r.a.SSH.Run(ctx, hp.Host, argv, strings.NewReader(reg.Password.Reveal())); err != nil {
+		r.logins.Delete(hp.Host)
+		return fmt.Errorf("%w: registry login: %w", ErrHost, err)
+	}
+	return nil
+}
+
 // ensureNetwork creates the app network on a host that lacks it (once per
 // apply).
 func (r *applyRun) ensureNetwork(ctx context.Context, hp *HostPlan) error {
@@ -563,6 +602,9 @@ func (r *applyRun) prepare(ctx context.Context, hp *HostPlan, precreate bool) er
 	a := r.a
 	host := hp.Host
 	if err := r.ensureNetwork(ctx, hp); err != nil {
+		return err
+	}
+	if err := r.login(ctx, hp); err != nil {
 		return err
 	}
 	if a.routed(hp.desired) && a.Proxy != nil {
@@ -605,6 +647,9 @@ func (r *applyRun) prepare(ctx context.Context, hp *HostPlan, precreate bool) er
 // bootAccessories boots or reboots the accessories of a host.
 func (r *applyRun) bootAccessories(ctx context.Context, hp *HostPlan) error {
 	if err := r.ensureNetwork(ctx, hp); err != nil {
+		return err
+	}
+	if err := r.login(ctx, hp); err != nil {
 		return err
 	}
 	for _, s := range hp.Steps {
@@ -932,6 +977,10 @@ func (r *applyRun) stepTimeout() time.Duration {
 func (r *applyRun) createFor(ctx context.Context, hp *HostPlan, s Step) error {
 	c, err := r.create(ctx, hp, s)
 	if err != nil {
+		if c.id == "" {
+			// The name may have been moved away before create failed.
+			r.unrename(context.WithoutCancel(ctx), hp.Host, c)
+		}
 		sr := &StepResult{Step: s, Start: c.start, End: r.a.now(), Error: err.Error(), Phases: map[string]time.Duration{"create": c.took}}
 		r.record(hp.Host, sr)
 		return err
@@ -984,13 +1033,14 @@ func (r *applyRun) deployRole(ctx context.Context, hp *HostPlan, s Step, waited 
 	}
 	r.audit(ctx, host, s.Role, "Booted app version "+a.Config.Version.Name())
 	t0 := a.now()
+	nw, err := r.startContainer(ctx, host, c.id)
+	if err != nil {
+		// Left unstarted: removed at the end, the replaced name given back.
+		return fmt.Errorf("%w: start %s: %w", ErrHost, spec.Name, err)
+	}
 	r.mu.Lock()
 	c.started = true // from here on a failure stops it rather than removes it
 	r.mu.Unlock()
-	nw, err := r.startContainer(ctx, host, c.id)
-	if err != nil {
-		return fmt.Errorf("%w: start %s: %w", ErrHost, spec.Name, err)
-	}
 	started := a.now()
 	id := nw.ID
 	phase("start", t0)
@@ -1005,12 +1055,7 @@ func (r *applyRun) deployRole(ctx context.Context, hp *HostPlan, s Step, waited 
 		}
 		err = r.proxyReady(ctx, host)
 		if err == nil {
-			sctx := ctx
-			if s.Role == a.Config.PrimaryRole {
-				// Healthy is what the other roles wait for, not the switch.
-				sctx = proxy.WithHealthy(ctx, func() { r.openBarrier(nil) })
-			}
-			err = r.watchWhile(sctx, host, id, func(ctx context.Context) error {
+			err = r.watchWhile(ctx, host, id, func(ctx context.Context) error {
 				return a.Proxy.Switch(ctx, host, route, from, nw.target(spec.Proxy.AppPort))
 			})
 		}
@@ -1031,6 +1076,12 @@ func (r *applyRun) deployRole(ctx context.Context, hp *HostPlan, s Step, waited 
 	}
 	if err != nil {
 		sr.Logs = r.containerLogs(host, id)
+		if proxied && spec.Proxy != nil && a.Proxy != nil && old != nil && !errors.Is(err, proxy.ErrUnhealthy) {
+			// The new container may have taken the traffic before it
+			// failed (a crash during the drain): give it back to the old
+			// one before the new one stops. A no-op if it never moved.
+			r.switchBack(context.WithoutCancel(ctx), host, route, spec.Proxy.AppPort, nw, old.ID)
+		}
 		_ = r.stopContainer(context.WithoutCancel(ctx), host, spec, id)
 		log.Error("new container failed; old one keeps serving", "container", spec.Name, "err", err)
 		if errors.Is(err, proxy.ErrUnhealthy) || errors.Is(err, ErrUnhealthy) {
@@ -1064,6 +1115,17 @@ func (r *applyRun) deployRole(ctx context.Context, hp *HostPlan, s Step, waited 
 	phase("stop", t2)
 	log.Info("deployed", "container", spec.Name, "from", s.From, "took", a.now().Sub(sr.Start).Round(time.Millisecond))
 	return nil
+}
+
+// switchBack routes route on host to the container oldID again.
+func (r *applyRun) switchBack(ctx context.Context, host string, route proxy.Route, port int, from *liveContainer, oldID string) {
+	old, err := r.inspectContainer(ctx, host, oldID)
+	if err == nil {
+		err = r.a.Proxy.Switch(ctx, host, route, from.target(port), old.target(port))
+	}
+	if err != nil {
+		r.log.Error("switch back to the old container", "host", host, "route", route.Name(), "container", oldID, "err", err)
+	}
 }
 
 func (r *applyRun) stopArgv(spec *kamal.Container, id string) []string {

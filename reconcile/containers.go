@@ -29,7 +29,15 @@ func (r *applyRun) viaAPI(ctx context.Context, host string, f func(*dockerAPI) e
 	}
 	err = f(d)
 	var ae *apiError
-	if err == nil || errors.As(err, &ae) || ctx.Err() != nil {
+	if errors.As(err, &ae) {
+		// The daemon's words may quote the container's command line or
+		// its output: masked like a command's stderr.
+		if r.a.Redact != nil {
+			ae.Message = r.a.Redact(ae.Message)
+		}
+		return true, err
+	}
+	if err == nil || ctx.Err() != nil {
 		return true, err
 	}
 	d.markBroken(host)
@@ -105,12 +113,29 @@ func (r *applyRun) stopContainer(ctx context.Context, host string, spec *kamal.C
 	return err
 }
 
-// removeContainer removes a container that is not running.
+// removeContainer removes a container that is not running; one that is
+// gone already counts as removed.
 func (r *applyRun) removeContainer(ctx context.Context, host, ref string) error {
 	if ok, err := r.viaAPI(ctx, host, func(d *dockerAPI) error { return d.remove(ctx, host, ref) }); ok {
+		if errNotFound(err) {
+			return nil
+		}
 		return err
 	}
 	_, err := r.a.SSH.Run(ctx, host, []string{"docker", "rm", "--", ref}, nil)
+	var ee *ExitError
+	if errors.As(err, &ee) && strings.Contains(ee.Stderr, "No such container") {
+		return nil
+	}
+	return err
+}
+
+// renameContainer gives a container a new name.
+func (r *applyRun) renameContainer(ctx context.Context, host, ref, name string) error {
+	if ok, err := r.viaAPI(ctx, host, func(d *dockerAPI) error { return d.rename(ctx, host, ref, name) }); ok {
+		return err
+	}
+	_, err := r.a.SSH.Run(ctx, host, []string{"docker", "rename", ref, name}, nil)
 	return err
 }
 
@@ -179,6 +204,7 @@ func (r *applyRun) imagePresent(ctx context.Context, host string) (present bool,
 // start (after the barrier, for non-primary roles) is all that is left.
 type created struct {
 	id      string
+	name    string // the container's name (P-V)
 	clash   string // ID of a container that held the name and was renamed away
 	renamed string
 	start   time.Time
@@ -191,7 +217,8 @@ type created struct {
 // rename a container holding the new name, make the role's directories,
 // write its env file from stdin (0600, atomically) and create the
 // container, printing its ID.
-const createScript = `clash=$1 renamed=$2 envf=$3 ndirs=$4; shift 4
+const createScript = `trap 'exit 143' HUP INT TERM
+clash=$1 renamed=$2 envf=$3 ndirs=$4; shift 4
 if [ -n "$clash" ]; then docker rename "$clash" "$renamed" || exit $?; fi
 while [ "$ndirs" -gt 0 ]; do mkdir -p -- "$1" || exit $?; shift; ndirs=$((ndirs-1)); done
 if [ -n "$envf" ]; then
@@ -211,15 +238,16 @@ func createArgv(run []string) ([]string, error) {
 }
 
 // create renames, writes the env file and creates the container of step s
-// on hp in one round trip; the container is started by deployRole.
+// on hp in one round trip; the container is started by deployRole. The
+// result is never nil.
 func (r *applyRun) create(ctx context.Context, hp *HostPlan, s Step) (*created, error) {
 	a := r.a
 	host, spec := hp.Host, s.spec
-	c := &created{start: a.now()}
+	c := &created{start: a.now(), name: spec.Name}
 	home := hp.observed.Home
 	runArgv, err := createArgv(kamal.ExpandHome(spec.Run.Argv, home))
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %w", ErrHost, spec.Name, err)
+		return c, fmt.Errorf("%w: %s: %w", ErrHost, spec.Name, err)
 	}
 	if old := hp.observed.byName(spec.Name); old != nil {
 		c.clash, c.renamed = old.ID, spec.Name+"_replaced_"+randomHex(8)

@@ -26,14 +26,17 @@ func TestCreateArgv(t *testing.T) {
 }
 
 func TestSocketFor(t *testing.T) {
-	for in, want := range map[string]string{
-		"":                                  DockerSocket,
-		"unix:///run/user/1000/docker.sock": "/run/user/1000/docker.sock",
-		"tcp://10.0.0.1:2376":               "",
-		"ssh://me@host":                     "",
+	for _, c := range []struct{ host, context, want string }{
+		{"", "", DockerSocket},
+		{"", "default", DockerSocket},
+		{"unix:///run/user/1000/docker.sock", "", "/run/user/1000/docker.sock"},
+		{"unix:///run/user/1000/docker.sock", "remote", "/run/user/1000/docker.sock"},
+		{"tcp://10.0.0.1:2376", "", ""},
+		{"ssh://me@host", "", ""},
+		{"", "rootless", ""},
 	} {
-		if got := socketFor(in); got != want {
-			t.Errorf("socketFor(%q) = %q, want %q", in, got, want)
+		if got := socketFor(c.host, c.context); got != c.want {
+			t.Errorf("socketFor(%q, %q) = %q, want %q", c.host, c.context, got, c.want)
 		}
 	}
 }
@@ -131,5 +134,48 @@ func TestLockScript(t *testing.T) {
 	b, err := os.ReadFile(filepath.Join(home, ".kamal/lock-app/details"))
 	if err != nil || string(b) != "first\n" {
 		t.Errorf("details %q (%v), want the first holder's", b, err)
+	}
+}
+
+// TestObserveScript runs the observe script through /bin/sh with a fake
+// docker: it reports home, DOCKER_HOST and the docker context (the
+// environment's, else the config file's) and the lock.
+func TestObserveScript(t *testing.T) {
+	dir := t.TempDir()
+	fakeDocker(t, dir)
+	home := filepath.Join(dir, "home")
+	if err := os.MkdirAll(filepath.Join(home, ".docker"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(home, ".docker/config.json"), []byte("{\n  \"auths\": {},\n  \"currentContext\": \"rootless\"\n}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("HOME", home)
+	t.Setenv("DOCKER_CONFIG", "")
+	t.Setenv("DOCKER_HOST", "")
+	t.Setenv("DOCKER_CONTEXT", "")
+	observe := func() *Observed {
+		t.Helper()
+		argv := ObserveArgv(".kamal/lock-app")
+		cmd := exec.Command(argv[0], argv[1:]...)
+		cmd.Dir = home
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		o, err := ParseObserve("h", out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return o
+	}
+	o := observe()
+	if o.Home != home || o.DockerHost != "" || o.DockerContext != "rootless" || o.Lock != "" {
+		t.Errorf("observed %+v", o)
+	}
+	t.Setenv("DOCKER_CONTEXT", "default")
+	t.Setenv("DOCKER_HOST", "unix:///run/d.sock")
+	if o := observe(); o.DockerContext != "default" || o.DockerHost != "unix:///run/d.sock" {
+		t.Errorf("with the environment set: %+v", o)
 	}
 }

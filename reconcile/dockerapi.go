@@ -47,27 +47,34 @@ type dockerAPI struct {
 // CLI before the API is tried again.
 const brokenFor = time.Minute
 
-// socketFor maps a session's DOCKER_HOST to the unix socket to dial, or ""
-// when the daemon is not on a local unix socket (tcp://, ssh://).
-func socketFor(dockerHost string) string {
+// socketFor maps a session's DOCKER_HOST and docker context to the unix
+// socket to dial, or "" when the CLI talks to a daemon elsewhere (tcp://,
+// ssh://, or a context other than default, which DOCKER_HOST overrides).
+func socketFor(dockerHost, dockerContext string) string {
 	switch {
-	case dockerHost == "":
-		return DockerSocket
 	case strings.HasPrefix(dockerHost, "unix://"):
 		return strings.TrimPrefix(dockerHost, "unix://")
+	case dockerHost != "":
+		return ""
+	case dockerContext == "" || dockerContext == "default":
+		return DockerSocket
 	}
 	return ""
 }
 
 // learn records host's home and where its daemon listens, as the observe
 // script saw them.
-func (d *dockerAPI) learn(host, home, dockerHost string) {
+func (d *dockerAPI) learn(host, home, dockerHost, dockerContext string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.sockets == nil {
 		d.sockets, d.homes = map[string]string{}, map[string]string{}
 	}
-	d.homes[host], d.sockets[host] = home, socketFor(dockerHost)
+	sock := socketFor(dockerHost, dockerContext)
+	if old, ok := d.sockets[host]; ok && old != sock {
+		delete(d.clients, host) // its channels go to the old socket
+	}
+	d.homes[host], d.sockets[host] = home, sock
 }
 
 // home is host's home as learned.
@@ -278,12 +285,12 @@ func (d *dockerAPI) start(ctx context.Context, host, id string) error {
 // own stop timeout, Docker's 10 s by default) before killing it.
 func (d *dockerAPI) stop(ctx context.Context, host, id string, t *int) error {
 	q := url.Values{}
-	wait := 10
+	wait := 10 * time.Minute // the container's own stop timeout, unknown here; ctx bounds it too
 	if t != nil {
 		q.Set("t", strconv.Itoa(*t))
-		wait = *t
+		wait = time.Duration(*t)*time.Second + time.Minute
 	}
-	return d.call(ctx, host, http.MethodPost, "/containers/"+id+"/stop", q, time.Duration(wait)*time.Second+time.Minute, nil)
+	return d.call(ctx, host, http.MethodPost, "/containers/"+id+"/stop", q, wait, nil)
 }
 
 // splitRef splits an image reference into what the pull API takes:
@@ -362,6 +369,11 @@ func (d *dockerAPI) pull(ctx context.Context, host, ref, auth string) (err error
 // remove removes a stopped container.
 func (d *dockerAPI) remove(ctx context.Context, host, ref string) error {
 	return d.call(ctx, host, http.MethodDelete, "/containers/"+ref, nil, time.Minute, nil)
+}
+
+// rename gives a container a new name.
+func (d *dockerAPI) rename(ctx context.Context, host, ref, name string) error {
+	return d.call(ctx, host, http.MethodPost, "/containers/"+ref+"/rename", url.Values{"name": {name}}, apiTimeout, nil)
 }
 
 // tag adds repo:tag to a local image.

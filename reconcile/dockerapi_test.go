@@ -70,7 +70,7 @@ func fakeEngine(t *testing.T) (*dockerAPI, *unixDialer, *[]string) {
 	t.Cleanup(func() { srv.Close() })
 	d := &unixDialer{path: sock}
 	api := &dockerAPI{dial: d}
-	api.learn("h1", "/root", "")
+	api.learn("h1", "/root", "", "")
 	return api, d, &calls
 }
 

@@ -37,7 +37,11 @@ type Observed struct {
 	// where the docker CLI, and so capstan's Docker API channel, reaches
 	// the daemon.
 	DockerHost string
-	At         time.Time
+	// DockerContext is the docker CLI context in use (DOCKER_CONTEXT, or
+	// the config file's currentContext); "" or "default" is the local
+	// daemon.
+	DockerContext string
+	At            time.Time
 
 	// Routes are the proxy's live routes by name; nil when the proxy could
 	// not be asked (not running, or no routed role on the host).
@@ -94,7 +98,8 @@ const observeMarker = "--capstan-observe--"
 // lock for lockDir (e.g. ".kamal/lock-myapp"), separated by marker lines.
 func ObserveArgv(lockDir string) []string {
 	script := `docker ps -a --no-trunc --format "$1" || exit $?
-echo "$2"; printf '%s\n' "$HOME" "${DOCKER_HOST-}"
+echo "$2"; printf '%s\n' "$HOME" "${DOCKER_HOST-}" "${DOCKER_CONTEXT-}"
+grep -o '"currentContext": *"[^"]*"' "${DOCKER_CONFIG:-$HOME/.docker}/config.json" 2>/dev/null || true
 echo "$2"; cat "$3/details" 2>/dev/null || true`
 	return []string{"sh", "-c", script, "sh", psFormat, observeMarker, lockDir}
 }
@@ -140,8 +145,16 @@ func ParseObserve(host string, out []byte) (*Observed, error) {
 		return nil, fmt.Errorf("observe %s: %w: %v", host, ErrObserve, err)
 	}
 	sort.SliceStable(o.Containers, func(i, j int) bool { return o.Containers[i].Created.After(o.Containers[j].Created) })
-	home, dockerHost, _ := strings.Cut(strings.TrimSpace(string(sections[1])), "\n")
-	o.Home, o.DockerHost = strings.TrimSpace(home), strings.TrimSpace(dockerHost)
+	lines := strings.Split(strings.TrimRight(string(sections[1]), "\n"), "\n")
+	for len(lines) < 4 {
+		lines = append(lines, "")
+	}
+	o.Home, o.DockerHost = strings.TrimSpace(lines[0]), strings.TrimSpace(lines[1])
+	// DOCKER_CONTEXT beats the config file's currentContext.
+	o.DockerContext = strings.TrimSpace(lines[2])
+	if _, v, ok := strings.Cut(lines[3], ":"); ok && o.DockerContext == "" {
+		o.DockerContext = strings.Trim(strings.TrimSpace(v), `"`)
+	}
 	o.Lock = parseLock(sections[2])
 	return o, nil
 }

@@ -118,24 +118,6 @@ type Driver interface {
 	Remove(ctx context.Context, host string, name string) error
 }
 
-type healthyKey struct{}
-
-// WithHealthy returns a context that makes a Switch under it call f once
-// the new target passed its health check, before traffic moves (a driver
-// that cannot tell calls nothing; the caller then knows when Switch
-// returns). The reconciler opens the primary-role barrier with it.
-func WithHealthy(ctx context.Context, f func()) context.Context {
-	return context.WithValue(ctx, healthyKey{}, f)
-}
-
-// Healthy is what a driver calls when the target of a Switch under ctx
-// passed its health check.
-func Healthy(ctx context.Context) {
-	if f, ok := ctx.Value(healthyKey{}).(func()); ok && f != nil {
-		f()
-	}
-}
-
 // Route is one routed role: Kamal's proxy service named
 // <service>-<role>[-<destination>], with the options from `proxy:`.
 type Route struct {

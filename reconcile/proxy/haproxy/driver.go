@@ -504,7 +504,6 @@ func (d *Driver) Switch(ctx context.Context, host string, route proxy.Route, fro
 	if err := WaitHealthy(ctx, dial, addr.String(), opt.HealthCheck, opt.DeployTimeout); err != nil {
 		return fail(err)
 	}
-	proxy.Healthy(ctx)
 
 	states, err := c.ServersState(ctx, "")
 	if err != nil {
