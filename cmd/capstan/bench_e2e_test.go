@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"sort"
 	"testing"
@@ -26,7 +27,7 @@ func benchLoad(b *testing.B, a *e2eApp, version string, pool *hostexec.Pool) (*r
 	if err != nil {
 		b.Fatal(err)
 	}
-	e := &env{stdout: os.Stdout, stderr: os.Stderr, log: discardLogger(), getenv: os.Getenv, knownHosts: a.l.KnownHosts, identity: a.l.Identity}
+	e := &env{stdout: os.Stdout, stderr: os.Stderr, log: benchLogger(b), getenv: os.Getenv, knownHosts: a.l.KnownHosts, identity: a.l.Identity}
 	p, red, err := newPool(e, cfg, false)
 	if err != nil {
 		b.Fatal(err)
@@ -42,6 +43,21 @@ func benchLoad(b *testing.B, a *e2eApp, version string, pool *hostexec.Pool) (*r
 		b.Fatal(err)
 	}
 	return app, pool
+}
+
+// benchLogger discards, or with CAPSTAN_BENCH_LOG=FILE appends JSON debug
+// lines to FILE (to see where an iteration's time went).
+func benchLogger(b *testing.B) *slog.Logger {
+	path := os.Getenv("CAPSTAN_BENCH_LOG")
+	if path == "" {
+		return discardLogger()
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { f.Close() })
+	return slog.New(slog.NewJSONHandler(f, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
 // benchLab applies the lab app at v1 and points the environment at it.

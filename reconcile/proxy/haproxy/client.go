@@ -52,8 +52,8 @@ type ClientOptions struct {
 	// CommandTimeout bounds each command, dial included; 0 means
 	// DefaultCommandTimeout.
 	CommandTimeout time.Duration
-	// IdleTimeout: a kept channel idle for longer is replaced before use;
-	// 0 means DefaultIdleTimeout.
+	// IdleTimeout: a kept channel idle for longer is closed (and replaced
+	// on the next use); 0 means DefaultIdleTimeout.
 	IdleTimeout time.Duration
 }
 
@@ -67,6 +67,28 @@ type Client struct {
 	conn    net.Conn
 	br      *bufio.Reader
 	lastUse time.Time
+	// idle closes the kept channel once it sat unused for IdleTimeout:
+	// HAProxy serves few stats connections at once (10 by default), and
+	// idle ones left open by earlier Clients (one per revision's driver)
+	// would make new ones wait for its stats timeout.
+	idle *time.Timer
+}
+
+// armIdle (re)starts the idle timer after a use.
+func (c *Client) armIdle() {
+	if c.idle == nil {
+		c.idle = time.AfterFunc(c.opt.IdleTimeout, c.closeIdle)
+		return
+	}
+	c.idle.Reset(c.opt.IdleTimeout)
+}
+
+func (c *Client) closeIdle() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.conn != nil && time.Since(c.lastUse) >= c.opt.IdleTimeout {
+		c.closeLocked()
+	}
 }
 
 // NewClient returns a Client that reaches the stats socket through dial.
@@ -127,6 +149,7 @@ func (c *Client) Exec(ctx context.Context, cmd string) (string, error) {
 		out, n, err := c.roundTrip(ctx, cmd)
 		if err == nil {
 			c.lastUse = time.Now()
+			c.armIdle()
 			return out, nil
 		}
 		c.closeLocked()

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -108,6 +109,42 @@ func TestClient_ReconnectsAfterEOF(t *testing.T) {
 	if n := dials.Load(); n != 4 {
 		t.Errorf("dials = %d, want 4 (idle channel replaced)", n)
 	}
+}
+
+// TestClient_ClosesIdleChannel: a kept channel left unused is closed after
+// IdleTimeout, so Clients that are no longer used do not hold HAProxy's few
+// stats connections.
+func TestClient_ClosesIdleChannel(t *testing.T) {
+	raw, _, _ := startPlain(t, plainConfig)
+	closed := make(chan struct{})
+	dial := func(ctx context.Context) (net.Conn, error) {
+		conn, err := raw(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return &closeNotify{Conn: conn, closed: closed}, nil
+	}
+	c := NewClient(dial, ClientOptions{IdleTimeout: 50 * time.Millisecond})
+	defer c.Close()
+	if _, err := c.Backends(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the idle channel was not closed")
+	}
+}
+
+type closeNotify struct {
+	net.Conn
+	once   sync.Once
+	closed chan struct{}
+}
+
+func (c *closeNotify) Close() error {
+	c.once.Do(func() { close(c.closed) })
+	return c.Conn.Close()
 }
 
 func TestClient_PerCommandAndInteractiveAgree(t *testing.T) {
