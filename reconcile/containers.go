@@ -258,7 +258,19 @@ func (r *applyRun) create(ctx context.Context, hp *HostPlan, s Step) (*created, 
 			dirs = append(dirs, d)
 		}
 	}
-	argv := []string{"sh", "-c", createScript, "sh", c.clash, c.renamed, spec.EnvFile.Path, fmt.Sprint(len(dirs))}
+	// The rename goes through the API when it can (no docker CLI to start);
+	// else the script does it.
+	scriptClash := c.clash
+	if c.clash != "" {
+		if ok, err := r.viaAPI(ctx, host, func(d *dockerAPI) error { return d.rename(ctx, host, c.clash, c.renamed) }); ok {
+			if err != nil {
+				c.took = a.now().Sub(c.start)
+				return c, fmt.Errorf("%w: rename %s: %w", ErrHost, spec.Name, err)
+			}
+			scriptClash = ""
+		}
+	}
+	argv := []string{"sh", "-c", createScript, "sh", scriptClash, c.renamed, spec.EnvFile.Path, fmt.Sprint(len(dirs))}
 	argv = append(argv, kamal.ExpandHome(dirs, home)...)
 	argv = append(argv, runArgv...)
 	var stdin io.Reader
