@@ -228,7 +228,12 @@ func (a *App) routesOn(hp *kamal.HostPlan) []proxy.Route {
 // forEachHost runs f for every host in parallel, at most a.parallel() at a
 // time. One host's failure never cancels the others.
 func (a *App) forEachHost(ctx context.Context, hosts []string, f func(ctx context.Context, i int, host string)) {
-	sem := make(chan struct{}, a.parallel())
+	forEachHost(ctx, make(chan struct{}, a.parallel()), hosts, f)
+}
+
+// forEachHost runs f for every host in parallel, each holding a slot of
+// sem while it runs.
+func forEachHost(ctx context.Context, sem chan struct{}, hosts []string, f func(ctx context.Context, i int, host string)) {
 	var wg sync.WaitGroup
 	for i, h := range hosts {
 		wg.Add(1)

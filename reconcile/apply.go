@@ -700,13 +700,7 @@ func (r *applyRun) bootAccessory(ctx context.Context, hp *HostPlan, s Step) erro
 // file (0600).
 func (r *applyRun) uploadRunFiles(ctx context.Context, hp *HostPlan, spec *kamal.Container) error {
 	a := r.a
-	var dirs []string
-	for _, d := range spec.Directories {
-		if spec.EnvFile.Path == "" || !strings.HasPrefix(spec.EnvFile.Path, strings.TrimSuffix(d, "/")+"/") {
-			dirs = append(dirs, d)
-		}
-	}
-	if len(dirs) > 0 {
+	if dirs := runDirs(spec); len(dirs) > 0 {
 		argv := append([]string{"mkdir", "-p", "--"}, kamal.ExpandHome(dirs, hp.observed.Home)...)
 		if _, err := a.SSH.Run(ctx, hp.Host, argv, nil); err != nil {
 			return fmt.Errorf("%w: mkdir for %s: %w", ErrHost, spec.Name, err)
@@ -756,7 +750,8 @@ func (r *applyRun) proxyReady(ctx context.Context, host string) error {
 	}
 }
 
-// hasPrimaryDeploy reports whether hp deploys the primary role.
+// hasPrimaryDeploy reports whether hp deploys the primary role (a host has
+// at most one deploy step per role).
 func (r *applyRun) hasPrimaryDeploy(hp *HostPlan) bool {
 	return slices.ContainsFunc(hp.Steps, func(s Step) bool { return s.Kind == StepDeploy && s.Role == r.a.Config.PrimaryRole })
 }
@@ -765,17 +760,14 @@ func (r *applyRun) hasPrimaryDeploy(hp *HostPlan) bool {
 // the first boot group can open the barrier (Kamal: "primary hosts and
 // roles are returned first").
 func (r *applyRun) primaryFirst(hps []*HostPlan) []*HostPlan {
-	out := slices.Clone(hps)
-	slices.SortStableFunc(out, func(x, y *HostPlan) int {
-		px, py := r.hasPrimaryDeploy(x), r.hasPrimaryDeploy(y)
-		switch {
-		case px && !py:
-			return -1
-		case py && !px:
-			return 1
+	rank := func(hp *HostPlan) int {
+		if r.hasPrimaryDeploy(hp) {
+			return 0
 		}
-		return 0
-	})
+		return 1
+	}
+	out := slices.Clone(hps)
+	slices.SortStableFunc(out, func(x, y *HostPlan) int { return rank(x) - rank(y) })
 	return out
 }
 
@@ -785,10 +777,8 @@ func (r *applyRun) primaryFirst(hps []*HostPlan) []*HostPlan {
 func (r *applyRun) countPrimaries(g []*HostPlan) {
 	r.mu.Lock()
 	for _, hp := range g {
-		for _, s := range hp.Steps {
-			if s.Kind == StepDeploy && s.Role == r.a.Config.PrimaryRole {
-				r.primaryLeft++
-			}
+		if r.hasPrimaryDeploy(hp) {
+			r.primaryLeft++
 		}
 	}
 	left := r.primaryLeft
@@ -798,34 +788,18 @@ func (r *applyRun) countPrimaries(g []*HostPlan) {
 	}
 }
 
-// primariesGone counts the primary-role deploys of a host that will not
+// primariesGone counts the primary-role deploy of a host that will not
 // start as finished.
 func (r *applyRun) primariesGone(hp *HostPlan) {
-	for _, s := range hp.Steps {
-		if s.Kind == StepDeploy && s.Role == r.a.Config.PrimaryRole {
-			r.primaryFinished()
-		}
+	if r.hasPrimaryDeploy(hp) {
+		r.primaryFinished()
 	}
 }
 
 // forEachHost runs f for each host in parallel, at most App.Parallel at
 // once (see slots).
 func (r *applyRun) forEachHost(ctx context.Context, hosts []string, f func(ctx context.Context, i int, host string)) {
-	var wg sync.WaitGroup
-	for i, h := range hosts {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			select {
-			case r.slots <- struct{}{}:
-			case <-ctx.Done():
-				return
-			}
-			defer func() { <-r.slots }()
-			f(ctx, i, h)
-		}()
-	}
-	wg.Wait()
+	forEachHost(ctx, r.slots, hosts, f)
 }
 
 // waitBarrier waits for the barrier without holding a slot, so that the

@@ -142,11 +142,9 @@ func (r *applyRun) renameContainer(ctx context.Context, host, ref, name string) 
 // tagLatest moves the latest tag to the deployed image.
 func (r *applyRun) tagLatest(ctx context.Context, host string) error {
 	img, latest := r.a.Config.Image(), r.a.Config.LatestTag()
-	i := strings.LastIndex(latest, ":")
-	if i > strings.LastIndex(latest, "/") {
-		if ok, err := r.viaAPI(ctx, host, func(d *dockerAPI) error { return d.tag(ctx, host, img, latest[:i], latest[i+1:]) }); ok {
-			return err
-		}
+	repo, tag := splitRef(latest)
+	if ok, err := r.viaAPI(ctx, host, func(d *dockerAPI) error { return d.tag(ctx, host, img, repo, tag) }); ok {
+		return err
 	}
 	_, err := r.a.SSH.Run(ctx, host, []string{"docker", "tag", img, latest}, nil)
 	return err
@@ -228,6 +226,18 @@ if [ -n "$envf" ]; then
 fi
 "$@"`
 
+// runDirs are the directories a container needs made before it runs; the
+// env file's own directories are made with the file.
+func runDirs(spec *kamal.Container) []string {
+	var dirs []string
+	for _, d := range spec.Directories {
+		if spec.EnvFile.Path == "" || !strings.HasPrefix(spec.EnvFile.Path, strings.TrimSuffix(d, "/")+"/") {
+			dirs = append(dirs, d)
+		}
+	}
+	return dirs
+}
+
 // createArgv turns Kamal's `docker run --detach …` line of an app
 // container into the same `docker create …` line.
 func createArgv(run []string) ([]string, error) {
@@ -252,12 +262,7 @@ func (r *applyRun) create(ctx context.Context, hp *HostPlan, s Step) (*created, 
 	if old := hp.observed.byName(spec.Name); old != nil {
 		c.clash, c.renamed = old.ID, spec.Name+"_replaced_"+randomHex(8)
 	}
-	var dirs []string
-	for _, d := range spec.Directories {
-		if spec.EnvFile.Path == "" || !strings.HasPrefix(spec.EnvFile.Path, strings.TrimSuffix(d, "/")+"/") {
-			dirs = append(dirs, d)
-		}
-	}
+	dirs := runDirs(spec)
 	// The rename goes through the API when it can (no docker CLI to start);
 	// else the script does it.
 	scriptClash := c.clash

@@ -138,13 +138,30 @@ func errNotFound(err error) bool {
 
 // call makes one API request and decodes a JSON answer into out (when not
 // nil). timeout bounds the request; 304 Not Modified counts as success.
-func (d *dockerAPI) call(ctx context.Context, host, method, path string, q url.Values, timeout time.Duration, out any) (err error) {
+func (d *dockerAPI) call(ctx context.Context, host, method, path string, q url.Values, timeout time.Duration, out any) error {
+	return d.do(ctx, host, method, path, q, "", timeout, func(body io.Reader) error {
+		b, err := io.ReadAll(io.LimitReader(body, 64<<20))
+		if err != nil || out == nil {
+			return err
+		}
+		if err := json.Unmarshal(b, out); err != nil {
+			return fmt.Errorf("%w: docker API %s: %v", ErrObserve, path, err)
+		}
+		return nil
+	})
+}
+
+// do makes one API request (with an X-Registry-Auth header when auth is
+// not ""), bounded by timeout, and hands a successful answer's body to
+// read; 304 Not Modified is a success without a body, any other status
+// from 300 up an *apiError.
+func (d *dockerAPI) do(ctx context.Context, host, method, path string, q url.Values, auth string, timeout time.Duration, read func(io.Reader) error) (err error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	start := time.Now()
 	defer func() {
 		if d.log != nil {
-			d.log.Debug("docker API", "host", host, "method", method, "path", path, "duration", time.Since(start), "err", err)
+			d.log.Debug("docker API", "host", host, "method", method, "path", path, "query", q.Encode(), "duration", time.Since(start), "err", err)
 		}
 	}()
 	u := &url.URL{Scheme: "http", Host: "docker", Path: path, RawQuery: q.Encode()}
@@ -152,16 +169,19 @@ func (d *dockerAPI) call(ctx context.Context, host, method, path string, q url.V
 	if err != nil {
 		return err
 	}
+	if auth != "" {
+		req.Header.Set("X-Registry-Auth", auth)
+	}
 	resp, err := d.client(host).Do(req)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode >= 300 && resp.StatusCode != http.StatusNotModified {
+	switch {
+	case resp.StatusCode == http.StatusNotModified:
+		return nil
+	case resp.StatusCode >= 300:
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 		var m struct{ Message string }
 		_ = json.Unmarshal(body, &m)
 		if m.Message == "" {
@@ -169,12 +189,7 @@ func (d *dockerAPI) call(ctx context.Context, host, method, path string, q url.V
 		}
 		return &apiError{Status: resp.StatusCode, Message: m.Message}
 	}
-	if out != nil && resp.StatusCode != http.StatusNotModified {
-		if err := json.Unmarshal(body, out); err != nil {
-			return fmt.Errorf("%w: docker API %s: %v", ErrObserve, path, err)
-		}
-	}
-	return nil
+	return read(resp.Body)
 }
 
 // apiTimeout bounds API calls that do not wait for a container.
@@ -318,52 +333,28 @@ const pullTimeout = 30 * time.Minute
 
 // pull pulls ref with the given X-Registry-Auth header ("" for none). The
 // daemon answers with a progress stream that carries any error.
-func (d *dockerAPI) pull(ctx context.Context, host, ref, auth string) (err error) {
-	ctx, cancel := context.WithTimeout(ctx, pullTimeout)
-	defer cancel()
-	start := time.Now()
-	defer func() {
-		if d.log != nil {
-			d.log.Debug("docker API", "host", host, "method", "POST", "path", "/images/create", "image", ref, "duration", time.Since(start), "err", err)
-		}
-	}()
+func (d *dockerAPI) pull(ctx context.Context, host, ref, auth string) error {
 	repo, tag := splitRef(ref)
-	u := &url.URL{Scheme: "http", Host: "docker", Path: "/images/create", RawQuery: url.Values{"fromImage": {repo}, "tag": {tag}}.Encode()}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u.String(), nil)
-	if err != nil {
-		return err
-	}
-	if auth != "" {
-		req.Header.Set("X-Registry-Auth", auth)
-	}
-	resp, err := d.client(host).Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		var m struct{ Message string }
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		_ = json.Unmarshal(body, &m)
-		return &apiError{Status: resp.StatusCode, Message: m.Message}
-	}
-	dec := json.NewDecoder(resp.Body)
-	for {
-		var msg struct {
-			Error       string `json:"error"`
-			ErrorDetail struct {
-				Message string `json:"message"`
-			} `json:"errorDetail"`
+	q := url.Values{"fromImage": {repo}, "tag": {tag}}
+	return d.do(ctx, host, http.MethodPost, "/images/create", q, auth, pullTimeout, func(body io.Reader) error {
+		dec := json.NewDecoder(body)
+		for {
+			var msg struct {
+				Error       string `json:"error"`
+				ErrorDetail struct {
+					Message string `json:"message"`
+				} `json:"errorDetail"`
+			}
+			if err := dec.Decode(&msg); err == io.EOF {
+				return nil
+			} else if err != nil {
+				return err
+			}
+			if msg.Error != "" || msg.ErrorDetail.Message != "" {
+				return &apiError{Status: http.StatusInternalServerError, Message: cmp.Or(msg.ErrorDetail.Message, msg.Error)}
+			}
 		}
-		if err := dec.Decode(&msg); err == io.EOF {
-			return nil
-		} else if err != nil {
-			return err
-		}
-		if msg.Error != "" || msg.ErrorDetail.Message != "" {
-			return &apiError{Status: http.StatusInternalServerError, Message: cmp.Or(msg.ErrorDetail.Message, msg.Error)}
-		}
-	}
+	})
 }
 
 // remove removes a stopped container.
