@@ -21,11 +21,7 @@ var webAddrs = []string{"10.231.0.11:80", "10.231.0.12:80"}
 func TestE2EApply_LifecycleUnderLoad(t *testing.T) {
 	a := newE2EApp(t, 3)
 	a.mustApply()
-	for _, addr := range webAddrs {
-		if got := get(t, addr); !strings.HasPrefix(got, "v1 ") {
-			t.Fatalf("%s answers %q, want v1", addr, got)
-		}
-	}
+	expectServing(t, "v1", t.Fatalf, ", want v1")
 	// Kamal's layout on a web host.
 	labels := a.sh(0, `docker inspect -f '{{index .Config.Labels "service"}} {{index .Config.Labels "role"}} [{{index .Config.Labels "destination"}}] {{if index .Config.Labels "capstan.fingerprint"}}fp{{end}}' testapp-web-v1`)
 	if labels != "testapp web [] fp" {
@@ -61,11 +57,7 @@ func TestE2EApply_LifecycleUnderLoad(t *testing.T) {
 	// v2 under load.
 	a.configure("v2", "", "")
 	a.applyUnderLoad("v1→v2")
-	for _, addr := range webAddrs {
-		if got := get(t, addr); !strings.HasPrefix(got, "v2 ") {
-			t.Errorf("%s answers %q after v2", addr, got)
-		}
-	}
+	expectServing(t, "v2", t.Errorf, " after v2")
 	if _, all := a.containers(0); all["testapp-web-v1"] != "exited" || all["testapp-web-v2"] != "running" {
 		t.Errorf("after v2: %v", all)
 	}
@@ -92,11 +84,7 @@ func TestE2EApply_LifecycleUnderLoad(t *testing.T) {
 	// Roll back by changing the version.
 	a.configure("v1", "", "")
 	a.mustApply()
-	for _, addr := range webAddrs {
-		if got := get(t, addr); !strings.HasPrefix(got, "v1 ") {
-			t.Errorf("%s answers %q after rollback", addr, got)
-		}
-	}
+	expectServing(t, "v1", t.Errorf, " after rollback")
 }
 
 // TestE2EApply_UnhealthyReleaseKeepsOldServing: a version whose /up fails
@@ -146,11 +134,7 @@ func TestE2EApply_RollingFailureSwitchesBack(t *testing.T) {
 	if !strings.Contains(out, "switched back") {
 		t.Errorf("output does not say the first group was switched back:\n%s", out)
 	}
-	for _, addr := range webAddrs {
-		if got := get(t, addr); !strings.HasPrefix(got, "v1 ") {
-			t.Errorf("%s answers %q; the fleet must not stay mixed", addr, got)
-		}
-	}
+	expectServing(t, "v1", t.Errorf, "; the fleet must not stay mixed")
 	// The switched-back host keeps v2 stopped for inspection; v1 runs.
 	if running, _ := a.containers(0); running["testapp-web-v1"] == "" || running["testapp-web-v2"] != "" {
 		t.Errorf("host 1 runs %v", running)
@@ -236,11 +220,7 @@ func TestE2EApply_AdoptsKamalDeployedHosts(t *testing.T) {
 	// Later applies work.
 	a.configure("v2", "", "")
 	a.mustApply()
-	for _, addr := range webAddrs {
-		if got := get(t, addr); !strings.HasPrefix(got, "v2 ") {
-			t.Errorf("%s answers %q after v2", addr, got)
-		}
-	}
+	expectServing(t, "v2", t.Errorf, " after v2")
 }
 
 // TestE2EDrift_DetectAndHeal: a stopped container, a removed one and one
@@ -263,11 +243,7 @@ func TestE2EDrift_DetectAndHeal(t *testing.T) {
 		}
 	}
 	a.mustApply()
-	for _, addr := range webAddrs {
-		if got := get(t, addr); !strings.HasPrefix(got, "v1 ") {
-			t.Errorf("%s answers %q after heal", addr, got)
-		}
-	}
+	expectServing(t, "v1", t.Errorf, " after heal")
 	after3, _ := a.containers(2)
 	if after3["testapp-worker-v1"] != worker3["testapp-worker-v1"] {
 		t.Errorf("the worker host was touched: %v → %v", worker3, after3)
@@ -310,11 +286,7 @@ func TestE2EApply_SSHCutMidApply(t *testing.T) {
 		t.Errorf("host 3 runs %v; the other hosts must finish", running)
 	}
 	a.mustApply()
-	for _, addr := range webAddrs {
-		if got := get(t, addr); !strings.HasPrefix(got, "v2 ") {
-			t.Errorf("%s answers %q after the next apply", addr, got)
-		}
-	}
+	expectServing(t, "v2", t.Errorf, " after the next apply")
 }
 
 var _ = reconcile.ErrUnhealthy
@@ -343,11 +315,7 @@ func TestE2EApply_CrashingReleaseFailsFast(t *testing.T) {
 	if !crashed || strings.Contains(out, "within 60s") {
 		t.Errorf("the failure is not the container's exit:\n%s", out)
 	}
-	for _, addr := range webAddrs {
-		if got := get(t, addr); !strings.HasPrefix(got, "v1 ") {
-			t.Errorf("%s answers %q; v1 must keep serving", addr, got)
-		}
-	}
+	expectServing(t, "v1", t.Errorf, "; v1 must keep serving")
 }
 
 // TestE2EApply_KamalProxyDriver runs the default kamal-proxy driver for
@@ -364,11 +332,7 @@ func TestE2EApply_KamalProxyDriver(t *testing.T) {
 	}
 	kamalProxy("v1")
 	a.mustApply()
-	for _, addr := range webAddrs {
-		if got := get(t, addr); !strings.HasPrefix(got, "v1 ") {
-			t.Fatalf("%s answers %q through kamal-proxy", addr, got)
-		}
-	}
+	expectServing(t, "v1", t.Fatalf, " through kamal-proxy")
 	if got := a.sh(0, `docker inspect -f '{{.Config.Image}} {{.HostConfig.RestartPolicy.Name}} {{range .Mounts}}{{.Destination}} {{end}}' kamal-proxy`); !strings.HasPrefix(got, "10.231.0.1:5000/basecamp/kamal-proxy:v0.9.2 unless-stopped") || !strings.Contains(got, "/home/kamal-proxy/.config/kamal-proxy") {
 		t.Errorf("kamal-proxy container: %q", got)
 	}
@@ -377,12 +341,20 @@ func TestE2EApply_KamalProxyDriver(t *testing.T) {
 	}
 	kamalProxy("v2")
 	a.applyUnderLoad("v1→v2 through kamal-proxy")
-	for _, addr := range webAddrs {
-		if got := get(t, addr); !strings.HasPrefix(got, "v2 ") {
-			t.Errorf("%s answers %q after v2", addr, got)
-		}
-	}
+	expectServing(t, "v2", t.Errorf, " after v2")
 	if plan, _ := a.capstan("plan"); strings.Count(plan, "up to date") != 3 {
 		t.Errorf("plan after the kamal-proxy deploy:\n%s", plan)
+	}
+}
+
+// expectServing reports, with report (t.Errorf or t.Fatalf), every web host
+// that does not answer version; the message is "<addr> answers <got>"
+// followed by suffix.
+func expectServing(t *testing.T, version string, report func(format string, args ...any), suffix string) {
+	t.Helper()
+	for _, addr := range webAddrs {
+		if got := get(t, addr); !strings.HasPrefix(got, version+" ") {
+			report("%s answers %q"+suffix, addr, got)
+		}
 	}
 }
