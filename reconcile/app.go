@@ -19,6 +19,9 @@ const (
 	DefaultLockTimeout    = 5 * time.Minute
 	DefaultStaleLockAfter = time.Hour
 	DefaultParallel       = 30 // Kamal's sshkit max_concurrent_starts
+	// DefaultObserveTimeout bounds the observation of one host: a host
+	// that has not answered by then is unreachable for this pass.
+	DefaultObserveTimeout = 5 * time.Second
 )
 
 // App is one application's desired state and how to reach its hosts. The
@@ -51,6 +54,9 @@ type App struct {
 	LockTimeout    time.Duration
 	StaleLockAfter time.Duration
 	Parallel       int
+	// ObserveTimeout bounds the observation of each host (routes, the
+	// observe command and any inspect).
+	ObserveTimeout time.Duration
 	// Performer is written to the audit log and the lock ("capstan@host").
 	Performer string
 	// LockID identifies this capstan in the lock's message. A lock whose
@@ -139,6 +145,13 @@ func (a *App) staleLockAfter() time.Duration {
 		return a.StaleLockAfter
 	}
 	return DefaultStaleLockAfter
+}
+
+func (a *App) observeTimeout() time.Duration {
+	if a.ObserveTimeout > 0 {
+		return a.ObserveTimeout
+	}
+	return DefaultObserveTimeout
 }
 
 func (a *App) parallel() int {
@@ -265,7 +278,9 @@ func (a *App) Plan(ctx context.Context) (*Plan, error) {
 		hosts[i] = h.Host
 	}
 	p.Hosts = make([]*HostPlan, len(a.Hosts))
-	a.forEachHost(ctx, hosts, func(ctx context.Context, i int, host string) {
+	a.forEachHost(ctx, hosts, func(pctx context.Context, i int, host string) {
+		ctx, cancel := context.WithTimeout(pctx, a.observeTimeout())
+		defer cancel()
 		// The proxy's routes are read on their own channel at the same
 		// time as the observe command: still one round trip of latency.
 		var routes map[string]proxy.LiveRoute
@@ -274,9 +289,7 @@ func (a *App) Plan(ctx context.Context) (*Plan, error) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-				defer cancel()
-				if live, err := a.Proxy.Routes(rctx, host); err == nil {
+				if live, err := a.Proxy.Routes(ctx, host); err == nil {
 					routes = map[string]proxy.LiveRoute{}
 					for _, r := range live {
 						routes[r.Name] = r
@@ -291,6 +304,9 @@ func (a *App) Plan(ctx context.Context) (*Plan, error) {
 			err = a.inspectUnfingerprinted(ctx, a.Hosts[i], o)
 		}
 		if err != nil {
+			if pctx.Err() == nil && ctx.Err() != nil {
+				err = fmt.Errorf("%w: no answer within %s", ErrUnreachable, a.observeTimeout())
+			}
 			p.Hosts[i] = &HostPlan{Host: host, Error: err.Error(), Steps: []Step{}, Drift: []Drift{}}
 			return
 		}

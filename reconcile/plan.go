@@ -95,6 +95,9 @@ const (
 	DriftAccessoryChanged DriftKind = "accessory-changed"
 	DriftStale            DriftKind = "stale-container"
 	DriftStaleLock        DriftKind = "stale-lock"
+	// DriftUnreachable: the host could not be observed (no route, no
+	// answer in time, refused SSH, a changed host key).
+	DriftUnreachable DriftKind = "unreachable"
 )
 
 // Drift is one way a host differs from the desired state.
@@ -160,6 +163,18 @@ func (p *Plan) Unreachable() []string {
 		}
 	}
 	return out
+}
+
+// only returns a copy of p holding the hosts keep accepts.
+func (p *Plan) only(keep func(*HostPlan) bool) *Plan {
+	q := *p
+	q.Hosts = nil
+	for _, h := range p.Hosts {
+		if keep(h) {
+			q.Hosts = append(q.Hosts, h)
+		}
+	}
+	return &q
 }
 
 // WriteText prints the plan for people.

@@ -44,6 +44,14 @@ var (
 	// ErrRolledBack: the host took the new version, then was switched back
 	// because another host failed its health check.
 	ErrRolledBack = errors.New("switched back to the previous version")
+	// ErrUnreachable: a host could not be reached or observed in time. It
+	// is reported as drift of kind "unreachable" and converged when it
+	// answers again.
+	ErrUnreachable = errors.New("host unreachable")
+	// ErrPermanent marks an error that waiting or retrying cannot fix
+	// (credentials refused, a registry that speaks plain HTTP): adapters
+	// wrap it so the loop alerts at once instead of waiting.
+	ErrPermanent = errors.New("permanent")
 )
 
 // Runner executes argv on a host (never a shell string) and returns its

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -25,12 +26,20 @@ type DriftItem struct {
 	Host, Kind, Subject, Detail string
 }
 
-// SyncDrift makes the open episodes of app match what a sweep observed now
-// on the given hosts (hosts not observed keep their episodes): new items
-// open episodes, items no longer seen resolve theirs. It returns the
-// episodes opened and resolved by this call, in one transaction, so each
-// is announced exactly once.
-func (s *Store) SyncDrift(ctx context.Context, app string, observedHosts []string, items []DriftItem) (opened, resolved []Episode, err error) {
+// Scope says which open episodes of a host an observation speaks for: all
+// of them (Kinds nil), or only those of the listed kinds (a host reached
+// but not compared with git speaks only for its "unreachable" episode).
+type Scope struct {
+	Host  string
+	Kinds []string
+}
+
+// SyncDrift makes the open episodes of app match what was observed now:
+// new items open episodes (on any host), and open episodes within scope
+// that are no longer among items resolve. Episodes out of scope (hosts not
+// observed) are kept. It returns the episodes opened and resolved by this
+// call, in one transaction, so each is announced exactly once.
+func (s *Store) SyncDrift(ctx context.Context, app string, scope []Scope, items []DriftItem) (opened, resolved []Episode, err error) {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, nil, err
@@ -55,16 +64,20 @@ func (s *Store) SyncDrift(ctx context.Context, app string, observedHosts []strin
 			opened = append(opened, Episode{ID: id, App: app, Host: it.Host, Kind: it.Kind, Subject: it.Subject, Detail: it.Detail, Opened: fromUnix(unix(now))})
 		}
 	}
-	hostSet := map[string]bool{}
-	for _, h := range observedHosts {
-		hostSet[h] = true
+	inScope := func(e Episode) bool {
+		for _, sc := range scope {
+			if sc.Host == e.Host && (sc.Kinds == nil || slices.Contains(sc.Kinds, e.Kind)) {
+				return true
+			}
+		}
+		return false
 	}
 	open, err := openEpisodes(ctx, tx, app)
 	if err != nil {
 		return nil, nil, err
 	}
 	for _, e := range open {
-		if !hostSet[e.Host] || seen[[3]string{e.Host, e.Kind, e.Subject}] {
+		if !inScope(e) || seen[[3]string{e.Host, e.Kind, e.Subject}] {
 			continue
 		}
 		if _, err := tx.ExecContext(ctx, `UPDATE drift_episodes SET resolved_at = ? WHERE id = ?`, unix(now), e.ID); err != nil {

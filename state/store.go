@@ -98,6 +98,14 @@ var migrations = []string{
 		last_success_at INTEGER NOT NULL DEFAULT 0,
 		updated_at INTEGER NOT NULL
 	);`,
+	// 2: per host, the revision it last converged to.
+	`CREATE TABLE host_convergence (
+		app TEXT NOT NULL,
+		host TEXT NOT NULL,
+		revision TEXT NOT NULL,
+		converged_at INTEGER NOT NULL,
+		PRIMARY KEY (app, host)
+	);`,
 }
 
 // Open opens (creating if needed) the store at path and migrates it.

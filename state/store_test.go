@@ -106,7 +106,7 @@ func TestStore_HistoryIsExact(t *testing.T) {
 func TestStore_DriftEpisodeOpensAndResolvesOnce(t *testing.T) {
 	s := open(t)
 	ctx := context.Background()
-	hosts := []string{"h1", "h2"}
+	hosts := []Scope{{Host: "h1"}, {Host: "h2"}}
 	item := DriftItem{Host: "h1", Kind: "stopped", Subject: "web", Detail: "testapp-web-v1 is exited"}
 	for i := 0; i < 3; i++ {
 		opened, resolved, err := s.SyncDrift(ctx, "app", hosts, []DriftItem{item})
@@ -118,7 +118,7 @@ func TestStore_DriftEpisodeOpensAndResolvesOnce(t *testing.T) {
 		}
 	}
 	// h1 not observed this sweep (unreachable): its episode stays open.
-	if _, resolved, _ := s.SyncDrift(ctx, "app", []string{"h2"}, nil); len(resolved) != 0 {
+	if _, resolved, _ := s.SyncDrift(ctx, "app", []Scope{{Host: "h2"}}, nil); len(resolved) != 0 {
 		t.Fatalf("episode of an unobserved host resolved")
 	}
 	opened, resolved, err := s.SyncDrift(ctx, "app", hosts, nil)
@@ -138,6 +138,45 @@ func TestStore_DriftEpisodeOpensAndResolvesOnce(t *testing.T) {
 	}
 	if hist, _ := s.DriftHistory(ctx, "app", 10); len(hist) != 2 {
 		t.Fatalf("history %d episodes", len(hist))
+	}
+}
+
+func TestStore_ScopedDriftResolvesOnlyItsKinds(t *testing.T) {
+	s := open(t)
+	ctx := context.Background()
+	stopped := DriftItem{Host: "h1", Kind: "stopped", Subject: "web", Detail: "exited"}
+	down := DriftItem{Host: "h1", Kind: "unreachable", Detail: "no route to host"}
+	if opened, _, _ := s.SyncDrift(ctx, "app", []Scope{{Host: "h1"}}, []DriftItem{stopped}); len(opened) != 1 {
+		t.Fatal("stopped not opened")
+	}
+	// Unreachable: not in scope, the item opens; the stopped episode stays.
+	opened, resolved, _ := s.SyncDrift(ctx, "app", nil, []DriftItem{down})
+	if len(opened) != 1 || len(resolved) != 0 {
+		t.Fatalf("unreachable: opened %+v resolved %+v", opened, resolved)
+	}
+	// Reached again, not compared: only the unreachable episode resolves.
+	_, resolved, _ = s.SyncDrift(ctx, "app", []Scope{{Host: "h1", Kinds: []string{"unreachable"}}}, nil)
+	if len(resolved) != 1 || resolved[0].Kind != "unreachable" {
+		t.Fatalf("resolved %+v", resolved)
+	}
+	if open, _ := s.OpenDrift(ctx, "app"); len(open) != 1 || open[0].Kind != "stopped" {
+		t.Fatalf("open %+v", open)
+	}
+}
+
+func TestStore_Converged(t *testing.T) {
+	s := open(t)
+	ctx := context.Background()
+	if err := s.MarkConverged(ctx, "app", "r1", []string{"h1", "h2"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.MarkConverged(ctx, "app", "r2", []string{"h2"}); err != nil {
+		t.Fatal(err)
+	}
+	_ = s.MarkConverged(ctx, "other", "x", []string{"h1"})
+	got, err := s.Converged(ctx, "app")
+	if err != nil || len(got) != 2 || got["h1"] != "r1" || got["h2"] != "r2" {
+		t.Fatalf("converged %v %v", got, err)
 	}
 }
 

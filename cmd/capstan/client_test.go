@@ -31,7 +31,7 @@ func TestClient_AgainstDaemonAPI(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, _, err := store.SyncDrift(ctx, "demo", []string{"10.0.0.1"}, []state.DriftItem{{Host: "10.0.0.1", Kind: "stopped", Subject: "web", Detail: "testapp-web-v1 is exited"}}); err != nil {
+	if _, _, err := store.SyncDrift(ctx, "demo", []state.Scope{{Host: "10.0.0.1"}}, []state.DriftItem{{Host: "10.0.0.1", Kind: "stopped", Subject: "web", Detail: "testapp-web-v1 is exited"}}); err != nil {
 		t.Fatal(err)
 	}
 	e := &env{log: discardLogger(), getenv: func(k string) string { return map[string]string{"TOK": "tok"}[k] }}

@@ -332,11 +332,12 @@ func (d *daemon) loadApp(r *appRunner, rev reconcile.Revision) (*reconcile.App, 
 // imageCheck waits for the image in its registry before any host is
 // touched, with the registry credentials from deploy.yml.
 func (d *daemon) imageCheck(log *slog.Logger) reconcile.ImageCheck {
-	return func(ctx context.Context, app *reconcile.App) (string, error) {
+	return func(ctx context.Context, app *reconcile.App, waiting func(string)) (string, error) {
 		reg := app.Config.Registry
 		c := &registry.Client{Username: reg.Username.Reveal(), Password: reg.Password.Reveal(), Insecure: d.cfg.InsecureRegistries}
 		img := app.Config.Image()
 		return c.Wait(ctx, img, time.Duration(d.cfg.ImageWait), func(err error, next time.Duration) {
+			waiting(err.Error())
 			log.Info("waiting for the image in the registry", "image", img, "retry_in", next.Round(time.Millisecond), "reason", err.Error())
 		})
 	}
@@ -353,6 +354,9 @@ func (g gitSource) Sync(ctx context.Context) (reconcile.Revision, bool, error) {
 	rev, changed, err := g.repo.Sync(ctx)
 	if err != nil {
 		g.metrics.gitErrors.WithLabelValues(g.app).Inc()
+		if errors.Is(err, gitwatch.ErrAuth) || errors.Is(err, gitwatch.ErrBranchNotFound) {
+			err = fmt.Errorf("%w: %w", reconcile.ErrPermanent, err)
+		}
 		return reconcile.Revision{}, false, err
 	}
 	return reconcile.Revision{SHA: rev.SHA, Author: rev.Author + " <" + rev.Email + ">", Message: rev.Message, Time: rev.Time, Dir: rev.Dir}, changed, nil
@@ -386,12 +390,27 @@ func (s stateRecorder) RecordAttempt(ctx context.Context, app, revision string, 
 	return s.store.RecordAttempt(ctx, app, revision, !failed)
 }
 
-func (s stateRecorder) SyncDrift(ctx context.Context, app string, observed []string, items []reconcile.Drift) ([]reconcile.Drift, []reconcile.Drift, error) {
+func (s stateRecorder) Converged(ctx context.Context, app string) (map[string]string, error) {
+	return s.store.Converged(ctx, app)
+}
+
+func (s stateRecorder) MarkConverged(ctx context.Context, app, revision string, hosts []string) error {
+	return s.store.MarkConverged(ctx, app, revision, hosts)
+}
+
+func (s stateRecorder) SyncDrift(ctx context.Context, app string, scope []reconcile.DriftScope, items []reconcile.Drift) ([]reconcile.Drift, []reconcile.Drift, error) {
 	in := make([]state.DriftItem, len(items))
 	for i, d := range items {
 		in[i] = state.DriftItem{Host: d.Host, Kind: string(d.Kind), Subject: d.Role, Detail: d.Detail}
 	}
-	opened, resolved, err := s.store.SyncDrift(ctx, app, observed, in)
+	sc := make([]state.Scope, len(scope))
+	for i, x := range scope {
+		sc[i] = state.Scope{Host: x.Host}
+		for _, k := range x.Kinds {
+			sc[i].Kinds = append(sc[i].Kinds, string(k))
+		}
+	}
+	opened, resolved, err := s.store.SyncDrift(ctx, app, sc, in)
 	conv := func(es []state.Episode) []reconcile.Drift {
 		var out []reconcile.Drift
 		for _, e := range es {
