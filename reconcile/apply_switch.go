@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"strconv"
 	"time"
@@ -37,129 +38,208 @@ func (c *liveContainer) target(port int) proxy.Target {
 	return t
 }
 
+// roleDeploy is one role's deploy on one host, as deployRole takes it
+// through its phases.
+type roleDeploy struct {
+	host string
+	s    Step
+	spec *kamal.Container
+	c    *created
+	old  *liveContainer // serving before (as observed), nil when none
+	new  *liveContainer // set by startNew
+	// started is when the new container's start returned.
+	started time.Time
+	// route is the role's route; viaProxy when the proxy switches it (so
+	// it health-checks the new container), else Docker judges it.
+	route    proxy.Route
+	proxied  bool
+	viaProxy bool
+	sr       *StepResult
+	log      *slog.Logger
+}
+
+// phase records how long the phase name took since since.
+func (d *roleDeploy) phase(a *App, name string, since time.Time) {
+	d.sr.Phases[name] = a.now().Sub(since)
+}
+
 // deployRole starts the new container of one role on one host (created by
 // prepare, or now), waits for it to be healthy, switches traffic and stops
-// the old container.
+// the old container. waited is how long it waited at the barrier. The step
+// is recorded with its phases, unless creating the container failed (then
+// createFor recorded it).
 func (r *applyRun) deployRole(ctx context.Context, hp *HostPlan, s Step, waited time.Duration) (err error) {
 	a := r.a
-	host, spec := hp.Host, s.spec
-	r.mu.Lock()
-	c := r.created[createKey(host, s.Role)]
-	r.mu.Unlock()
-	if c == nil {
-		if err := r.createFor(ctx, hp, s); err != nil {
-			return err
-		}
-		r.mu.Lock()
-		c = r.created[createKey(host, s.Role)]
-		r.mu.Unlock()
+	c, err := r.createdFor(ctx, hp, s)
+	if err != nil {
+		return err
 	}
-	sr := &StepResult{Step: s, Start: c.start, Phases: map[string]time.Duration{"create": c.took}}
+	d := &roleDeploy{host: hp.Host, s: s, spec: s.spec, c: c, old: serving(hp, s, c),
+		sr:  &StepResult{Step: s, Start: c.start, Phases: map[string]time.Duration{"create": c.took}},
+		log: r.log.With("host", hp.Host, "role", s.Role)}
+	d.route, d.proxied = a.Route(s.Role)
+	d.viaProxy = d.proxied && d.spec.Proxy != nil && a.Proxy != nil
 	if waited > 0 {
-		sr.Phases["wait"] = waited
+		d.sr.Phases["wait"] = waited
 	}
 	defer func() {
-		sr.End = a.now()
+		d.sr.End = a.now()
 		if err != nil {
-			sr.Error = err.Error()
+			d.sr.Error = err.Error()
 		}
-		r.record(host, sr)
+		r.record(d.host, d.sr)
 	}()
-	phase := func(name string, since time.Time) { sr.Phases[name] = a.now().Sub(since) }
-	log := r.log.With("host", host, "role", s.Role)
-
-	// The container serving now (as observed); it was renamed by create
-	// if it held the new name.
-	var old *liveContainer
-	if o := hp.observed.byName(s.From); s.From != "" && o != nil {
-		old = &liveContainer{ID: o.ID, Name: o.Name}
-		if o.ID == c.clash {
-			old.Name = c.renamed
-		}
+	r.audit(ctx, d.host, s.Role, "Booted app version "+a.Config.Version.Name())
+	if err := r.startNew(ctx, d); err != nil {
+		return err
 	}
-	r.audit(ctx, host, s.Role, "Booted app version "+a.Config.Version.Name())
-	t0 := a.now()
-	nw, err := r.startContainer(ctx, host, c.id)
-	if err != nil {
-		// Left unstarted: removed at the end, the replaced name given back.
-		return fmt.Errorf("%w: start %s: %w", ErrHost, spec.Name, err)
-	}
-	r.mu.Lock()
-	c.started = true // from here on a failure stops it rather than removes it
-	r.mu.Unlock()
-	started := a.now()
-	id := nw.ID
-	phase("start", t0)
-
-	// Healthy, then switch (proxied) or judged by Docker (not proxied).
 	t1 := a.now()
-	route, proxied := a.Route(s.Role)
-	if proxied && spec.Proxy != nil && a.Proxy != nil {
-		var from proxy.Target
-		if old != nil {
-			from = old.target(spec.Proxy.AppPort)
-		}
-		err = r.proxyReady(ctx, host)
-		if err == nil {
-			err = r.watchWhile(ctx, host, id, func(ctx context.Context) error {
-				return a.Proxy.Switch(ctx, host, route, from, nw.target(spec.Proxy.AppPort))
-			})
-		}
-	} else {
-		err = r.waitReady(ctx, host, id, started)
-	}
-	phase("healthy+switch", t1)
-	// The first healthy primary container lets the other roles boot; the
-	// first unhealthy one stops them (Kamal's barrier). A host that fails
-	// for another reason (connection lost) decides nothing.
-	if s.Role == a.Config.PrimaryRole {
-		switch {
-		case err == nil:
-			r.openBarrier(nil)
-		case errors.Is(err, proxy.ErrUnhealthy) || errors.Is(err, ErrUnhealthy):
-			r.openBarrier(fmt.Errorf("%w: %w", ErrBarrier, err))
-		}
-	}
+	err = r.healthyAndSwitch(ctx, d)
+	d.phase(a, "healthy+switch", t1)
+	r.barrierVerdict(s.Role, err)
 	if err != nil {
-		sr.Logs = r.containerLogs(host, id)
-		if proxied && spec.Proxy != nil && a.Proxy != nil && old != nil && !errors.Is(err, proxy.ErrUnhealthy) {
-			// The new container may have taken the traffic before it
-			// failed (a crash during the drain): give it back to the old
-			// one before the new one stops. A no-op if it never moved.
-			r.switchBack(context.WithoutCancel(ctx), host, route, spec.Proxy.AppPort, nw, old.ID)
-		}
-		_ = r.stopContainer(context.WithoutCancel(ctx), host, spec, id)
-		log.Error("new container failed; old one keeps serving", "container", spec.Name, "err", err)
-		if errors.Is(err, proxy.ErrUnhealthy) || errors.Is(err, ErrUnhealthy) {
-			return fmt.Errorf("%w: %s on %s: %w", ErrUnhealthy, spec.Name, host, err)
-		}
-		return fmt.Errorf("%w: switch %s on %s: %w", ErrHost, spec.Name, host, err)
+		return r.abandonNew(ctx, d, err)
 	}
-	sr.Switched = a.now()
-	sw := switched{host: host, spec: spec, old: old, new: nw}
-	if proxied {
-		sw.route = &route
+	d.sr.Switched = a.now()
+	sw := switched{host: d.host, spec: d.spec, old: d.old, new: d.new}
+	if d.proxied {
+		sw.route = &d.route
 	}
 	r.mu.Lock()
 	r.switched = append(r.switched, sw)
 	r.mu.Unlock()
+	if err := r.stopOld(ctx, d); err != nil {
+		return err
+	}
+	d.log.Info("deployed", "container", d.spec.Name, "from", s.From, "took", a.now().Sub(d.sr.Start).Round(time.Millisecond))
+	return nil
+}
 
-	// Stop the old container only now that traffic left it, and the one
-	// that held the new name if it was not the old one (a boot interrupted
-	// by a crash may have started it after it was observed).
-	t2 := a.now()
-	if old != nil {
-		if err := r.stopContainer(ctx, host, spec, old.ID); err != nil {
-			return fmt.Errorf("%w: stop %s: %w", ErrHost, old.Name, err)
+// createdFor returns the container created for step s on hp ahead of its
+// start, creating it now when prepare did not (createFor).
+func (r *applyRun) createdFor(ctx context.Context, hp *HostPlan, s Step) (*created, error) {
+	key := createKey(hp.Host, s.Role)
+	r.mu.Lock()
+	c := r.created[key]
+	r.mu.Unlock()
+	if c != nil {
+		return c, nil
+	}
+	if err := r.createFor(ctx, hp, s); err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	c = r.created[key]
+	r.mu.Unlock()
+	return c, nil
+}
+
+// serving returns the container serving s's role now (as observed), nil
+// when none; create renamed it if it held the new name.
+func serving(hp *HostPlan, s Step, c *created) *liveContainer {
+	o := hp.observed.byName(s.From)
+	if s.From == "" || o == nil {
+		return nil
+	}
+	old := &liveContainer{ID: o.ID, Name: o.Name}
+	if o.ID == c.clash {
+		old.Name = c.renamed
+	}
+	return old
+}
+
+// startNew starts the created container and sets d.new and d.started. A
+// container that fails to start is left unstarted: removed at the end,
+// the replaced name given back.
+func (r *applyRun) startNew(ctx context.Context, d *roleDeploy) error {
+	a := r.a
+	t0 := a.now()
+	nw, err := r.startContainer(ctx, d.host, d.c.id)
+	if err != nil {
+		return fmt.Errorf("%w: start %s: %w", ErrHost, d.spec.Name, err)
+	}
+	r.mu.Lock()
+	d.c.started = true // from here on a failure stops it rather than removes it
+	r.mu.Unlock()
+	d.started = a.now()
+	d.new = nw
+	d.phase(a, "start", t0)
+	return nil
+}
+
+// healthyAndSwitch waits for the new container to be healthy, then
+// switches the route to it (through the proxy, which health-checks it, the
+// container watched meanwhile), or, for a role without a proxy, has Docker
+// judge it (waitReady).
+func (r *applyRun) healthyAndSwitch(ctx context.Context, d *roleDeploy) error {
+	a := r.a
+	if !d.viaProxy {
+		return r.waitReady(ctx, d.host, d.new.ID, d.started)
+	}
+	var from proxy.Target
+	if d.old != nil {
+		from = d.old.target(d.spec.Proxy.AppPort)
+	}
+	if err := r.proxyReady(ctx, d.host); err != nil {
+		return err
+	}
+	return r.watchWhile(ctx, d.host, d.new.ID, func(ctx context.Context) error {
+		return a.Proxy.Switch(ctx, d.host, d.route, from, d.new.target(d.spec.Proxy.AppPort))
+	})
+}
+
+// barrierVerdict opens the barrier on a primary-role deploy's outcome
+// err: the first healthy primary container lets the other roles boot; the
+// first unhealthy one stops them (Kamal's barrier). A host that fails for
+// another reason (connection lost) decides nothing.
+func (r *applyRun) barrierVerdict(role string, err error) {
+	if role != r.a.Config.PrimaryRole {
+		return
+	}
+	switch {
+	case err == nil:
+		r.openBarrier(nil)
+	case errors.Is(err, proxy.ErrUnhealthy) || errors.Is(err, ErrUnhealthy):
+		r.openBarrier(fmt.Errorf("%w: %w", ErrBarrier, err))
+	}
+}
+
+// abandonNew handles a new container that failed (err) to become healthy
+// or take the traffic: it keeps its logs, gives the traffic back to the
+// old container, stops the new one, and returns err wrapped in
+// ErrUnhealthy for a health failure, else in ErrHost.
+func (r *applyRun) abandonNew(ctx context.Context, d *roleDeploy, err error) error {
+	d.sr.Logs = r.containerLogs(d.host, d.new.ID)
+	if d.viaProxy && d.old != nil && !errors.Is(err, proxy.ErrUnhealthy) {
+		// The new container may have taken the traffic before it
+		// failed (a crash during the drain): give it back to the old
+		// one before the new one stops. A no-op if it never moved.
+		r.switchBack(context.WithoutCancel(ctx), d.host, d.route, d.spec.Proxy.AppPort, d.new, d.old.ID)
+	}
+	_ = r.stopContainer(context.WithoutCancel(ctx), d.host, d.spec, d.new.ID)
+	d.log.Error("new container failed; old one keeps serving", "container", d.spec.Name, "err", err)
+	if errors.Is(err, proxy.ErrUnhealthy) || errors.Is(err, ErrUnhealthy) {
+		return fmt.Errorf("%w: %s on %s: %w", ErrUnhealthy, d.spec.Name, d.host, err)
+	}
+	return fmt.Errorf("%w: switch %s on %s: %w", ErrHost, d.spec.Name, d.host, err)
+}
+
+// stopOld stops the old container only now that traffic left it, and the
+// one that held the new name if it was not the old one (a boot interrupted
+// by a crash may have started it after it was observed).
+func (r *applyRun) stopOld(ctx context.Context, d *roleDeploy) error {
+	t2 := r.a.now()
+	if d.old != nil {
+		if err := r.stopContainer(ctx, d.host, d.spec, d.old.ID); err != nil {
+			return fmt.Errorf("%w: stop %s: %w", ErrHost, d.old.Name, err)
 		}
 	}
-	if c.clash != "" && (old == nil || c.clash != old.ID) {
-		if err := r.stopContainer(ctx, host, spec, c.clash); err != nil {
-			return fmt.Errorf("%w: stop replaced %s: %w", ErrHost, spec.Name, err)
+	if d.c.clash != "" && (d.old == nil || d.c.clash != d.old.ID) {
+		if err := r.stopContainer(ctx, d.host, d.spec, d.c.clash); err != nil {
+			return fmt.Errorf("%w: stop replaced %s: %w", ErrHost, d.spec.Name, err)
 		}
 	}
-	phase("stop", t2)
-	log.Info("deployed", "container", spec.Name, "from", s.From, "took", a.now().Sub(sr.Start).Round(time.Millisecond))
+	d.phase(r.a, "stop", t2)
 	return nil
 }
 
