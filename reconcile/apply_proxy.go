@@ -1,0 +1,136 @@
+package reconcile
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// login logs host in to deploy.yml's registry (password on stdin), once
+// per apply, before a proxy or accessory image is run there: the app image
+// is pulled through the API with its own credentials, which leaves no
+// login behind, and Kamal logs in before booting those too.
+func (r *applyRun) login(ctx context.Context, hp *HostPlan) error {
+	reg := r.a.Config.Registry
+	user := reg.Username.Reveal()
+	if user == "" || reg.Local() {
+		return nil
+	}
+	if !slices.ContainsFunc(hp.Steps, func(s Step) bool {
+		return s.Kind == StepBootProxy || s.Kind == StepBootAccessory || s.Kind == StepRebootAccessory
+	}) {
+		return nil
+	}
+	if _, done := r.logins.LoadOrStore(hp.Host, true); done {
+		return nil
+	}
+	argv := []string{"sh", "-c", `docker login "$1" -u "$2" --password-stdin >/dev/null`, "sh", reg.Server, user}
+	if _, err := r.a.SSH.Run(ctx, hp.Host, argv, strings.NewReader(reg.Password.Reveal())); err != nil {
+		r.logins.Delete(hp.Host)
+		return fmt.Errorf("%w: registry login: %w", ErrHost, err)
+	}
+	return nil
+}
+
+// ensureNetwork creates the app network on a host that lacks it (once per
+// apply).
+func (r *applyRun) ensureNetwork(ctx context.Context, hp *HostPlan) error {
+	if hp.observed.onNetwork(hp.desired.Network) {
+		return nil
+	}
+	if _, done := r.networks.LoadOrStore(hp.Host, true); done {
+		return nil
+	}
+	out, err := r.a.SSH.Run(ctx, hp.Host, []string{"sh", "-c", `docker network create "$1" 2>&1 || docker network inspect "$1" >/dev/null`, "sh", hp.desired.Network}, nil)
+	if err != nil {
+		r.networks.Delete(hp.Host)
+		return fmt.Errorf("%w: docker network create %s: %w: %s", ErrHost, hp.desired.Network, err, out)
+	}
+	return nil
+}
+
+// prepare makes the network and boots the proxy (in the background) on a
+// host, and with precreate creates its app containers, to be started
+// later.
+func (r *applyRun) prepare(ctx context.Context, hp *HostPlan, precreate bool) error {
+	a := r.a
+	host := hp.Host
+	if err := r.ensureNetwork(ctx, hp); err != nil {
+		return err
+	}
+	if err := r.login(ctx, hp); err != nil {
+		return err
+	}
+	if a.routed(hp.desired) && a.Proxy != nil {
+		// The proxy boots while the new containers start: only a switch
+		// needs it (proxyReady).
+		pb := &proxyBoot{done: make(chan struct{})}
+		r.mu.Lock()
+		r.proxyBoot[host] = pb
+		r.mu.Unlock()
+		go func() {
+			defer close(pb.done)
+			start := a.now()
+			err := a.Proxy.Boot(context.WithoutCancel(ctx), host, a.routesOn(hp.desired))
+			for _, s := range hp.Steps {
+				if s.Kind == StepBootProxy {
+					sr := &StepResult{Step: s, Start: start, End: a.now()}
+					if err != nil {
+						sr.Error = err.Error()
+					}
+					r.record(host, sr)
+				}
+			}
+			if err != nil {
+				pb.err = fmt.Errorf("%w: boot proxy: %w", ErrHost, err)
+				r.fail(host, pb.err)
+			}
+		}()
+	}
+	for _, s := range hp.Steps {
+		if !precreate || s.Kind != StepDeploy {
+			continue
+		}
+		if err := r.createFor(ctx, hp, s); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// proxyBoot is a proxy boot in flight; err is set before done closes.
+type proxyBoot struct {
+	done chan struct{}
+	err  error
+}
+
+// waitProxyBoots waits for every proxy boot started by prepare.
+func (r *applyRun) waitProxyBoots() {
+	r.mu.Lock()
+	boots := make([]*proxyBoot, 0, len(r.proxyBoot))
+	for _, pb := range r.proxyBoot {
+		boots = append(boots, pb)
+	}
+	r.mu.Unlock()
+	for _, pb := range boots {
+		<-pb.done
+	}
+}
+
+// proxyReady waits for host's proxy boot (if one was started) and returns
+// its error.
+func (r *applyRun) proxyReady(ctx context.Context, host string) error {
+	r.mu.Lock()
+	pb := r.proxyBoot[host]
+	r.mu.Unlock()
+	if pb == nil {
+		return nil
+	}
+	select {
+	case <-pb.done:
+		return pb.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
