@@ -154,6 +154,28 @@ func TestPool_SecretsNeverOnCommandLine(t *testing.T) {
 	}
 }
 
+// A short secret is refused as a whole argument or env value, or as a
+// delimited token in one, and allowed inside words ("proxy", host names).
+func TestPool_ShortSecretOnCommandLine(t *testing.T) {
+	p := &Pool{red: redact.New("x")}
+	for _, tc := range []struct {
+		argv    []string
+		env     map[string]string
+		refused bool
+	}{
+		{argv: []string{"docker", "login", "-p", "x"}, refused: true},
+		{argv: []string{"sh", "-c", "echo PASSWORD=x"}, refused: true},
+		{argv: []string{"true"}, env: map[string]string{"TOKEN": "x"}, refused: true},
+		{argv: []string{"docker", "run", "--name", "kamal-proxy", "x.example/app:v1"}},
+		{argv: []string{"true"}, env: map[string]string{"HOST": "x-ray.example"}},
+	} {
+		_, err := p.commandLine(tc.argv, tc.env, "")
+		if refused := errors.Is(err, ErrSecretOnCommandLine); refused != tc.refused {
+			t.Errorf("%q %v: refused=%v (%v), want %v", tc.argv, tc.env, refused, err, tc.refused)
+		}
+	}
+}
+
 func TestPool_LogsAndStats(t *testing.T) {
 	s := startSSHD(t)
 	var logs syncBuffer

@@ -252,6 +252,13 @@ func fingerprintKey(e *env) (key []byte, ephemeral bool, err error) {
 	return key, true, nil
 }
 
+// shortSecretWarning is the warning, shown by validate and logged when the
+// SSH pool is built, for a secret too short to be masked inside free text
+// (see package redact). It names the secret, never its value.
+func shortSecretWarning(name string) string {
+	return fmt.Sprintf("secret %s is shorter than %d characters: it is masked in logs and output only where it stands as a whole value (PASSWORD=…, an argument, a quoted or space-delimited word), not inside other text; use a longer value", name, redact.ShortSecretLen)
+}
+
 // redacting returns writers that mask c's secret values, and a flush.
 func redacting(e *env, c *kamal.Config) (stdout, stderr io.Writer, flush func()) {
 	r := redact.New(c.SecretValues()...)

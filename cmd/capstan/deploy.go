@@ -114,9 +114,16 @@ func loadDeploy(ctx context.Context, e *env, f *deployFlags) (*kamal.Config, err
 }
 
 // newPool builds the SSH pool from the global flags, the environment and
-// deploy.yml's ssh block; every secret of the config is redacted.
+// deploy.yml's ssh block; every secret of the config is redacted, and each
+// too short to be masked inside free text is warned about.
 func newPool(e *env, cfg *kamal.Config, acceptNew bool) (*hostexec.Pool, *redact.Redactor, error) {
 	red := redact.New(cfg.SecretValues()...)
+	for _, name := range cfg.ShortSecrets() {
+		if e.log == nil {
+			break
+		}
+		e.log.Warn(shortSecretWarning(name), "secret", name)
+	}
 	pc := hostexec.Config{Logger: e.log, Redactor: red, AcceptNew: acceptNew}
 	pc.FromEnv(e.getenv)
 	if e.knownHosts != "" {

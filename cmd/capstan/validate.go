@@ -26,5 +26,8 @@ func runValidate(ctx context.Context, e *env, args []string) error {
 	out, _, flush := redacting(e, c)
 	defer flush()
 	fmt.Fprintf(out, "%s: valid\n", strings.Join(c.Files, " + "))
+	for _, name := range c.ShortSecrets() {
+		fmt.Fprintf(e.stderr, "warning: %s\n", shortSecretWarning(name))
+	}
 	return c.WriteSummary(out)
 }

@@ -217,6 +217,47 @@ func TestConfig_RedactsLiteralPassword(t *testing.T) {
 	}
 }
 
+// A one-character secret is masked where it stands as a whole value and
+// does not garble the rest of the output ("proxy:", host names); validate
+// warns about it by name, never printing the value.
+func TestConfig_ShortSecretDoesNotGarble(t *testing.T) {
+	deploy := strings.Replace(testDeploy, "proxy:\n  host: shop.example.com\n", "proxy:\n  host: x.example.com\n", 1) +
+		"accessories:\n  cache:\n    image: redis:7\n    host: 192.0.2.3\n    cmd: redis-server --requirepass x\n    env:\n      clear:\n        PASSWORD: x\n"
+	dir := writeFiles(t, map[string]string{
+		"config/deploy.yml": deploy,
+		".kamal/secrets":    "KAMAL_REGISTRY_PASSWORD=x\nDATABASE_URL=" + secretDB + "\n",
+	})
+	out, errOut, code := runIn(t, dir, nil, "config", "--version", "v1")
+	if code != exitOK {
+		t.Fatalf("exit %d\n%s", code, errOut)
+	}
+	for _, want := range []string{"\nproxy:\n", "host: x.example.com", "PASSWORD: '[REDACTED]'", "cmd: '[REDACTED]'"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("config output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "pro[REDACTED]") || strings.Contains(out, secretDB) {
+		t.Errorf("config output garbled or leaking:\n%s", out)
+	}
+
+	out, errOut, code = runIn(t, dir, nil, "validate", "--version", "v1")
+	if code != exitOK {
+		t.Fatalf("validate: exit %d\n%s", code, errOut)
+	}
+	if !strings.Contains(errOut, "warning: secret KAMAL_REGISTRY_PASSWORD is shorter than 6 characters") || strings.Contains(errOut, "DATABASE_URL") {
+		t.Errorf("validate stderr:\n%s", errOut)
+	}
+	if !strings.Contains(out, "proxied") {
+		t.Errorf("validate summary garbled:\n%s", out)
+	}
+	// A long secret gets no warning.
+	dir = shopRepo(t)
+	_, errOut, _ = runIn(t, dir, nil, "validate", "--version", "v3", "--secrets-env-file", "ops.env")
+	if strings.Contains(errOut, "warning") {
+		t.Errorf("warning for long secrets:\n%s", errOut)
+	}
+}
+
 func TestSecretCommand(t *testing.T) {
 	dir := t.TempDir()
 	out, err := runSecretCommand(context.Background(), dir, "printf 'abc\\n'")

@@ -37,3 +37,17 @@ func TestHandler_RedactsMessageAndAttrs(t *testing.T) {
 		t.Errorf("non-secret attribute lost: %s", out)
 	}
 }
+
+// A short secret is masked as a whole attribute value or a delimited token
+// in the message, and left alone inside words.
+func TestHandler_ShortSecret(t *testing.T) {
+	var buf bytes.Buffer
+	log := New("x").Logger(slog.New(slog.NewTextHandler(&buf, nil)))
+	log.Info("login -p x", "password", "x", "host", "x.example", "role", "proxy", "err", errors.New("PASSWORD=x rejected"))
+	out := buf.String()
+	for _, want := range []string{`msg="login -p ` + Mask + `"`, "password=" + Mask, "host=x.example", "role=proxy", `err="PASSWORD=` + Mask + ` rejected"`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("want %s in %s", want, out)
+		}
+	}
+}

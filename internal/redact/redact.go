@@ -3,20 +3,43 @@
 // package that prints, logs or stores text produced from secrets goes
 // through it.
 //
-// A Redactor is built from the secret values themselves. Every occurrence of
-// every secret is masked, including occurrences that overlap each other and
-// secrets that are substrings of other secrets: the byte ranges covered by
-// any match are united and each maximal run is replaced by a single [Mask].
-// Matching is on bytes, so invalid UTF-8 is handled like any other input.
+// A Redactor is built from the secret values themselves. Occurrences that
+// overlap each other and secrets that are substrings of other secrets are
+// all masked: the byte ranges covered by masked occurrences are united and
+// each maximal run is replaced by a single [Mask]. Matching is on bytes, so
+// invalid UTF-8 is handled like any other input.
 //
-// Short secrets: every non-empty secret is masked, whatever its length,
-// because a secret that is not masked is a leak. A one- or two-byte secret
-// therefore masks a lot of unrelated text; catching such values is the job of
-// the configuration validator (see [Redactor.Short]), not of the redactor.
+// Long secrets (at least [ShortSecretLen] bytes) are masked wherever they
+// occur, inside words too.
 //
-// Guarantee (fuzzed): after redaction, every occurrence of a secret in the
-// output overlaps at least one inserted mask. In particular a secret that is
-// not a substring of "[REDACTED]" plus neighbouring text never survives.
+// Short secrets (1 to ShortSecretLen-1 bytes) are masked only where they
+// stand alone, as a whole value: masking every occurrence of "x" or "pw1"
+// would turn "proxy:" into "pro[REDACTED]y:" and every host name into
+// noise, and would tell a reader which letters the secret is made of. An
+// occurrence b[i:j] stands alone when neither neighbour continues a word:
+//
+//   - the left neighbour is b[i-1] (none at the start of the text), the
+//     right one b[j] (none at the end);
+//   - a word byte is an ASCII letter or digit, '_', or any byte >= 0x80 (a
+//     part of a non-ASCII character);
+//   - a neighbour continues a word when it is a word byte, or when it is '.'
+//     or '-' and the byte beyond it (b[i-2], resp. b[j+1]) is a word byte.
+//
+// So a whole string (an argv element, an env value, a log attribute value),
+// and a token delimited by the start or end of the text, white space,
+// quotes, '=', ':', ',', '/', '@', brackets and the like are masked:
+// "PASSWORD=x", `"x"`, "--password x", "key: x", "[x]" and the sentence
+// "password is x." all lose their x. Host names, image tags, versions and
+// identifiers are words: "x.example", "x-ray", "v1.x", "proxy" and "KEY_x"
+// keep theirs. The rule reads at most two bytes on each side of an
+// occurrence, which is what lets [Writer] decide on a stream. The price is
+// that a short secret written inside a word is not masked; the
+// configuration validator warns about short secrets for that reason
+// (`capstan validate`), without printing them.
+//
+// Guarantee (fuzzed against a naive model): every occurrence of a long
+// secret, and every standing-alone occurrence of a short secret, in the
+// input lies inside a masked run; nothing else is masked.
 //
 // The zero value and a nil *Redactor are valid and mask nothing.
 package redact
@@ -30,9 +53,14 @@ import (
 // Mask replaces each maximal run of secret bytes.
 const Mask = "[REDACTED]"
 
-// ShortSecretLen is the length below which [Redactor.Short] reports a secret
-// as too short to be masked without hiding unrelated text.
-const ShortSecretLen = 4
+// ShortSecretLen is the length in bytes below which a secret is short: it
+// is masked only where it stands alone (see the package comment), and
+// [Redactor.Short] counts it so the operator can be warned.
+const ShortSecretLen = 6
+
+// lookaround is how many bytes on each side of an occurrence decide
+// whether a short secret stands alone.
+const lookaround = 2
 
 // Redactor masks a fixed set of secret values. It is immutable and safe for
 // concurrent use.
@@ -76,8 +104,8 @@ func (r *Redactor) Len() int {
 }
 
 // Short returns how many of r's secrets are shorter than ShortSecretLen
-// bytes. Such secrets are still masked everywhere (see the package comment);
-// callers use this to warn the operator, without printing the values.
+// bytes, and so are masked only where they stand alone (see the package
+// comment). Callers use it to warn the operator, without printing values.
 func (r *Redactor) Short() int {
 	if r == nil {
 		return 0
@@ -91,15 +119,16 @@ func (r *Redactor) Short() int {
 	return n
 }
 
-// Contains reports whether s contains any of r's secrets. hostexec uses it
-// to refuse a remote command line that would carry a secret.
+// Contains reports whether String(s) would mask anything: s contains a
+// long secret, or a short one standing alone. hostexec uses it to refuse a
+// remote command line that would carry a secret.
 func (r *Redactor) Contains(s string) bool {
 	if r == nil {
 		return false
 	}
 	for _, sec := range r.secrets {
 		if strings.Contains(s, sec) {
-			return true
+			return len(r.spans([]byte(s), 0)) > 0
 		}
 	}
 	return false
@@ -108,20 +137,51 @@ func (r *Redactor) Contains(s string) bool {
 // span is a half-open byte range [lo, hi).
 type span struct{ lo, hi int }
 
-// spans returns the merged, sorted byte ranges of b covered by any
-// occurrence of any secret. Adjacent ranges are merged too, so each run
-// becomes one mask.
-func (r *Redactor) spans(b []byte) []span {
+// wordByte reports whether c is part of a word: an ASCII letter or digit,
+// '_', or a byte of a non-ASCII character.
+func wordByte(c byte) bool {
+	return c >= 0x80 || c == '_' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
+}
+
+// continuesWord reports whether the neighbour b[i] of an occurrence
+// continues a word; beyond is the index of the byte past it (i-1 on the
+// left, i+1 on the right). Indexes outside b are the ends of the text.
+func continuesWord(b []byte, i, beyond int) bool {
+	if i < 0 || i >= len(b) {
+		return false
+	}
+	c := b[i]
+	if c == '.' || c == '-' {
+		return beyond >= 0 && beyond < len(b) && wordByte(b[beyond])
+	}
+	return wordByte(c)
+}
+
+// standsAlone reports whether the occurrence b[lo:hi] is delimited on both
+// sides (see the package comment).
+func standsAlone(b []byte, lo, hi int) bool {
+	return !continuesWord(b, lo-1, lo-2) && !continuesWord(b, hi, hi+1)
+}
+
+// spans returns the merged, sorted byte ranges of b covered by masked
+// occurrences that start at or after from; b[:from] is context already
+// dealt with (the Writer's emitted tail). The end of b is taken as the end
+// of the text. Adjacent ranges are merged too, so each run becomes one
+// mask.
+func (r *Redactor) spans(b []byte, from int) []span {
 	var out []span
 	for _, s := range r.secrets {
 		sb := []byte(s)
-		for off := 0; off+len(sb) <= len(b); {
+		for off := from; off+len(sb) <= len(b); {
 			i := bytes.Index(b[off:], sb)
 			if i < 0 {
 				break
 			}
-			out = append(out, span{off + i, off + i + len(sb)})
-			off += i + 1 // overlapping occurrences too
+			lo, hi := off+i, off+i+len(sb)
+			if len(sb) >= ShortSecretLen || standsAlone(b, lo, hi) {
+				out = append(out, span{lo, hi})
+			}
+			off = lo + 1 // overlapping occurrences too
 		}
 	}
 	if len(out) < 2 {
@@ -157,7 +217,7 @@ func (r *Redactor) Bytes(b []byte) []byte {
 	if r == nil || len(r.secrets) == 0 {
 		return b
 	}
-	sp := r.spans(b)
+	sp := r.spans(b, 0)
 	if len(sp) == 0 {
 		return b
 	}

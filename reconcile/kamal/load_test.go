@@ -370,3 +370,22 @@ func TestSplitCmd(t *testing.T) {
 		}
 	}
 }
+
+func TestConfig_ShortSecrets(t *testing.T) {
+	cfg := minimal + "env:\n  secret:\n    - DB_PASSWORD\n    - API_KEY\n"
+	c, err := load(t, map[string]string{"config/deploy.yml": cfg, ".kamal/secrets": "KAMAL_REGISTRY_PASSWORD=x\nDB_PASSWORD=abcde\nAPI_KEY=abcdef\n"}, LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(c.ShortSecrets(), " "); got != "DB_PASSWORD KAMAL_REGISTRY_PASSWORD" {
+		t.Errorf("ShortSecrets = %q", got)
+	}
+	literal := strings.Replace(minimal, "  password:\n    - KAMAL_REGISTRY_PASSWORD\n", "  password: pw\n", 1)
+	c, err = load(t, map[string]string{"config/deploy.yml": literal}, LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(c.ShortSecrets(), " "); got != "registry.password" {
+		t.Errorf("ShortSecrets with a literal password = %q", got)
+	}
+}

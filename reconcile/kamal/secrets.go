@@ -7,6 +7,8 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+
+	"github.com/capstan-dev/capstan/internal/redact"
 )
 
 var fsEOF = io.EOF
@@ -262,6 +264,32 @@ func (b *builder) resolveSecrets(fsys fs.FS) {
 			fill(a.Registry)
 		}
 	}
+}
+
+// ShortSecrets names the secrets whose value is shorter than
+// redact.ShortSecretLen bytes, sorted: the redactor masks those only where
+// they stand alone, not inside other text. Names are secret names from the
+// secrets files, or "registry.password" (resp.
+// "accessories.NAME.registry.password") for a literal password in
+// deploy.yml. The values are not returned.
+func (c *Config) ShortSecrets() []string {
+	var out []string
+	short := func(v string) bool { return v != "" && len(v) < redact.ShortSecretLen }
+	for name, v := range c.secrets {
+		if short(v) {
+			out = append(out, name)
+		}
+	}
+	if p := c.Registry.Password; p.ref == "" && short(p.v) {
+		out = append(out, "registry.password")
+	}
+	for _, a := range c.Accessories {
+		if a.Registry != nil && a.Registry.Password.ref == "" && short(a.Registry.Password.v) {
+			out = append(out, "accessories."+a.Name+".registry.password")
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 // SecretValues returns every distinct non-empty secret value the

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/capstan-dev/capstan/internal/redact"
 )
 
 // WriteSummary writes a short human summary of c: service, image and
@@ -49,18 +51,17 @@ func (c *Config) WriteSummary(w io.Writer) error {
 
 // WriteYAML writes the merged configuration (base file with the
 // destination file merged over it, anchors and merge keys resolved) as
-// YAML. Literal registry credentials and any scalar containing a secret
-// value are replaced by Redacted.
+// YAML. Literal registry credentials and any scalar the redactor would
+// mask something in (a long secret anywhere in it, a short one standing
+// alone: see package redact) are replaced by Redacted as a whole.
 func (c *Config) WriteYAML(w io.Writer) error {
-	secrets := c.SecretValues()
+	red := redact.New(c.SecretValues()...)
 	return encodeYAML(w, c.merged, func(path, v string) string {
 		if strings.HasSuffix(path, "registry.password") || strings.HasSuffix(path, "registry.username") && c.Registry.Username.ref != "" {
 			return Redacted
 		}
-		for _, s := range secrets {
-			if strings.Contains(v, s) {
-				return Redacted
-			}
+		if red.Contains(v) {
+			return Redacted
 		}
 		return v
 	})
