@@ -14,6 +14,7 @@ import (
 // it, so that commands broken by the close can say so.
 type link struct {
 	*ssh.Client
+	via  *link         // the jump host's connection this one runs over, or nil
 	done chan struct{} // closed when the connection has ended
 
 	mu    sync.Mutex
@@ -32,14 +33,20 @@ func (l *link) closeWith(cause error) {
 }
 
 // lost returns the error for an operation broken by the end of l: the
-// reason the Pool closed it, if it did, else err.
+// reason the Pool closed it or the jump host connection under it, if it
+// did, else err.
 func (l *link) lost(err error) error {
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.cause != nil {
-		return l.cause
+	cause := l.cause
+	l.mu.Unlock()
+	switch {
+	case cause != nil:
+		return cause
+	case l.via != nil:
+		return l.via.lost(err)
+	default:
+		return err
 	}
-	return err
 }
 
 // keepalive sends keepalive@openssh.com requests on l every

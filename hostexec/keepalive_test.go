@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"path/filepath"
 	"sync"
@@ -347,5 +348,58 @@ func TestPool_KeepaliveCountsMisses(t *testing.T) {
 	fs.delay.Store(0)
 	if l2, _, err := p.client(ctx, h); err != nil || l2 == l {
 		t.Errorf("re-dial: %v (same link: %v)", err, l2 == l)
+	}
+}
+
+// TestPool_KeepaliveThroughSilentJump: when the jump host goes silent, a
+// command on a target behind it fails with ErrUnreachable, and the next
+// one re-dials both.
+func TestPool_KeepaliveThroughSilentJump(t *testing.T) {
+	jump, target := startSSHD(t), startSSHD(t)
+	fp := newFreezeProxy(t, "127.0.0.1:"+itoa(jump.Port))
+	kh := writeFile(t, filepath.Join(t.TempDir(), "kh"), []byte(
+		knownhosts.Line([]string{"[127.0.0.1]:" + itoa(fp.port())}, jump.HostKey.pub)+"\n"), 0o600)
+	cfg := target.Config()
+	cfg.Keys = []string{target.Identity, jump.Identity}
+	cfg.KnownHosts = []string{target.KnownHosts, kh}
+	cfg.Proxy = "root@127.0.0.1:" + itoa(fp.port())
+	cfg.KeepaliveInterval, cfg.KeepaliveMax = 200*time.Millisecond, 3
+	p := newPool(t, cfg)
+	ctx := testCtx(t, 20*time.Second)
+	running := make(chan error, 1)
+	go func() {
+		_, err := p.Run(ctx, target.Host(), []string{"sleep", "30"}, RunOptions{})
+		running <- err
+	}()
+	time.Sleep(500 * time.Millisecond) // connected through the jump, sleep started
+	fp.freeze()
+	select {
+	case err := <-running:
+		if !errors.Is(err, ErrUnreachable) || !errors.Is(err, ErrConnectionLost) {
+			t.Errorf("want ErrUnreachable and ErrConnectionLost, got %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("command behind a silent jump host did not return")
+	}
+	if _, err := p.Run(ctx, target.Host(), []string{"true"}, RunOptions{}); err != nil {
+		t.Fatalf("after the jump host was dropped: %v", err)
+	}
+	r, _ := p.Resolve(target.Host())
+	if st := p.Stats(); st[r.String()].Dials != 2 || st[r.ProxyJump[0].String()].Dials != 2 {
+		t.Errorf("want two dials each to target and jump, Stats = %+v", st)
+	}
+}
+
+// TestLink_LostNamesTheJumpHostCause: a connection broken because the jump
+// host's connection under it was closed reports that reason.
+func TestLink_LostNamesTheJumpHostCause(t *testing.T) {
+	cause := errors.New("jump keepalive lost")
+	jump := &link{cause: cause}
+	l := &link{via: jump}
+	if got := l.lost(io.EOF); got != cause {
+		t.Errorf("lost = %v, want the jump host's cause", got)
+	}
+	if got := (&link{via: &link{}}).lost(io.EOF); got != io.EOF {
+		t.Errorf("lost without causes = %v, want the error given", got)
 	}
 }

@@ -173,7 +173,7 @@ func (p *Pool) client(ctx context.Context, h Host) (*link, *conn, error) {
 	cnt := p.counter(h)
 	cnt.dials.Add(1)
 	start := p.now()
-	cl, err := p.dial(ctx, h)
+	l, err := p.dial(ctx, h)
 	if err != nil {
 		cnt.dialFailures.Add(1)
 		p.log.Debug("ssh dial failed", "host", h.String(), "duration", p.now().Sub(start), "err", err)
@@ -185,16 +185,15 @@ func (p *Pool) client(ctx context.Context, h Host) (*link, *conn, error) {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
-		cl.Close()
+		l.Close()
 		return nil, nil, fmt.Errorf("%s: %w", h, ErrClosed)
 	}
-	l := &link{Client: cl, done: make(chan struct{})}
 	c.mu.Lock()
 	c.client = l
 	c.mu.Unlock()
 	p.mu.Unlock()
 	go func() {
-		err := cl.Wait()
+		err := l.Wait()
 		close(l.done)
 		if c.drop(l, nil) {
 			p.log.Debug("ssh connection closed", "host", h.String(), "err", err)
@@ -227,7 +226,7 @@ func (c *conn) drop(l *link, cause error) bool {
 }
 
 // dial connects to resolved host h, through its jump hosts if any.
-func (p *Pool) dial(ctx context.Context, h Host) (*ssh.Client, error) {
+func (p *Pool) dial(ctx context.Context, h Host) (*link, error) {
 	ctx, cancel := context.WithTimeoutCause(ctx, p.cfg.ConnectTimeout,
 		fmt.Errorf("connect timeout %v: %w", p.cfg.ConnectTimeout, context.DeadlineExceeded))
 	defer cancel()
@@ -318,7 +317,7 @@ func (p *Pool) dial(ctx context.Context, h Host) (*ssh.Client, error) {
 			return nil, fmt.Errorf("%w: %s: ssh handshake: %w", ErrUnreachable, name, err)
 		}
 	}
-	return ssh.NewClient(sc, chans, reqs), nil
+	return &link{Client: ssh.NewClient(sc, chans, reqs), via: jump, done: make(chan struct{})}, nil
 }
 
 // session opens a session on h's connection, re-dialling once if the pooled
