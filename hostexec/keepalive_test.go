@@ -105,13 +105,8 @@ func TestPool_KeepaliveDropsSilentConnection(t *testing.T) {
 	if c.get() == nil {
 		t.Fatal("no pooled connection")
 	}
-	running := make(chan error, 1)
-	go func() {
-		_, err := p.Run(ctx, h, []string{"sleep", "30"}, RunOptions{})
-		running <- err
-	}()
+	running := startSleep(t, ctx, p, h)
 	dc := dialIdle(t, ctx, p, h)
-	time.Sleep(300 * time.Millisecond) // the sleep has started
 	fp.freeze()
 	frozen := time.Now()
 
@@ -148,6 +143,24 @@ func TestPool_KeepaliveDropsSilentConnection(t *testing.T) {
 	if st := p.Stats()[r.String()]; st.Dials != 2 {
 		t.Errorf("Stats = %+v, want 2 dials", st)
 	}
+}
+
+// startSleep starts a 30 s command on h and returns once it runs; its
+// error arrives on the channel.
+func startSleep(t *testing.T, ctx context.Context, p *Pool, h Host) <-chan error {
+	t.Helper()
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		done <- p.Stream(ctx, h, []string{"sh", "-c", "echo started; exec sleep 30"}, pw, nil, RunOptions{})
+		pw.Close()
+	}()
+	line := make([]byte, len("started\n"))
+	if _, err := io.ReadFull(pr, line); err != nil {
+		t.Fatalf("command did not start: %v", <-done)
+	}
+	go io.Copy(io.Discard, pr)
+	return done
 }
 
 // dialIdle opens a Dial channel from h to a unix socket that accepts and
@@ -366,12 +379,7 @@ func TestPool_KeepaliveThroughSilentJump(t *testing.T) {
 	cfg.KeepaliveInterval, cfg.KeepaliveMax = 200*time.Millisecond, 3
 	p := newPool(t, cfg)
 	ctx := testCtx(t, 20*time.Second)
-	running := make(chan error, 1)
-	go func() {
-		_, err := p.Run(ctx, target.Host(), []string{"sleep", "30"}, RunOptions{})
-		running <- err
-	}()
-	time.Sleep(500 * time.Millisecond) // connected through the jump, sleep started
+	running := startSleep(t, ctx, p, target.Host())
 	fp.freeze()
 	select {
 	case err := <-running:
