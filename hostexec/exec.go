@@ -62,8 +62,9 @@ type Result struct {
 // happens when the command outlives Config.CommandTimeout, and the error
 // then wraps ErrTimeout (and context.DeadlineExceeded). Other errors
 // wrap ErrUnreachable, ErrConnectionLost, ErrUnknownHost,
-// ErrHostKeyMismatch, ErrHostKeyRevoked, ErrAuth, ErrConfig, ErrClosed,
-// ErrInvalidArgv or ErrSecretOnCommandLine, and name the host.
+// ErrHostKeyMismatch, ErrHostKeyRevoked (these three are each an
+// ErrHostKey), ErrAuth, ErrConfig, ErrClosed, ErrInvalidArgv or
+// ErrSecretOnCommandLine, and name the host.
 func (p *Pool) Run(ctx context.Context, host Host, argv []string, opts RunOptions) (Result, error) {
 	var stdout, stderr syncBuffer
 	err := p.exec(ctx, host, argv, opts, &stdout, &stderr, func() []byte { return stderr.Bytes() }, p.cfg.CommandTimeout)
