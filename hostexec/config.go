@@ -16,12 +16,18 @@ const (
 	// DefaultMaxDials bounds concurrent connection setups across all hosts
 	// (Kamal's sshkit max_concurrent_starts).
 	DefaultMaxDials = 30
-	// DefaultKeepalive is the interval of keepalive@openssh.com requests
-	// on idle and busy connections (fixed at 30 s in Kamal).
-	DefaultKeepalive = 30 * time.Second
-	// DefaultDialTimeout bounds one TCP connect + SSH handshake when the
-	// ctx has no earlier deadline.
-	DefaultDialTimeout = 30 * time.Second
+	// DefaultConnectTimeout bounds one connection setup (TCP connect, SSH
+	// handshake and authentication, through the jump hosts if any) when
+	// the ctx has no earlier deadline (capstan.yml ssh.connect_timeout).
+	DefaultConnectTimeout = 10 * time.Second
+	// DefaultKeepaliveInterval is the interval of keepalive@openssh.com
+	// requests on idle and busy connections (OpenSSH ServerAliveInterval).
+	DefaultKeepaliveInterval = 5 * time.Second
+	// DefaultKeepaliveMax is how many keepalive intervals a request may go
+	// unanswered before the connection is closed (OpenSSH
+	// ServerAliveCountMax): a silent peer is noticed within
+	// interval × (max+1), 20 s by default.
+	DefaultKeepaliveMax = 3
 )
 
 // Environment variables read by [Config.FromEnv].
@@ -85,11 +91,29 @@ type Config struct {
 	// MaxDials bounds concurrent dials across hosts; 0 means
 	// DefaultMaxDials.
 	MaxDials int
-	// Keepalive interval; 0 means DefaultKeepalive, negative disables.
-	Keepalive time.Duration
-	// DialTimeout bounds each dial (TCP + handshake + auth) when the ctx
-	// allows longer; 0 means DefaultDialTimeout.
-	DialTimeout time.Duration
+	// ConnectTimeout bounds each connection setup (TCP connect, SSH
+	// handshake and authentication, jump hosts included) when the ctx
+	// allows longer (capstan.yml ssh.connect_timeout); 0 means
+	// DefaultConnectTimeout. A setup that runs out fails with
+	// ErrUnreachable.
+	ConnectTimeout time.Duration
+	// CommandTimeout bounds each Run and Upload from the moment its
+	// session is open (capstan.yml ssh.command_timeout): the command is
+	// then stopped as on a cancelled ctx and the error wraps ErrTimeout
+	// and context.DeadlineExceeded. Connecting is bounded by
+	// ConnectTimeout instead; Stream and Dial are not bounded (they are
+	// long-lived by design). 0 means no bound beyond the ctx.
+	CommandTimeout time.Duration
+	// KeepaliveInterval is how often each pooled connection sends a
+	// keepalive@openssh.com request; 0 means DefaultKeepaliveInterval,
+	// negative disables keepalives.
+	KeepaliveInterval time.Duration
+	// KeepaliveMax is how many intervals a keepalive request may go
+	// unanswered: at the next tick the connection is closed and dropped
+	// from the Pool, commands running on it fail with ErrConnectionLost
+	// and ErrUnreachable, and the next call re-dials. 0 means
+	// DefaultKeepaliveMax.
+	KeepaliveMax int
 
 	// Logger receives one debug line per command and connection events.
 	// nil discards. Records pass through Redactor.

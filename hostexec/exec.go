@@ -58,20 +58,24 @@ type Result struct {
 // SIGTERM (an SSH "signal" request; since sshd refuses those for root
 // logins, also a kill of every remote process tagged with the command's
 // CAPSTAN_RUN environment id, over a second session), the session is
-// closed after at most 2 s, and the error wraps ctx.Err(). Other errors
+// closed after at most 2 s, and the error wraps ctx.Err(). The same
+// happens when the command outlives Config.CommandTimeout, and the error
+// then wraps ErrTimeout (and context.DeadlineExceeded). Other errors
 // wrap ErrUnreachable, ErrConnectionLost, ErrUnknownHost,
-// ErrHostKeyMismatch, ErrHostKeyRevoked, ErrAuth, ErrConfig, ErrClosed,
-// ErrInvalidArgv or ErrSecretOnCommandLine, and name the host.
+// ErrHostKeyMismatch, ErrHostKeyRevoked (these three are each an
+// ErrHostKey), ErrAuth, ErrConfig, ErrClosed, ErrInvalidArgv or
+// ErrSecretOnCommandLine, and name the host.
 func (p *Pool) Run(ctx context.Context, host Host, argv []string, opts RunOptions) (Result, error) {
 	var stdout, stderr syncBuffer
-	err := p.exec(ctx, host, argv, opts, &stdout, &stderr, func() []byte { return stderr.Bytes() })
+	err := p.exec(ctx, host, argv, opts, &stdout, &stderr, func() []byte { return stderr.Bytes() }, p.cfg.CommandTimeout)
 	return Result{Stdout: stdout.Bytes(), Stderr: stderr.Bytes()}, err
 }
 
 // Stream runs argv on host like Run, but copies its output to stdout and
 // stderr as it arrives (for `docker logs -f`). Either writer may be nil
 // (discard). No write happens after Stream returns. The ExitError keeps
-// the last 64 KiB of stderr.
+// the last 64 KiB of stderr. Config.CommandTimeout does not apply: only
+// ctx ends a stream.
 func (p *Pool) Stream(ctx context.Context, host Host, argv []string, stdout, stderr io.Writer, opts RunOptions) error {
 	tail := &tailBuffer{max: maxStreamStderr}
 	var errW io.Writer = tail
@@ -81,7 +85,7 @@ func (p *Pool) Stream(ctx context.Context, host Host, argv []string, stdout, std
 	if stdout == nil {
 		stdout = io.Discard
 	}
-	return p.exec(ctx, host, argv, opts, stdout, errW, tail.Bytes)
+	return p.exec(ctx, host, argv, opts, stdout, errW, tail.Bytes, 0)
 }
 
 // uploadScript writes stdin to a temp file next to the target ($2) with
@@ -95,7 +99,8 @@ const uploadScript = `trap 'rm -f -- "$2"' EXIT; trap 'exit 143' HUP INT TERM; `
 // the user's home), creating parent directories. The content travels over
 // the command's stdin, never on a command line. The file is created with
 // umask 077, chmod'ed to mode's permission bits, and renamed into place, so
-// it appears atomically (it is not fsync'ed). Errors are as for Run.
+// it appears atomically (it is not fsync'ed). Errors are as for Run,
+// Config.CommandTimeout included.
 func (p *Pool) Upload(ctx context.Context, host Host, filePath string, mode fs.FileMode, content []byte) error {
 	return p.upload(ctx, host, filePath, mode, bytes.NewReader(content))
 }
@@ -125,7 +130,9 @@ func (p *Pool) upload(ctx context.Context, host Host, filePath string, mode fs.F
 // "tcp6") uses an SSH direct-tcpip channel, "unix" a direct-streamlocal
 // channel to the socket path addr (e.g. /var/run/docker.sock). The
 // connection shares host's pooled SSH connection. It does not support
-// deadlines. A refused target returns an *ssh.OpenChannelError (wrapped).
+// deadlines; it fails (as a closed connection) when keepalives close the
+// SSH connection. A refused target returns an *ssh.OpenChannelError
+// (wrapped).
 func (p *Pool) Dial(ctx context.Context, host Host, network, addr string) (net.Conn, error) {
 	switch network {
 	case "tcp", "tcp4", "tcp6", "unix":
@@ -137,11 +144,11 @@ func (p *Pool) Dial(ctx context.Context, host Host, network, addr string) (net.C
 		return nil, err
 	}
 	for attempt := 0; ; attempt++ {
-		cl, c, err := p.client(ctx, h)
+		l, c, err := p.client(ctx, h)
 		if err != nil {
 			return nil, err
 		}
-		nc, err := cl.DialContext(ctx, network, addr)
+		nc, err := l.DialContext(ctx, network, addr)
 		if err == nil {
 			return nc, nil
 		}
@@ -149,9 +156,9 @@ func (p *Pool) Dial(ctx context.Context, host Host, network, addr string) (net.C
 		if errors.As(err, &oce) || ctx.Err() != nil {
 			return nil, fmt.Errorf("%s: dial %s %s: %w", h, network, addr, err)
 		}
-		c.drop(cl)
+		c.drop(l, nil)
 		if attempt > 0 {
-			return nil, fmt.Errorf("%w: %s: dial %s %s: %w", ErrConnectionLost, h, network, addr, err)
+			return nil, fmt.Errorf("%w: %s: dial %s %s: %w", ErrConnectionLost, h, network, addr, l.lost(err))
 		}
 	}
 }
@@ -258,9 +265,10 @@ func validEnvName(k string) bool {
 }
 
 // exec runs one command. stderrTail returns the stderr to put into an
-// ExitError.
+// ExitError. A positive timeout bounds the command once its session is
+// open (see Config.CommandTimeout).
 func (p *Pool) exec(ctx context.Context, host Host, argv []string, opts RunOptions,
-	stdout, stderr io.Writer, stderrTail func() []byte) (err error) {
+	stdout, stderr io.Writer, stderrTail func() []byte, timeout time.Duration) (err error) {
 	start := p.now()
 	runID := newRunID()
 	cmdLine, err := p.commandLine(argv, opts.Env, runID)
@@ -286,11 +294,17 @@ func (p *Pool) exec(ctx context.Context, host Host, argv []string, opts RunOptio
 		p.log.Debug("ssh command", attrs...)
 	}()
 
-	s, cl, c, release, err := p.session(ctx, h)
+	s, l, c, release, err := p.session(ctx, h)
 	if err != nil {
 		return err
 	}
 	defer release()
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(ctx, timeout,
+			fmt.Errorf("%w after %v: %w", ErrTimeout, timeout, context.DeadlineExceeded))
+		defer cancel()
+	}
 	// On a dead connection a close can block; after a cancel, close in the
 	// background so Run returns within its deadline.
 	syncClose := true
@@ -323,12 +337,12 @@ func (p *Pool) exec(ctx context.Context, host Host, argv []string, opts RunOptio
 	select {
 	case err := <-started:
 		if err != nil {
-			c.drop(cl)
-			return fmt.Errorf("%w: %s: start %s: %w", ErrConnectionLost, name, argv[0], err)
+			c.drop(l, nil)
+			return fmt.Errorf("%w: %s: start %s: %w", ErrConnectionLost, name, argv[0], l.lost(err))
 		}
 	case <-ctx.Done():
 		syncClose = false
-		return fmt.Errorf("%s: start %s: %w", name, argv[0], ctx.Err())
+		return fmt.Errorf("%s: start %s: %w", name, argv[0], ctxErr(ctx))
 	}
 	done := make(chan error, 1)
 	go func() { done <- s.Wait() }()
@@ -338,8 +352,8 @@ func (p *Pool) exec(ctx context.Context, host Host, argv []string, opts RunOptio
 	case waitErr = <-done:
 	case <-ctx.Done():
 		syncClose = false
-		p.stop(cl, s, runID, done)
-		return fmt.Errorf("%s: %s: %w", name, argv[0], ctx.Err())
+		p.stop(l.Client, s, runID, done)
+		return fmt.Errorf("%s: %s: %w", name, argv[0], ctxErr(ctx))
 	}
 
 	var ee *ssh.ExitError
@@ -361,8 +375,8 @@ func (p *Pool) exec(ctx context.Context, host Host, argv []string, opts RunOptio
 		}
 	default:
 		// No exit status: the connection broke (sshd killed, network cut).
-		c.drop(cl)
-		return fmt.Errorf("%w: %s: %s: %w", ErrConnectionLost, name, argv[0], waitErr)
+		c.drop(l, nil)
+		return fmt.Errorf("%w: %s: %s: %w", ErrConnectionLost, name, argv[0], l.lost(waitErr))
 	}
 }
 

@@ -48,7 +48,7 @@ type conn struct {
 	dialing  chan struct{} // 1-slot lock held while dialling
 	sessions chan struct{} // bounds concurrent sessions (maxSessionsPerConn)
 	mu       sync.Mutex
-	client   *ssh.Client // nil when not connected
+	client   *link // nil when not connected
 }
 
 // New returns a Pool for cfg. It loads the identities, ssh_config files and
@@ -72,11 +72,14 @@ func New(cfg Config) (*Pool, error) {
 	if p.cfg.MaxDials <= 0 {
 		p.cfg.MaxDials = DefaultMaxDials
 	}
-	if p.cfg.Keepalive == 0 {
-		p.cfg.Keepalive = DefaultKeepalive
+	if p.cfg.KeepaliveInterval == 0 {
+		p.cfg.KeepaliveInterval = DefaultKeepaliveInterval
 	}
-	if p.cfg.DialTimeout <= 0 {
-		p.cfg.DialTimeout = DefaultDialTimeout
+	if p.cfg.KeepaliveMax <= 0 {
+		p.cfg.KeepaliveMax = DefaultKeepaliveMax
+	}
+	if p.cfg.ConnectTimeout <= 0 {
+		p.cfg.ConnectTimeout = DefaultConnectTimeout
 	}
 	p.dialSem = make(chan struct{}, p.cfg.MaxDials)
 	for _, f := range cfg.SSHConfig {
@@ -126,12 +129,8 @@ func (p *Pool) Close() error {
 	p.conns = map[string]*conn{}
 	p.mu.Unlock()
 	for _, c := range conns {
-		c.mu.Lock()
-		cl := c.client
-		c.client = nil
-		c.mu.Unlock()
-		if cl != nil {
-			cl.Close()
+		if l := c.get(); l != nil {
+			c.drop(l, nil)
 		}
 	}
 	return nil
@@ -154,7 +153,7 @@ func (p *Pool) entry(h Host) (*conn, error) {
 
 // client returns the connected client of resolved host h, dialling if
 // needed. Concurrent callers for one host share one dial.
-func (p *Pool) client(ctx context.Context, h Host) (*ssh.Client, *conn, error) {
+func (p *Pool) client(ctx context.Context, h Host) (*link, *conn, error) {
 	c, err := p.entry(h)
 	if err != nil {
 		return nil, nil, err
@@ -174,7 +173,7 @@ func (p *Pool) client(ctx context.Context, h Host) (*ssh.Client, *conn, error) {
 	cnt := p.counter(h)
 	cnt.dials.Add(1)
 	start := p.now()
-	cl, err := p.dial(ctx, h)
+	l, err := p.dial(ctx, h)
 	if err != nil {
 		cnt.dialFailures.Add(1)
 		p.log.Debug("ssh dial failed", "host", h.String(), "duration", p.now().Sub(start), "err", err)
@@ -186,85 +185,54 @@ func (p *Pool) client(ctx context.Context, h Host) (*ssh.Client, *conn, error) {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
-		cl.Close()
+		l.Close()
 		return nil, nil, fmt.Errorf("%s: %w", h, ErrClosed)
 	}
 	c.mu.Lock()
-	c.client = cl
+	c.client = l
 	c.mu.Unlock()
 	p.mu.Unlock()
-	done := make(chan struct{})
 	go func() {
-		err := cl.Wait()
-		close(done)
-		if c.drop(cl) {
+		err := l.Wait()
+		close(l.done)
+		if c.drop(l, nil) {
 			p.log.Debug("ssh connection closed", "host", h.String(), "err", err)
 		}
 	}()
-	if p.cfg.Keepalive > 0 {
-		go p.keepalive(c, cl, h, done)
+	if p.cfg.KeepaliveInterval > 0 {
+		go p.keepalive(c, l, h)
 	}
-	return cl, c, nil
+	return l, c, nil
 }
 
-func (c *conn) get() *ssh.Client {
+func (c *conn) get() *link {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.client
 }
 
-// drop forgets cl (if it is still the current client) and closes it. It
-// reports whether cl was current.
-func (c *conn) drop(cl *ssh.Client) bool {
+// drop forgets l (if it is still the current connection) and closes it,
+// recording cause (if non-nil) as the reason. It reports whether l was
+// current.
+func (c *conn) drop(l *link, cause error) bool {
 	c.mu.Lock()
-	cur := c.client == cl
+	cur := c.client == l
 	if cur {
 		c.client = nil
 	}
 	c.mu.Unlock()
-	cl.Close()
+	l.closeWith(cause)
 	return cur
 }
 
-// keepalive sends keepalive@openssh.com every interval; a request that
-// gets no answer within one interval closes the connection.
-func (p *Pool) keepalive(c *conn, cl *ssh.Client, h Host, done <-chan struct{}) {
-	t := time.NewTicker(p.cfg.Keepalive)
-	defer t.Stop()
-	for {
-		select {
-		case <-done:
-			return
-		case <-t.C:
-		}
-		res := make(chan error, 1)
-		go func() {
-			_, _, err := cl.SendRequest("keepalive@openssh.com", true, nil)
-			res <- err
-		}()
-		var err error
-		select {
-		case err = <-res:
-		case <-time.After(p.cfg.Keepalive):
-			err = errors.New("keepalive timed out")
-		case <-done:
-			return
-		}
-		if err != nil {
-			p.log.Debug("ssh keepalive failed", "host", h.String(), "err", err)
-			c.drop(cl)
-			return
-		}
-	}
-}
-
 // dial connects to resolved host h, through its jump hosts if any.
-func (p *Pool) dial(ctx context.Context, h Host) (*ssh.Client, error) {
-	ctx, cancel := context.WithTimeout(ctx, p.cfg.DialTimeout)
+func (p *Pool) dial(ctx context.Context, h Host) (*link, error) {
+	ctx, cancel := context.WithTimeoutCause(ctx, p.cfg.ConnectTimeout,
+		fmt.Errorf("connect timeout %v: %w", p.cfg.ConnectTimeout, context.DeadlineExceeded))
 	defer cancel()
 	name := h.String()
 
-	var jump *ssh.Client
+	var jump *link
 	if n := len(h.ProxyJump); n > 0 {
 		j := h.ProxyJump[n-1]
 		j.ProxyJump = h.ProxyJump[:n-1]
@@ -279,7 +247,7 @@ func (p *Pool) dial(ctx context.Context, h Host) (*ssh.Client, error) {
 	select {
 	case p.dialSem <- struct{}{}:
 	case <-ctx.Done():
-		return nil, fmt.Errorf("%w: %s: waiting for a dial slot: %w", ErrUnreachable, name, ctx.Err())
+		return nil, fmt.Errorf("%w: %s: waiting for a dial slot: %w", ErrUnreachable, name, ctxErr(ctx))
 	}
 	if p.testHookDial != nil {
 		p.testHookDial(1)
@@ -297,7 +265,7 @@ func (p *Pool) dial(ctx context.Context, h Host) (*ssh.Client, error) {
 	}
 	if err != nil {
 		if ctx.Err() != nil {
-			return nil, fmt.Errorf("%w: %s: %w", ErrUnreachable, name, ctx.Err())
+			return nil, fmt.Errorf("%w: %s: %w", ErrUnreachable, name, ctxErr(ctx))
 		}
 		return nil, fmt.Errorf("%w: %s: %w", ErrUnreachable, name, err)
 	}
@@ -336,7 +304,7 @@ func (p *Pool) dial(ctx context.Context, h Host) (*ssh.Client, error) {
 		if err == nil {
 			sc.Close()
 		}
-		return nil, fmt.Errorf("%w: %s: ssh handshake: %w", ErrUnreachable, name, ctx.Err())
+		return nil, fmt.Errorf("%w: %s: ssh handshake: %w", ErrUnreachable, name, ctxErr(ctx))
 	}
 	if err != nil {
 		nc.Close()
@@ -349,15 +317,15 @@ func (p *Pool) dial(ctx context.Context, h Host) (*ssh.Client, error) {
 			return nil, fmt.Errorf("%w: %s: ssh handshake: %w", ErrUnreachable, name, err)
 		}
 	}
-	return ssh.NewClient(sc, chans, reqs), nil
+	return &link{Client: ssh.NewClient(sc, chans, reqs), via: jump, done: make(chan struct{})}, nil
 }
 
 // session opens a session on h's connection, re-dialling once if the pooled
 // connection turns out to be dead. release must be called when the session
 // ends.
-func (p *Pool) session(ctx context.Context, h Host) (s *ssh.Session, cl *ssh.Client, c *conn, release func(), err error) {
+func (p *Pool) session(ctx context.Context, h Host) (s *ssh.Session, l *link, c *conn, release func(), err error) {
 	for attempt := 0; ; attempt++ {
-		cl, c, err = p.client(ctx, h)
+		l, c, err = p.client(ctx, h)
 		if err != nil {
 			return nil, nil, nil, nil, err
 		}
@@ -367,18 +335,18 @@ func (p *Pool) session(ctx context.Context, h Host) (s *ssh.Session, cl *ssh.Cli
 			return nil, nil, nil, nil, fmt.Errorf("%s: waiting for a session slot: %w", h, ctx.Err())
 		}
 		release = func() { <-c.sessions }
-		s, err = newSession(ctx, cl)
+		s, err = newSession(ctx, l.Client)
 		if err == nil {
-			return s, cl, c, release, nil
+			return s, l, c, release, nil
 		}
 		release()
 		var oce *ssh.OpenChannelError
 		if errors.As(err, &oce) || ctx.Err() != nil { // refused by the server; the connection is fine
 			return nil, nil, nil, nil, fmt.Errorf("%s: open session: %w", h, err)
 		}
-		c.drop(cl)
+		c.drop(l, nil)
 		if attempt > 0 || ctx.Err() != nil {
-			return nil, nil, nil, nil, fmt.Errorf("%w: %s: open session: %w", ErrConnectionLost, h, err)
+			return nil, nil, nil, nil, fmt.Errorf("%w: %s: open session: %w", ErrConnectionLost, h, l.lost(err))
 		}
 		p.log.Debug("ssh connection dead, re-dialling", "host", h.String(), "err", err)
 	}

@@ -248,7 +248,7 @@ func (s *testSSHD) Stop() {
 	}
 	syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
 	s.cmd.Process.Wait()
-	if testing.Verbose() && s.stderr.b.Len() > 0 {
+	if testing.Verbose() && len(s.stderr.Bytes()) > 0 {
 		s.t.Logf("sshd log:\n%s", s.stderr.Bytes())
 	}
 	s.cmd = nil
