@@ -140,6 +140,8 @@ type serveOpts struct {
 	selfHeal                 bool
 	alertURL                 string
 	extraApps                string
+	// insecure is capstan.yml's insecure_registries list; "" = the lab's.
+	insecure string
 }
 
 func startServe(t *testing.T, l *lab.Lab, o serveOpts) *serveProc {
@@ -156,6 +158,9 @@ func startServe(t *testing.T, l *lab.Lab, o serveOpts) *serveProc {
 	}
 	if o.drift == "" {
 		o.drift = "@every 1h"
+	}
+	if o.insecure == "" {
+		o.insecure = l.RegistryAddr
 	}
 	alerts := ""
 	if o.alertURL != "" {
@@ -180,7 +185,7 @@ api_token_env: API_TOKEN
     poll: %s
     drift_schedule: "%s"
     self_heal: %v
-%s%s`, addr, filepath.Join(dir, "state"), l.KnownHosts, l.Identity, filepath.Join(dir, "secrets.env"), l.RegistryAddr,
+%s%s`, addr, filepath.Join(dir, "state"), l.KnownHosts, l.Identity, filepath.Join(dir, "secrets.env"), o.insecure,
 		alerts, o.repo, o.poll, o.drift, o.selfHeal, git, o.extraApps)
 	if err := os.WriteFile(filepath.Join(dir, "secrets.env"), []byte("DEMO_SECRET_KEY=s3cret-value-1\nLAB_REGISTRY_PASSWORD=lab-registry-password\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -612,6 +617,9 @@ func TestE2EServe_SSHRepoLateImageKillAndUnreachableApp(t *testing.T) {
 	if !strings.Contains(d.logs.String(), "waiting for the image in the registry") {
 		t.Errorf("capstan did not report waiting for the image")
 	}
+	if st := d.status("testapp"); st["last_outcome"] != "waiting_image" || st["waiting_image"] == nil {
+		t.Errorf("the API does not show the wait for the image: %v", st)
+	}
 	if got := get(t, webAddrs[0]); !strings.HasPrefix(got, "v1 ") {
 		t.Fatalf("hosts changed before the image existed: %q", got)
 	}
@@ -643,8 +651,8 @@ func TestE2EServe_SSHRepoLateImageKillAndUnreachableApp(t *testing.T) {
 	if out := a.sh(0, "test -e /root/.kamal/lock-testapp && cat /root/.kamal/lock-testapp/details | base64 -d || echo free"); out != "free" {
 		t.Logf("lock after kill/restart: %s (cleared by the next pass)", out)
 	}
-	if st := d.status("other"); st["last_outcome"] == "succeeded" {
-		t.Errorf("the unreachable app reports success: %v", st)
+	if st := d.status("other"); st["last_outcome"] != "failed" || st["last_success"] != "0001-01-01T00:00:00Z" {
+		t.Errorf("the app whose only host is unreachable does not report failure: %v", st)
 	}
 }
 

@@ -175,10 +175,31 @@ func (l *Lab) Describe() string {
 	return b.String()
 }
 
-// Reset puts every host back to a fresh state for the next test: no
-// containers, no kamal network, no ~/.kamal, ~/.capstan or /run/capstan.
-// Pulled images stay (as on a real host) to keep tests fast.
+// SetLink brings host i's link to the lab bridge up or down. Down drops
+// its packets silently (no RST), as a cut cable or a dead switch port
+// would.
+func (l *Lab) SetLink(i int, up bool) error {
+	if i < 0 || i >= len(l.Hosts) {
+		return fmt.Errorf("lab: no host %d", i)
+	}
+	state := map[bool]string{true: "up", false: "down"}[up]
+	_, err := runOut(context.Background(), "ip", "link", "set", "v"+hostName(i), state)
+	return err
+}
+
+// Reset puts every host back to a fresh state for the next test: its link
+// up and sshd running, no containers, no kamal network, no ~/.kamal,
+// ~/.capstan or /run/capstan. Pulled images stay (as on a real host) to
+// keep tests fast.
 func (l *Lab) Reset(ctx context.Context) error {
+	for i := range l.Hosts {
+		if err := l.SetLink(i, true); err != nil {
+			return err
+		}
+		if err := l.StartSSHD(i); err != nil {
+			return err
+		}
+	}
 	script := `ids=$(docker ps -aq); [ -z "$ids" ] || docker rm -f $ids >/dev/null
 docker network rm kamal >/dev/null 2>&1 || true
 docker volume prune -f >/dev/null 2>&1 || true
