@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"errors"
@@ -18,7 +18,7 @@ func writeFile(t *testing.T, content string) string {
 	return p
 }
 
-func TestServeConfig_TheDocumentedExample(t *testing.T) {
+func TestLoadConfig_TheDocumentedExample(t *testing.T) {
 	p := writeFile(t, `listen: 127.0.0.1:9740
 state_dir: /var/lib/capstan
 ssh: {known_hosts: /etc/capstan/known_hosts, identity: /etc/capstan/id_ed25519}
@@ -37,7 +37,7 @@ apps:
     git: {ssh_key: /etc/capstan/deploy_key, token_env: GIT_TOKEN}
 `)
 	env := map[string]string{"GITHUB_WEBHOOK_SECRET": "s", "GITLAB_WEBHOOK_TOKEN": "t", "CAPSTAN_API_TOKEN": "a", "GIT_TOKEN": "g", "CAPSTAN_LISTEN": "127.0.0.1:0"}
-	c, err := loadServeConfig(p, func(k string) string { return env[k] })
+	c, err := LoadConfig(p, func(k string) string { return env[k] })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +47,7 @@ apps:
 	}
 }
 
-func TestServeConfig_ErrorsNameFileLineKey(t *testing.T) {
+func TestLoadConfig_ErrorsNameFileLineKey(t *testing.T) {
 	p := writeFile(t, `listen: 127.0.0.1:9740
 apps:
   - name: ok
@@ -59,8 +59,8 @@ apps:
 alerts:
   - type: pager
 `)
-	_, err := loadServeConfig(p, func(string) string { return "" })
-	var errs configErrors
+	_, err := LoadConfig(p, func(string) string { return "" })
+	var errs ConfigErrors
 	if !errors.As(err, &errs) {
 		t.Fatalf("%v", err)
 	}
@@ -81,15 +81,15 @@ alerts:
 		}
 	}
 	p = writeFile(t, "apps:\n  - name: a\n    repo: x\n    colour: blue\n")
-	_, err = loadServeConfig(p, func(string) string { return "" })
+	_, err = LoadConfig(p, func(string) string { return "" })
 	if err == nil || !strings.Contains(err.Error(), p+":4:") || !strings.Contains(err.Error(), "colour") {
 		t.Errorf("unknown key: %v", err)
 	}
 }
 
-func TestServeConfig_BesideRegistryExample(t *testing.T) {
+func TestLoadConfig_BesideRegistryExample(t *testing.T) {
 	env := map[string]string{"GITHUB_WEBHOOK_SECRET": "s", "CAPSTAN_API_TOKEN": "t"}
-	c, err := loadServeConfig("../../examples/beside-registry/capstan.yml", func(k string) string { return env[k] })
+	c, err := LoadConfig("../../examples/beside-registry/capstan.yml", func(k string) string { return env[k] })
 	if err != nil {
 		t.Fatal(err)
 	}
