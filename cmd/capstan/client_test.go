@@ -78,7 +78,7 @@ func TestClient_AgainstDaemonAPI(t *testing.T) {
 		t.Errorf("drift (%d):\n%s", code, out)
 	}
 	out, code = cli("status", "--server", srv.URL, "--token", "wrong")
-	if code != exitFailure || !strings.Contains(out, "401") {
+	if code != exitFailure || !strings.Contains(out, "401") || !strings.Contains(out, "CAPSTAN_API_TOKEN") {
 		t.Errorf("wrong token (%d):\n%s", code, out)
 	}
 }

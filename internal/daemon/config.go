@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"regexp"
 	"strconv"
@@ -33,13 +34,17 @@ type Config struct {
 		GiteaSecretEnv  string `yaml:"gitea_secret_env"`
 	} `yaml:"webhooks"`
 	// APITokenEnv names the environment variable holding the API token;
-	// when set, the API requires it.
-	APITokenEnv        string        `yaml:"api_token_env"`
-	InsecureRegistries []string      `yaml:"insecure_registries"`
-	ImageWait          Duration      `yaml:"image_wait"`
-	KeepPasses         int           `yaml:"keep_passes"`
-	Alerts             []AlertConfig `yaml:"alerts"`
-	Apps               []AppConfig   `yaml:"apps"`
+	// when set, the status page, the API and /metrics require it.
+	APITokenEnv string `yaml:"api_token_env"`
+	// InsecurePublicStatus allows listening on a non-loopback address
+	// without a token (the status page, API and metrics open to anyone
+	// who can reach the port).
+	InsecurePublicStatus bool          `yaml:"insecure_public_status"`
+	InsecureRegistries   []string      `yaml:"insecure_registries"`
+	ImageWait            Duration      `yaml:"image_wait"`
+	KeepPasses           int           `yaml:"keep_passes"`
+	Alerts               []AlertConfig `yaml:"alerts"`
+	Apps                 []AppConfig   `yaml:"apps"`
 }
 
 // SSHSettings are the daemon's SSH defaults for the hosts (and for git over
@@ -230,10 +235,39 @@ func LoadConfig(path string, getenv func(string) string) (*Config, error) {
 			bad(k.path, "environment variable %s is not set", k.env)
 		}
 	}
+	if err := checkExposure(c.Listen, c.APITokenEnv != "", c.InsecurePublicStatus); err != nil {
+		bad("listen", "%v", err)
+	}
 	if len(errs) > 0 {
 		return nil, errs
 	}
 	return c, nil
+}
+
+// checkExposure refuses a listen address other machines can reach when no
+// token guards the status page, the API and the metrics, unless insecure
+// says the operator wants them public.
+func checkExposure(listen string, token, insecure bool) error {
+	if token || insecure || loopback(listen) {
+		return nil
+	}
+	return fmt.Errorf("%s is reachable from other machines and no api_token_env is set: set api_token_env "+
+		"(the status page, API and /metrics then require the token), listen on 127.0.0.1, or set insecure_public_status: true", listen)
+}
+
+// loopback reports whether listen (host:port) binds only the loopback
+// interface: "localhost" or a loopback IP. An empty host (all interfaces),
+// any other name or an unparsable address is not loopback.
+func loopback(listen string) bool {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // lineOf finds the line of a key path like "apps[1].git.token_env" in a

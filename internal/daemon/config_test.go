@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -96,4 +97,86 @@ func TestLoadConfig_BesideRegistryExample(t *testing.T) {
 	if len(c.Apps) != 1 || c.Apps[0].Destination != "production" || len(c.Alerts) != 1 {
 		t.Errorf("%+v", c)
 	}
+}
+
+func TestLoopback(t *testing.T) {
+	for listen, want := range map[string]bool{
+		"127.0.0.1:9740": true, "127.0.0.2:1": true, "[::1]:9740": true, "localhost:9740": true,
+		"0.0.0.0:9740": false, ":9740": false, "[::]:9740": false, "10.0.0.1:9740": false,
+		"capstan.example.com:9740": false, "127.0.0.1": false, "": false,
+	} {
+		if got := loopback(listen); got != want {
+			t.Errorf("loopback(%q) = %v, want %v", listen, got, want)
+		}
+	}
+}
+
+func TestLoadConfig_PublicListenNeedsTokenOrOptIn(t *testing.T) {
+	env := map[string]string{"TOK": "t"}
+	getenv := func(k string) string { return env[k] }
+	for _, c := range []struct {
+		yml string
+		ok  bool
+	}{
+		{"listen: 127.0.0.1:9740\n", true},
+		{"", true}, // the default listen is loopback
+		{"listen: 0.0.0.0:9740\n", false},
+		{"listen: :9740\n", false},
+		{"listen: 0.0.0.0:9740\napi_token_env: TOK\n", true},
+		{"listen: 0.0.0.0:9740\ninsecure_public_status: true\n", true},
+	} {
+		p := writeFile(t, c.yml+"apps:\n  - {name: a, repo: /r}\n")
+		_, err := LoadConfig(p, getenv)
+		if c.ok {
+			if err != nil {
+				t.Errorf("%q: %v", c.yml, err)
+			}
+			continue
+		}
+		var errs ConfigErrors
+		if !errors.As(err, &errs) || len(errs) != 1 {
+			t.Errorf("%q: %v, want one config error", c.yml, err)
+			continue
+		}
+		for _, want := range []string{p + ":1: listen:", "api_token_env", "insecure_public_status"} {
+			if !strings.Contains(errs[0], want) {
+				t.Errorf("%q: %q lacks %q", c.yml, errs[0], want)
+			}
+		}
+	}
+	// CAPSTAN_LISTEN counts like listen.
+	env["CAPSTAN_LISTEN"] = "0.0.0.0:9740"
+	if _, err := LoadConfig(writeFile(t, "apps:\n  - {name: a, repo: /r}\n"), getenv); err == nil {
+		t.Error("CAPSTAN_LISTEN=0.0.0.0:9740 without a token was accepted")
+	}
+}
+
+func TestLoadConfig_EmptyTokenIsAnError(t *testing.T) {
+	p := writeFile(t, "api_token_env: TOK\napps:\n  - {name: a, repo: /r}\n")
+	_, err := LoadConfig(p, func(string) string { return "" })
+	var errs ConfigErrors
+	if !errors.As(err, &errs) || len(errs) != 1 || !strings.HasPrefix(errs[0], p+":1: api_token_env: environment variable TOK is not set") {
+		t.Errorf("%v", err)
+	}
+}
+
+func TestNew_RefusesAnOpenDoor(t *testing.T) {
+	dir := t.TempDir()
+	base := Config{Listen: "127.0.0.1:0", StateDir: dir}
+	c := base
+	c.APITokenEnv = "TOK"
+	if _, err := New(context.Background(), &c, Deps{Getenv: func(string) string { return "" }}); !errors.Is(err, ErrNoToken) {
+		t.Errorf("empty token: %v, want ErrNoToken", err)
+	}
+	c = base
+	c.Listen = "0.0.0.0:9740"
+	if _, err := New(context.Background(), &c, Deps{Getenv: func(string) string { return "" }}); err == nil || !strings.Contains(err.Error(), "insecure_public_status") {
+		t.Errorf("public listen without a token: %v", err)
+	}
+	c.InsecurePublicStatus = true
+	d, err := New(context.Background(), &c, Deps{Getenv: func(string) string { return "" }})
+	if err != nil {
+		t.Fatalf("public listen, insecure_public_status: %v", err)
+	}
+	_ = d.Close()
 }

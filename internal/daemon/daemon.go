@@ -11,6 +11,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -57,6 +58,7 @@ type Daemon struct {
 	log      *slog.Logger
 	store    *state.Store
 	notif    *notify.Notifier
+	token    string // the API token; "" = none (the routes are open)
 	instance string // this daemon's lock ID, kept across restarts
 	secrets  map[string]string
 	apps     map[string]*appRunner
@@ -68,10 +70,17 @@ type Daemon struct {
 	ready bool
 }
 
+// ErrNoToken is returned by New when api_token_env names an empty variable:
+// a missing token must not leave the API open.
+var ErrNoToken = errors.New("api_token_env names an empty environment variable")
+
 // New opens the daemon's state (cfg.StateDir), marks passes a previous
 // process left running as interrupted, reads the secrets file and prepares
 // every app's repository cache. cfg must come from LoadConfig (or be as
-// valid). Nothing is fetched and nothing listens until Run.
+// valid): with api_token_env naming an empty variable it returns
+// ErrNoToken, and without a token it refuses a non-loopback listen address
+// unless insecure_public_status is set. Nothing is fetched and nothing
+// listens until Run.
 func New(ctx context.Context, cfg *Config, deps Deps) (*Daemon, error) {
 	if deps.Log == nil {
 		deps.Log = slog.New(slog.DiscardHandler)
@@ -80,6 +89,14 @@ func New(ctx context.Context, cfg *Config, deps Deps) (*Daemon, error) {
 		deps.Getenv = os.Getenv
 	}
 	d := &Daemon{cfg: cfg, deps: deps, log: deps.Log, secrets: map[string]string{}, apps: map[string]*appRunner{}}
+	if cfg.APITokenEnv != "" {
+		if d.token = deps.Getenv(cfg.APITokenEnv); d.token == "" {
+			return nil, fmt.Errorf("%w: %s", ErrNoToken, cfg.APITokenEnv)
+		}
+	}
+	if err := checkExposure(cfg.Listen, d.token != "", cfg.InsecurePublicStatus); err != nil {
+		return nil, fmt.Errorf("listen: %w", err)
+	}
 	if cfg.SecretsEnvFile != "" {
 		b, err := os.ReadFile(cfg.SecretsEnvFile)
 		if err != nil {

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
 	"fmt"
@@ -17,8 +18,11 @@ import (
 // maxWebhookBody bounds webhook and API request bodies.
 const maxWebhookBody = 1 << 20
 
-// routes is the HTTP surface.
+// routes is the HTTP surface. /healthz and /readyz are open; the webhooks
+// are open and check their forge's signature; everything else requires the
+// API token when one is configured.
 func (d *Daemon) routes() http.Handler {
+	api := func(h http.HandlerFunc) http.Handler { return d.private(h, false) }
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
@@ -31,33 +35,59 @@ func (d *Daemon) routes() http.Handler {
 		}
 		fmt.Fprintln(w, "ready")
 	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(d.metrics.reg, promhttp.HandlerOpts{}))
+	mux.Handle("GET /metrics", api(promhttp.HandlerFor(d.metrics.reg, promhttp.HandlerOpts{}).ServeHTTP))
 	mux.HandleFunc("POST /webhooks/github", d.webhook("github"))
 	mux.HandleFunc("POST /webhooks/gitlab", d.webhook("gitlab"))
 	mux.HandleFunc("POST /webhooks/gitea", d.webhook("gitea"))
-	mux.HandleFunc("POST /api/v1/apps/{app}/sync", d.auth(d.apiSync))
-	mux.HandleFunc("GET /api/v1/apps", d.auth(d.apiApps))
-	mux.HandleFunc("GET /api/v1/apps/{app}", d.auth(d.apiApp))
-	mux.HandleFunc("GET /api/v1/apps/{app}/history", d.auth(d.apiHistory))
-	mux.HandleFunc("GET /api/v1/drift", d.auth(d.apiDrift))
-	mux.HandleFunc("GET /{$}", d.statusPage)
+	mux.Handle("POST /api/v1/apps/{app}/sync", api(d.apiSync))
+	mux.Handle("GET /api/v1/apps", api(d.apiApps))
+	mux.Handle("GET /api/v1/apps/{app}", api(d.apiApp))
+	mux.Handle("GET /api/v1/apps/{app}/history", api(d.apiHistory))
+	mux.Handle("GET /api/v1/drift", api(d.apiDrift))
+	mux.Handle("GET /{$}", d.private(http.HandlerFunc(d.statusPage), true))
 	return mux
 }
 
-// auth requires the bearer token when api_token_env is set.
-func (d *Daemon) auth(h http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		if d.cfg.APITokenEnv != "" {
-			want := d.deps.Getenv(d.cfg.APITokenEnv)
-			got, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-			if want == "" || subtle.ConstantTimeCompare([]byte(got), []byte(want)) != 1 {
-				w.Header().Set("WWW-Authenticate", `Bearer realm="capstan"`)
-				http.Error(w, "unauthorized", http.StatusUnauthorized)
-				return
-			}
-		}
-		h(w, r)
+// authorized reports whether r carries the API token: as
+// "Authorization: Bearer TOKEN" or, when basic is true, as the password of
+// HTTP basic auth (any user name, so a browser can log in). With no token
+// configured every request is authorized.
+func (d *Daemon) authorized(r *http.Request, basic bool) bool {
+	if d.token == "" {
+		return true
 	}
+	if scheme, cred, _ := strings.Cut(r.Header.Get("Authorization"), " "); strings.EqualFold(scheme, "Bearer") {
+		return sameSecret(cred, d.token)
+	}
+	if _, pw, ok := r.BasicAuth(); ok && basic {
+		return sameSecret(pw, d.token)
+	}
+	return false
+}
+
+// sameSecret compares two secrets in constant time (of their hashes, so
+// the time does not tell the length either).
+func sameSecret(a, b string) bool {
+	ha, hb := sha256.Sum256([]byte(a)), sha256.Sum256([]byte(b))
+	return subtle.ConstantTimeCompare(ha[:], hb[:]) == 1
+}
+
+// private serves h only to requests that carry the token (authorized);
+// others get 401 with a challenge for the scheme the route takes: Basic
+// for the status page (basic true), Bearer for the API and the metrics.
+func (d *Daemon) private(h http.Handler, basic bool) http.Handler {
+	challenge := `Bearer realm="capstan"`
+	if basic {
+		challenge = `Basic realm="capstan", charset="UTF-8"`
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !d.authorized(r, basic) {
+			w.Header().Set("WWW-Authenticate", challenge)
+			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // webhook handles a forge's push event: the signature (or token) is

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 )
@@ -41,23 +43,62 @@ func TestRoutes_HealthAndUnknownApp(t *testing.T) {
 	}
 }
 
-func TestRoutes_APITokenRequired(t *testing.T) {
+func TestRoutes_PrivateByDefault(t *testing.T) {
 	d := newTestDaemon(t, "api_token_env: TOK\n", map[string]string{"TOK": "s3cret"})
 	h := d.Handler()
-	for _, auth := range []string{"", "Bearer wrong", "Bearer ", "Bearer s3cret2"} {
-		code, _ := do(t, h, "GET", "/api/v1/apps", nil, map[string]string{"Authorization": auth})
-		if code != http.StatusUnauthorized {
-			t.Errorf("Authorization %q: %d, want 401", auth, code)
+	basic := func(user, pw string) string {
+		return "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+pw))
+	}
+	for _, path := range []string{"/", "/api/v1/apps", "/api/v1/apps/demo", "/api/v1/apps/demo/history", "/api/v1/drift", "/metrics", "/api/v1/apps/nope"} {
+		for _, auth := range []string{"", "Bearer wrong", "Bearer ", "s3cret", "Bearer s3cret2", "Bearer s3cre", basic("x", "wrong")} {
+			code, body := do(t, h, "GET", path, nil, map[string]string{"Authorization": auth})
+			if code != http.StatusUnauthorized || strings.Contains(body, "demo") {
+				t.Errorf("GET %s, Authorization %q: %d, want 401", path, auth, code)
+			}
+		}
+		if code, _ := do(t, h, "GET", path, nil, map[string]string{"Authorization": "Bearer s3cret"}); code != 200 && !(path == "/api/v1/apps/nope" && code == 404) {
+			t.Errorf("GET %s with the token: %d", path, code)
 		}
 	}
 	if code, _ := do(t, h, "POST", "/api/v1/apps/demo/sync", nil, nil); code != http.StatusUnauthorized {
 		t.Errorf("sync without token: %d, want 401", code)
 	}
-	if code, _ := do(t, h, "GET", "/api/v1/apps", nil, map[string]string{"Authorization": "Bearer s3cret"}); code != 200 {
-		t.Errorf("with the token: %d", code)
+	if code, _ := do(t, h, "POST", "/api/v1/apps/demo/sync", nil, map[string]string{"Authorization": "bearer s3cret"}); code != http.StatusAccepted {
+		t.Errorf("sync with the token: %d, want 202", code)
 	}
-	if code, _ := do(t, h, "GET", "/healthz", nil, nil); code != 200 {
-		t.Errorf("healthz needs no token: %d", code)
+	// The page takes basic auth (any user, the token as password) and
+	// asks a browser for it; the API and the metrics do not.
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
+	if got := rec.Header().Get("WWW-Authenticate"); !strings.HasPrefix(got, `Basic realm="capstan"`) {
+		t.Errorf("page 401 challenge %q, want Basic", got)
+	}
+	if code, body := do(t, h, "GET", "/", nil, map[string]string{"Authorization": basic("anyone", "s3cret")}); code != 200 || !strings.Contains(body, `id="app-demo"`) {
+		t.Errorf("page with basic auth: %d", code)
+	}
+	for _, path := range []string{"/api/v1/apps", "/metrics"} {
+		if code, _ := do(t, h, "GET", path, nil, map[string]string{"Authorization": basic("anyone", "s3cret")}); code != http.StatusUnauthorized {
+			t.Errorf("GET %s with basic auth: %d, want 401 (bearer only)", path, code)
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+		if got := rec.Header().Get("WWW-Authenticate"); got != `Bearer realm="capstan"` {
+			t.Errorf("%s 401 challenge %q, want Bearer", path, got)
+		}
+	}
+	for _, path := range []string{"/healthz", "/readyz"} {
+		if code, _ := do(t, h, "GET", path, nil, nil); code == http.StatusUnauthorized {
+			t.Errorf("%s needs no token: %d", path, code)
+		}
+	}
+}
+
+func TestRoutes_NoTokenOnLoopbackIsOpen(t *testing.T) {
+	d := newTestDaemon(t, "", nil)
+	for _, path := range []string{"/", "/api/v1/apps", "/metrics"} {
+		if code, _ := do(t, d.Handler(), "GET", path, nil, nil); code != 200 {
+			t.Errorf("GET %s without a configured token: %d", path, code)
+		}
 	}
 }
 
