@@ -39,6 +39,9 @@ type Deps struct {
 	Getenv func(string) string
 	// Key is the HMAC key of spec fingerprints, shared with the CLI.
 	Key []byte
+	// PoolKey, NewPool and NewApp build the SSH side of a revision whose
+	// config loaded; they must be set unless no app's config ever loads.
+	//
 	// PoolKey identifies what NewPool depends on in a config: a revision
 	// whose key equals the last one's reuses that pool.
 	PoolKey func(cfg *kamal.Config) string

@@ -78,7 +78,7 @@ func sameSecret(a, b string) bool {
 func (d *Daemon) private(h http.Handler, basic bool) http.Handler {
 	challenge := `Bearer realm="capstan"`
 	if basic {
-		challenge = `Basic realm="capstan", charset="UTF-8"`
+		challenge = `Basic realm="capstan"`
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !d.authorized(r, basic) {
