@@ -46,7 +46,7 @@ type PassStep struct {
 }
 
 // Recorder keeps the loop's memory and history (the state store, adapted by
-// cmd/capstan). All methods must be safe for concurrent use.
+// internal/daemon). All methods must be safe for concurrent use.
 type Recorder interface {
 	RecordRevision(ctx context.Context, app string, rev Revision) error
 	StartPass(ctx context.Context, app, revision, version, trigger string) (int64, error)

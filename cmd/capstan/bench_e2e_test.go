@@ -28,7 +28,7 @@ func benchLoad(b *testing.B, a *e2eApp, version string, pool *hostexec.Pool) (*r
 		b.Fatal(err)
 	}
 	e := &env{stdout: os.Stdout, stderr: os.Stderr, log: benchLogger(b), getenv: os.Getenv, knownHosts: a.l.KnownHosts, identity: a.l.Identity}
-	p, red, err := newPool(e, cfg, false)
+	p, red, err := newPool(e, cfg, poolOptions{})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -53,6 +53,9 @@ func (f *apiFlags) get(ctx context.Context, path string, v any, raw io.Writer) e
 	if err != nil {
 		return err
 	}
+	if resp.StatusCode == http.StatusUnauthorized {
+		return fmt.Errorf("capstan serve at %s: %s: it needs its API token (--token or CAPSTAN_API_TOKEN)", f.server, resp.Status)
+	}
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("capstan serve at %s: %s: %s", f.server, resp.Status, strings.TrimSpace(string(body)))
 	}

@@ -4,12 +4,13 @@ import (
 	"bytes"
 	"context"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/capstan-dev/capstan/reconcile"
+	"github.com/capstan-dev/capstan/internal/daemon"
 	"github.com/capstan-dev/capstan/state"
 )
 
@@ -17,11 +18,15 @@ import (
 // daemon's real HTTP handlers and store.
 func TestClient_AgainstDaemonAPI(t *testing.T) {
 	ctx := context.Background()
-	store, err := state.Open(filepath.Join(t.TempDir(), "s.db"))
+	dir := t.TempDir()
+	stateDir := filepath.Join(dir, "state")
+	if err := os.MkdirAll(stateDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	store, err := state.Open(filepath.Join(stateDir, "state.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer store.Close()
 	for _, p := range []struct{ rev, outcome string }{{"aaaaaaaaaaaaaaaa", state.OutcomeSucceeded}, {"bbbbbbbbbbbbbbbb", state.OutcomeFailed}} {
 		id, err := store.StartPass(ctx, state.Pass{App: "demo", Revision: p.rev, Version: p.rev[:2], Trigger: "poll", Started: time.Now().Add(-time.Minute)})
 		if err != nil {
@@ -34,11 +39,24 @@ func TestClient_AgainstDaemonAPI(t *testing.T) {
 	if _, _, err := store.SyncDrift(ctx, "demo", []state.Scope{{Host: "10.0.0.1"}}, []state.DriftItem{{Host: "10.0.0.1", Kind: "stopped", Subject: "web", Detail: "testapp-web-v1 is exited"}}); err != nil {
 		t.Fatal(err)
 	}
-	e := &env{log: discardLogger(), getenv: func(k string) string { return map[string]string{"TOK": "tok"}[k] }}
-	d := &daemon{e: e, cfg: &serveConfig{APITokenEnv: "TOK"}, store: store, order: []string{"demo"},
-		apps: map[string]*appRunner{"demo": {cfg: appConfig{Name: "demo", Repo: "/r", Branch: "main"}, loop: &reconcile.Loop{Name: "demo"}}}}
-	d.metrics = newMetrics(d)
-	srv := httptest.NewServer(d.routes())
+	if err := store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	cfgPath := filepath.Join(dir, "capstan.yml")
+	if err := os.WriteFile(cfgPath, []byte("state_dir: "+stateDir+"\napi_token_env: TOK\napps:\n  - {name: demo, repo: /r}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	getenv := func(k string) string { return map[string]string{"TOK": "tok"}[k] }
+	cfg, err := daemon.LoadConfig(cfgPath, getenv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := daemon.New(ctx, cfg, daemon.Deps{Getenv: getenv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	srv := httptest.NewServer(d.Handler())
 	defer srv.Close()
 
 	cli := func(args ...string) (string, int) {
@@ -60,7 +78,7 @@ func TestClient_AgainstDaemonAPI(t *testing.T) {
 		t.Errorf("drift (%d):\n%s", code, out)
 	}
 	out, code = cli("status", "--server", srv.URL, "--token", "wrong")
-	if code != exitFailure || !strings.Contains(out, "401") {
+	if code != exitFailure || !strings.Contains(out, "401") || !strings.Contains(out, "CAPSTAN_API_TOKEN") {
 		t.Errorf("wrong token (%d):\n%s", code, out)
 	}
 }

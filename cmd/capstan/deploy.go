@@ -116,7 +116,14 @@ func loadDeploy(ctx context.Context, e *env, f *deployFlags) (*kamal.Config, err
 // newPool builds the SSH pool from the global flags, the environment and
 // deploy.yml's ssh block; every secret of the config is redacted, and each
 // too short to be masked inside free text is warned about.
-func newPool(e *env, cfg *kamal.Config, acceptNew bool) (*hostexec.Pool, *redact.Redactor, error) {
+// poolOptions are the daemon's SSH settings beyond the global flags (zero:
+// hostexec's defaults).
+type poolOptions struct {
+	AcceptNew                      bool
+	ConnectTimeout, CommandTimeout time.Duration
+}
+
+func newPool(e *env, cfg *kamal.Config, o poolOptions) (*hostexec.Pool, *redact.Redactor, error) {
 	red := redact.New(cfg.SecretValues()...)
 	for _, name := range cfg.ShortSecrets() {
 		if e.log == nil {
@@ -124,7 +131,7 @@ func newPool(e *env, cfg *kamal.Config, acceptNew bool) (*hostexec.Pool, *redact
 		}
 		e.log.Warn(shortSecretWarning(name), "secret", name)
 	}
-	pc := hostexec.Config{Logger: e.log, Redactor: red, AcceptNew: acceptNew}
+	pc := hostexec.Config{Logger: e.log, Redactor: red, AcceptNew: o.AcceptNew, ConnectTimeout: o.ConnectTimeout, CommandTimeout: o.CommandTimeout}
 	pc.FromEnv(e.getenv)
 	if e.knownHosts != "" {
 		pc.KnownHosts = []string{e.knownHosts}
@@ -235,7 +242,7 @@ func openApp(ctx context.Context, e *env, name string, args []string, f *deployF
 	if err != nil {
 		return nil, nil, false, err
 	}
-	pool, red, err := newPool(e, cfg, false)
+	pool, red, err := newPool(e, cfg, poolOptions{})
 	if err != nil {
 		return nil, nil, false, err
 	}

@@ -159,7 +159,7 @@ func TestE2EApply_AdoptsKamalDeployedHosts(t *testing.T) {
 	}
 	plans, _ := cfg.Plans()
 	e := &env{stdout: os.Stdout, stderr: os.Stderr, log: discardLogger(), getenv: os.Getenv, knownHosts: a.l.KnownHosts, identity: a.l.Identity}
-	pool, red, err := newPool(e, cfg, false)
+	pool, red, err := newPool(e, cfg, poolOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

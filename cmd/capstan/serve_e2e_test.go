@@ -257,19 +257,34 @@ func (d *serveProc) kill9() {
 // status reads the app's view from the JSON API.
 func (d *serveProc) status(app string) map[string]any {
 	d.t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, "http://"+d.addr+"/api/v1/apps/"+app, nil)
-	req.Header.Set("Authorization", "Bearer "+d.token)
+	code, body := d.get("/api/v1/apps/"+app, "Bearer "+d.token)
+	var v map[string]any
+	if err := json.Unmarshal(body, &v); err != nil {
+		d.t.Fatalf("GET /api/v1/apps/%s: %d: %v", app, code, err)
+	}
+	return v
+}
+
+// get fetches path from the daemon with the Authorization header auth
+// ("" sends none) and returns the status and body.
+func (d *serveProc) get(path, auth string) (int, []byte) {
+	d.t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, "http://"+d.addr+path, nil)
+	if auth != "" {
+		req.Header.Set("Authorization", auth)
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		d.t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var v map[string]any
-	if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
-		d.t.Fatal(err)
-	}
-	return v
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, body
 }
+
+// pageURL is the status page's address with the token as the basic-auth
+// password, as a browser user would log in.
+func (d *serveProc) pageURL() string { return "http://capstan:" + d.token + "@" + d.addr + "/" }
 
 // waitIdle waits until no pass runs and the last one ended with one of
 // outcomes.
@@ -441,7 +456,7 @@ func TestE2EServe_DeployOnMergeRevertAndWebhooks(t *testing.T) {
 	waitServing(t, "v2", 60*time.Second)
 	t.Logf("webhook → all hosts serve v2 in %s", time.Since(sent).Round(time.Millisecond))
 	d.waitIdle("succeeded")
-	if dom, ok := browserDOM(t, "http://"+d.addr+"/"); ok {
+	if dom, ok := browserDOM(t, d.pageURL()); ok {
 		for _, want := range []string{`id="app-testapp"`, `<b class="version">v2</b>`, `class="pass"`, "webhook", "succeeded"} {
 			if !strings.Contains(dom, want) {
 				t.Errorf("status page in the browser after the v2 deploy lacks %s", want)
@@ -542,7 +557,7 @@ func TestE2EServe_DeployOnMergeRevertAndWebhooks(t *testing.T) {
 	if running, _ := (&e2eApp{t: t, l: l}).containers(0); running["testapp-web-v2"] != "" {
 		t.Error("self_heal is off but the container was restarted")
 	}
-	if dom, ok := browserDOM(t, "http://"+d.addr+"/"); ok {
+	if dom, ok := browserDOM(t, d.pageURL()); ok {
 		for _, want := range []string{`class="drift-episode"`, "10.231.0.11", "stopped", "testapp-web-v2 is exited"} {
 			if !strings.Contains(dom, want) {
 				t.Errorf("status page in the browser during the drift lacks %s", want)
@@ -555,26 +570,32 @@ func TestE2EServe_DeployOnMergeRevertAndWebhooks(t *testing.T) {
 	if n := count("drift_resolved"); n != 1 {
 		t.Errorf("%d drift_resolved alerts for one episode", n)
 	}
-	// The status page shows the app, its version and recent passes.
-	resp, err := http.Get("http://" + d.addr + "/")
-	if err != nil {
-		t.Fatal(err)
+	// The status page shows the app, its version and recent passes; it,
+	// the API and the metrics need the token, health checks do not.
+	for _, path := range []string{"/", "/api/v1/apps", "/metrics"} {
+		if code, _ := d.get(path, ""); code != http.StatusUnauthorized {
+			t.Errorf("GET %s without the token: %d, want 401", path, code)
+		}
 	}
-	page, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	if code, _ := d.get("/healthz", ""); code != http.StatusOK {
+		t.Errorf("GET /healthz: %d", code)
+	}
+	code, page := d.get("/", "Bearer "+d.token)
+	if code != http.StatusOK {
+		t.Errorf("GET / with the token: %d", code)
+	}
 	for _, want := range []string{"testapp", "v2", "succeeded", "invalid"} {
 		if !bytes.Contains(page, []byte(want)) {
 			t.Errorf("status page lacks %q", want)
 		}
 	}
-	resp, err = http.Get("http://" + d.addr + "/metrics")
-	if err == nil {
-		m, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		for _, want := range []string{"capstan_deploys_total", "capstan_ssh_commands_total", "capstan_last_successful_sync_timestamp_seconds"} {
-			if !bytes.Contains(m, []byte(want)) {
-				t.Errorf("/metrics lacks %s", want)
-			}
+	code, m := d.get("/metrics", "Bearer "+d.token)
+	if code != http.StatusOK {
+		t.Errorf("GET /metrics with the token: %d", code)
+	}
+	for _, want := range []string{"capstan_deploys_total", "capstan_ssh_commands_total", "capstan_last_successful_sync_timestamp_seconds"} {
+		if !bytes.Contains(m, []byte(want)) {
+			t.Errorf("/metrics lacks %s", want)
 		}
 	}
 }

@@ -1,14 +1,16 @@
 // Package archtest keeps capstan's import rules true (STYLE.md, practice 2:
 // one composition root, arrows one way). The rules:
 //
-//  1. Only cmd/... wires concrete adapters: reconcile/... never imports
-//     hostexec, gitwatch or state; it declares the small interfaces it
-//     consumes.
+//  1. Only the composition root, cmd/... and internal/daemon (capstan
+//     serve, which cmd/capstan runs), wires concrete adapters:
+//     reconcile/... never imports hostexec, gitwatch, state or
+//     internal/daemon; it declares the small interfaces it consumes.
 //  2. gitwatch, hostexec and state never import reconcile/... or each other.
 //  3. Nothing imports cmd/...
 //  4. The test lab (internal/lab) is for tests and cmd/capstan-lab only:
 //     no production package imports it.
 //  5. internal/redact imports nothing of capstan's (everyone may use it).
+//  6. Nothing but cmd/capstan imports internal/daemon.
 package archtest
 
 import (
@@ -33,9 +35,10 @@ type rule struct {
 }
 
 var rules = []rule{
-	{from: "reconcile", to: "hostexec", why: "reconcile declares interfaces; only cmd wires the SSH adapter"},
-	{from: "reconcile", to: "gitwatch", why: "reconcile declares interfaces; only cmd wires the git adapter"},
-	{from: "reconcile", to: "state", why: "reconcile declares interfaces; only cmd wires the store"},
+	{from: "reconcile", to: "hostexec", why: "reconcile declares interfaces; only cmd and internal/daemon wire the SSH adapter"},
+	{from: "reconcile", to: "gitwatch", why: "reconcile declares interfaces; only cmd and internal/daemon wire the git adapter"},
+	{from: "reconcile", to: "state", why: "reconcile declares interfaces; only cmd and internal/daemon wire the store"},
+	{from: "reconcile", to: "internal/daemon", tests: true, why: "the domain never imports the composition root"},
 	{from: "gitwatch", to: "reconcile", tests: true, why: "adapters never import the domain"},
 	{from: "gitwatch", to: "hostexec", tests: true, why: "adapters never import each other"},
 	{from: "gitwatch", to: "state", tests: true, why: "adapters never import each other"},
@@ -48,6 +51,7 @@ var rules = []rule{
 	{from: "", to: "cmd", tests: true, why: "nothing imports a command"},
 	{from: "", to: "internal/lab", except: "cmd/capstan-lab", why: "the lab is test-only"},
 	{from: "internal/redact", to: "", tests: false, why: "the redactor is a leaf"},
+	{from: "", to: "internal/daemon", tests: true, except: "cmd/capstan", why: "only cmd/capstan runs the daemon"},
 }
 
 func TestImportRules(t *testing.T) {
@@ -91,10 +95,7 @@ func TestImportRules(t *testing.T) {
 				if isTest && !r.tests {
 					continue
 				}
-				if !under(rel, r.from) || (r.except != "" && under(rel, r.except)) {
-					continue
-				}
-				if r.to != "" && !under(target, r.to) || target == rel {
+				if !r.forbids(rel, target) {
 					continue
 				}
 				t.Errorf("%s imports %s: %s", filepath.Join(rel, filepath.Base(p)), target, r.why)
@@ -127,4 +128,33 @@ func TestRules_CatchAViolation(t *testing.T) {
 	if bad == 0 {
 		t.Fatal("reconcile/kamal -> hostexec is not forbidden by any rule")
 	}
+	for _, edge := range []struct{ from, to string }{{"reconcile", "internal/daemon"}, {"gitwatch", "internal/daemon"}, {"cmd/capstan-lab", "internal/daemon"}} {
+		if !forbidden(edge.from, edge.to) {
+			t.Errorf("%s -> %s is not forbidden by any rule", edge.from, edge.to)
+		}
+	}
+	for _, edge := range []struct{ from, to string }{{"cmd/capstan", "internal/daemon"}, {"internal/daemon", "state"}, {"internal/daemon", "gitwatch"}, {"internal/daemon", "hostexec"}, {"internal/daemon", "reconcile"}} {
+		if forbidden(edge.from, edge.to) {
+			t.Errorf("%s -> %s is forbidden, but it is the composition root's", edge.from, edge.to)
+		}
+	}
+}
+
+// forbidden reports whether some rule forbids a non-test file in from to
+// import to.
+func forbidden(from, to string) bool {
+	for _, r := range rules {
+		if r.forbids(from, to) {
+			return true
+		}
+	}
+	return false
+}
+
+// forbids reports whether r forbids package from to import package to.
+func (r rule) forbids(from, to string) bool {
+	if !under(from, r.from) || (r.except != "" && under(from, r.except)) {
+		return false
+	}
+	return (r.to == "" || under(to, r.to)) && to != from
 }

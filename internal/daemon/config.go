@@ -1,9 +1,10 @@
-package main
+package daemon
 
 import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"regexp"
 	"strconv"
@@ -14,49 +15,73 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// serveConfig is capstan.yml, the daemon's configuration.
-type serveConfig struct {
+// Defaults of capstan.yml.
+const (
+	DefaultListen   = "127.0.0.1:9740"
+	DefaultStateDir = "/var/lib/capstan"
+)
+
+// Config is capstan.yml, the daemon's configuration, as LoadConfig returns
+// it: defaults applied and validated.
+type Config struct {
 	Listen         string      `yaml:"listen"`
 	StateDir       string      `yaml:"state_dir"`
-	SSH            sshSettings `yaml:"ssh"`
+	SSH            SSHSettings `yaml:"ssh"`
 	SecretsEnvFile string      `yaml:"secrets_env_file"`
 	Webhooks       struct {
 		GitHubSecretEnv string `yaml:"github_secret_env"`
 		GitLabTokenEnv  string `yaml:"gitlab_token_env"`
 		GiteaSecretEnv  string `yaml:"gitea_secret_env"`
 	} `yaml:"webhooks"`
-	APITokenEnv        string        `yaml:"api_token_env"`
-	InsecureRegistries []string      `yaml:"insecure_registries"`
-	ImageWait          duration      `yaml:"image_wait"`
-	KeepPasses         int           `yaml:"keep_passes"`
-	Alerts             []alertConfig `yaml:"alerts"`
-	Apps               []appConfig   `yaml:"apps"`
-
-	file string
+	// APITokenEnv names the environment variable holding the API token;
+	// when set, the status page, the API and /metrics require it.
+	APITokenEnv string `yaml:"api_token_env"`
+	// InsecurePublicStatus allows listening on a non-loopback address
+	// without a token (the status page, API and metrics open to anyone
+	// who can reach the port).
+	InsecurePublicStatus bool          `yaml:"insecure_public_status"`
+	InsecureRegistries   []string      `yaml:"insecure_registries"`
+	ImageWait            Duration      `yaml:"image_wait"`
+	KeepPasses           int           `yaml:"keep_passes"`
+	Alerts               []AlertConfig `yaml:"alerts"`
+	Apps                 []AppConfig   `yaml:"apps"`
 }
 
-type sshSettings struct {
+// SSHSettings are the daemon's SSH defaults for the hosts (and for git over
+// SSH); empty means the OpenSSH defaults.
+type SSHSettings struct {
 	KnownHosts string `yaml:"known_hosts"`
 	Identity   string `yaml:"identity"`
 	AcceptNew  bool   `yaml:"accept_new"`
+	// ConnectTimeout bounds a connection (TCP, handshake, auth); default
+	// 10 s. CommandTimeout bounds each remote command; default none (a
+	// dead connection is still caught by keepalives within ~20 s).
+	// ObserveTimeout bounds the observation of one host in a pass;
+	// default 5 s.
+	ConnectTimeout Duration `yaml:"connect_timeout"`
+	CommandTimeout Duration `yaml:"command_timeout"`
+	ObserveTimeout Duration `yaml:"observe_timeout"`
 }
 
-type alertConfig struct {
+// AlertConfig is one alert sink.
+type AlertConfig struct {
 	Type     string   `yaml:"type"` // webhook, slack, github
 	URL      string   `yaml:"url"`
 	URLEnv   string   `yaml:"url_env"`
 	TokenEnv string   `yaml:"token_env"`
 	API      string   `yaml:"api"`
-	Remind   duration `yaml:"remind"` // repeat open drift every …; 0 = never
+	Remind   Duration `yaml:"remind"` // repeat open drift every …; 0 = never
 }
 
-type appConfig struct {
+// AppConfig is one app the daemon follows: a repository branch holding a
+// Kamal config in Path.
+type AppConfig struct {
 	Name          string   `yaml:"name"`
 	Repo          string   `yaml:"repo"`
 	Branch        string   `yaml:"branch"`
 	Path          string   `yaml:"path"`
 	Destination   string   `yaml:"destination"`
-	Poll          duration `yaml:"poll"`
+	Poll          Duration `yaml:"poll"`
 	DriftSchedule string   `yaml:"drift_schedule"`
 	SelfHeal      *bool    `yaml:"self_heal"`
 	Git           struct {
@@ -68,36 +93,38 @@ type appConfig struct {
 	schedule cron.Schedule
 }
 
-// duration reads "60s", "5m" or a number of seconds.
-type duration time.Duration
+// Duration reads "60s", "5m" or a number of seconds.
+type Duration time.Duration
 
-func (d *duration) UnmarshalYAML(n *yaml.Node) error {
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind != yaml.ScalarNode {
 		return errors.New("should be a duration like 60s or 5m")
 	}
 	if s, err := strconv.Atoi(n.Value); err == nil {
-		*d = duration(time.Duration(s) * time.Second)
+		*d = Duration(time.Duration(s) * time.Second)
 		return nil
 	}
 	v, err := time.ParseDuration(n.Value)
 	if err != nil || v < 0 {
 		return fmt.Errorf("%q is not a duration like 60s or 5m", n.Value)
 	}
-	*d = duration(v)
+	*d = Duration(v)
 	return nil
 }
 
 var appNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,62}$`)
 
-// configError is one problem in capstan.yml, as FILE:LINE: key: message.
-type configErrors []string
+// ConfigErrors are the problems in capstan.yml, one per element, each as
+// FILE:LINE: key: message.
+type ConfigErrors []string
 
-func (e configErrors) Error() string { return strings.Join(e, "\n") }
+func (e ConfigErrors) Error() string { return strings.Join(e, "\n") }
 
-// loadServeConfig reads capstan.yml, applies CAPSTAN_LISTEN and
+// LoadConfig reads capstan.yml, applies CAPSTAN_LISTEN and
 // CAPSTAN_STATE_DIR from the environment and the defaults, and validates
-// it. Every problem comes back at once.
-func loadServeConfig(path string, getenv func(string) string) (*serveConfig, error) {
+// it. Every problem comes back at once, as ConfigErrors; an unreadable file
+// is another error.
+func LoadConfig(path string, getenv func(string) string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
@@ -109,13 +136,13 @@ func loadServeConfig(path string, getenv func(string) string) (*serveConfig, err
 	if err := yaml.Unmarshal(data, &root); err != nil {
 		return nil, fmt.Errorf("%s: %v", path, err)
 	}
-	c := &serveConfig{file: path}
+	c := &Config{}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(c); err != nil {
 		var te *yaml.TypeError
 		if errors.As(err, &te) {
-			var errs configErrors
+			var errs ConfigErrors
 			for _, m := range te.Errors {
 				errs = append(errs, path+":"+strings.TrimPrefix(m, "line "))
 			}
@@ -130,18 +157,18 @@ func loadServeConfig(path string, getenv func(string) string) (*serveConfig, err
 		c.StateDir = v
 	}
 	if c.Listen == "" {
-		c.Listen = "127.0.0.1:9740"
+		c.Listen = DefaultListen
 	}
 	if c.StateDir == "" {
-		c.StateDir = "/var/lib/capstan"
+		c.StateDir = DefaultStateDir
 	}
 	if c.ImageWait == 0 {
-		c.ImageWait = duration(10 * time.Minute)
+		c.ImageWait = Duration(10 * time.Minute)
 	}
 	if c.KeepPasses == 0 {
 		c.KeepPasses = 1000
 	}
-	var errs configErrors
+	var errs ConfigErrors
 	bad := func(keyPath string, format string, args ...any) {
 		errs = append(errs, fmt.Sprintf("%s:%d: %s: %s", path, lineOf(&root, keyPath), keyPath, fmt.Sprintf(format, args...)))
 	}
@@ -174,7 +201,7 @@ func loadServeConfig(path string, getenv func(string) string) (*serveConfig, err
 			bad(p+".path", "must stay inside the repository")
 		}
 		if a.Poll == 0 {
-			a.Poll = duration(60 * time.Second)
+			a.Poll = Duration(60 * time.Second)
 		} else if time.Duration(a.Poll) < time.Second {
 			bad(p+".poll", "must be at least 1s")
 		}
@@ -216,10 +243,39 @@ func loadServeConfig(path string, getenv func(string) string) (*serveConfig, err
 			bad(k.path, "environment variable %s is not set", k.env)
 		}
 	}
+	if err := checkExposure(c.Listen, c.APITokenEnv != "", c.InsecurePublicStatus); err != nil {
+		bad("listen", "%v", err)
+	}
 	if len(errs) > 0 {
 		return nil, errs
 	}
 	return c, nil
+}
+
+// checkExposure refuses a listen address other machines can reach when no
+// token guards the status page, the API and the metrics, unless insecure
+// says the operator wants them public.
+func checkExposure(listen string, token, insecure bool) error {
+	if token || insecure || loopback(listen) {
+		return nil
+	}
+	return fmt.Errorf("%s is reachable from other machines and no api_token_env is set: set api_token_env "+
+		"(the status page, API and /metrics then require the token), listen on 127.0.0.1, or set insecure_public_status: true", listen)
+}
+
+// loopback reports whether listen (host:port) binds only the loopback
+// interface: "localhost" or a loopback IP. An empty host (all interfaces),
+// any other name or an unparsable address is not loopback.
+func loopback(listen string) bool {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // lineOf finds the line of a key path like "apps[1].git.token_env" in a

@@ -1,0 +1,90 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+
+	"github.com/capstan-dev/capstan/reconcile"
+	"github.com/capstan-dev/capstan/state"
+)
+
+// app returns the app the path names, or answers 404 and returns nil.
+func (d *Daemon) app(w http.ResponseWriter, r *http.Request) *appRunner {
+	a := d.apps[r.PathValue("app")]
+	if a == nil {
+		http.Error(w, "no such app", http.StatusNotFound)
+	}
+	return a
+}
+
+func (d *Daemon) apiSync(w http.ResponseWriter, r *http.Request) {
+	a := d.app(w, r)
+	if a == nil {
+		return
+	}
+	force := r.URL.Query().Get("force") == "1" || r.URL.Query().Get("force") == "true"
+	a.loop.Trigger(reconcile.TriggerManual, force)
+	w.WriteHeader(http.StatusAccepted)
+	_ = json.NewEncoder(w).Encode(map[string]any{"app": a.cfg.Name, "force": force, "queued": true})
+}
+
+// appView is an app as the API and the status page show it.
+type appView struct {
+	reconcile.LoopStatus
+	Repo   string          `json:"repo"`
+	Branch string          `json:"branch"`
+	Passes []state.Pass    `json:"passes,omitempty"`
+	Open   []state.Episode `json:"open_drift"`
+}
+
+// view is a's status with its open drift and its last passes passes.
+func (d *Daemon) view(ctx context.Context, a *appRunner, passes int) appView {
+	v := appView{LoopStatus: a.loop.Status(), Repo: a.cfg.Repo, Branch: a.cfg.Branch}
+	v.Open, _ = d.store.OpenDrift(ctx, a.cfg.Name)
+	if passes > 0 {
+		v.Passes, _ = d.store.History(ctx, a.cfg.Name, passes)
+	}
+	return v
+}
+
+func (d *Daemon) apiApps(w http.ResponseWriter, r *http.Request) {
+	var out []appView
+	for _, n := range d.order {
+		out = append(out, d.view(r.Context(), d.apps[n], 0))
+	}
+	writeJSON(w, out)
+}
+
+func (d *Daemon) apiApp(w http.ResponseWriter, r *http.Request) {
+	if a := d.app(w, r); a != nil {
+		writeJSON(w, d.view(r.Context(), a, 10))
+	}
+}
+
+func (d *Daemon) apiHistory(w http.ResponseWriter, r *http.Request) {
+	if a := d.app(w, r); a != nil {
+		h, err := d.store.History(r.Context(), a.cfg.Name, 100)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		writeJSON(w, h)
+	}
+}
+
+func (d *Daemon) apiDrift(w http.ResponseWriter, r *http.Request) {
+	eps, err := d.store.OpenDrift(r.Context(), r.URL.Query().Get("app"))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	writeJSON(w, eps)
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}

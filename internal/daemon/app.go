@@ -1,0 +1,128 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/capstan-dev/capstan/gitwatch"
+	"github.com/capstan-dev/capstan/hostexec"
+	"github.com/capstan-dev/capstan/internal/redact"
+	"github.com/capstan-dev/capstan/reconcile"
+	"github.com/capstan-dev/capstan/reconcile/kamal"
+)
+
+// appRunner is one app's loop and its wiring.
+type appRunner struct {
+	cfg  AppConfig
+	repo *gitwatch.Repo
+	loop *reconcile.Loop
+	mu   sync.Mutex
+	// pool, its redactor and the PoolKey they were built for.
+	pool    *hostexec.Pool
+	red     *redact.Redactor
+	poolKey string
+	// last is the last App built on pool: the next one inherits what it
+	// learned about the hosts.
+	last *reconcile.App
+}
+
+func (d *Daemon) newAppRunner(ac AppConfig) (*appRunner, error) {
+	auth := gitwatch.Auth{}
+	if ac.Git.TokenEnv != "" {
+		auth.Token = d.deps.Getenv(ac.Git.TokenEnv)
+	}
+	if ac.Git.SSHKey != "" {
+		b, err := os.ReadFile(ac.Git.SSHKey)
+		if err != nil {
+			return nil, fmt.Errorf("git.ssh_key: %w", err)
+		}
+		auth.SSHKey = b
+	}
+	kh := ac.Git.KnownHosts
+	if kh == "" {
+		kh = d.cfg.SSH.KnownHosts
+	}
+	if kh != "" {
+		auth.KnownHosts = []string{kh}
+	}
+	repo, err := gitwatch.Open(filepath.Join(d.cfg.StateDir, "repos", ac.Name), gitwatch.Source{URL: ac.Repo, Branch: ac.Branch, Auth: auth})
+	if err != nil {
+		return nil, err
+	}
+	r := &appRunner{cfg: ac, repo: repo}
+	log := d.log.With("app", ac.Name)
+	r.loop = &reconcile.Loop{
+		Name:   ac.Name,
+		Source: gitSource{repo: repo, metrics: d.metrics, app: ac.Name},
+		Load:   func(ctx context.Context, rev reconcile.Revision) (*reconcile.App, error) { return d.loadApp(r, rev) },
+		Image:  d.imageCheck(log),
+		Record: stateRecorder{store: d.store},
+		Notify: loopNotifier{n: d.notif, repo: ac.Repo, env: ac.Destination, m: d.metrics},
+		Log:    d.log,
+		Poll:   time.Duration(ac.Poll),
+		Sweep:  ac.schedule.Next,
+		OnPass: func(_ string, took time.Duration) { d.metrics.passDur.WithLabelValues(ac.Name).Observe(took.Seconds()) },
+		SelfHeal: func(a *reconcile.App) bool {
+			if ac.SelfHeal != nil {
+				return *ac.SelfHeal
+			}
+			return a.Config.Capstan.SelfHeal
+		},
+	}
+	return r, nil
+}
+
+// loadApp turns a checked-out revision into an App (a fresh SSH pool per
+// revision's ssh settings, reused while they do not change).
+func (d *Daemon) loadApp(r *appRunner, rev reconcile.Revision) (*reconcile.App, error) {
+	dir := filepath.Join(rev.Dir, r.cfg.Path)
+	cfg, err := kamal.Load(os.DirFS(dir), kamal.LoadOptions{
+		Destination: r.cfg.Destination, Revision: rev.SHA, FingerprintKey: d.deps.Key, SecretsEnv: d.secrets,
+		LookupEnv: func(k string) (string, bool) { v := d.deps.Getenv(k); return v, v != "" },
+	})
+	if err != nil {
+		var es kamal.Errors
+		if errors.As(err, &es) {
+			return nil, errors.New(strings.Join(es.Lines(), "\n"))
+		}
+		return nil, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	// The pool is kept across revisions (its connections are the daemon's
+	// warm path) and rebuilt only when the ssh block or the secrets change.
+	if key := d.deps.PoolKey(cfg); r.pool == nil || key != r.poolKey {
+		pool, red, err := d.deps.NewPool(cfg)
+		if err != nil {
+			return nil, err
+		}
+		// The previous pool is not closed: the last good App, which drift
+		// sweeps use until this revision deploys, still runs on it.
+		r.pool, r.red, r.poolKey, r.last = pool, red, key, nil
+		d.metrics.pools.Store(r.cfg.Name, pool)
+	}
+	app, err := d.deps.NewApp(cfg, r.pool, r.red)
+	if err != nil {
+		return nil, err
+	}
+	app.Log = d.log.With("app", r.cfg.Name, "rev", rev.SHA[:min(12, len(rev.SHA))])
+	app.LockID = d.instance
+	app.Inherit(r.last)
+	r.last = app
+	return app, nil
+}
+
+// closePool closes the app's current SSH pool, if any.
+func (r *appRunner) closePool() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.pool != nil {
+		r.pool.Close()
+	}
+}
