@@ -76,7 +76,13 @@ type apiApp struct {
 	LastError   string          `json:"last_error"`
 	Running     bool            `json:"running"`
 	Hosts       []string        `json:"hosts"`
+	Unreachable []string        `json:"unreachable"`
 	Open        []state.Episode `json:"open_drift"`
+	Waiting     *struct {
+		Image  string    `json:"image"`
+		Since  time.Time `json:"since"`
+		Reason string    `json:"reason"`
+	} `json:"waiting_image"`
 }
 
 func ago(t time.Time) string {
@@ -101,13 +107,16 @@ func runStatus(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "APP\tVERSION\tREVISION\tLAST PASS\tOUTCOME\tHOSTS\tOPEN DRIFT")
+	fmt.Fprintln(tw, "APP\tVERSION\tREVISION\tLAST PASS\tOUTCOME\tHOSTS\tUNREACHABLE\tOPEN DRIFT")
 	for _, a := range apps {
 		outcome := a.LastOutcome
-		if a.Running {
+		switch {
+		case a.Waiting != nil:
+			outcome = "waiting_image (" + strings.TrimSuffix(ago(a.Waiting.Since), " ago") + ")"
+		case a.Running:
 			outcome = "deploying…"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\n", a.App, a.Version, short(a.Revision), ago(a.LastPass), outcome, len(a.Hosts), len(a.Open))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\n", a.App, a.Version, short(a.Revision), ago(a.LastPass), outcome, len(a.Hosts), len(a.Unreachable), len(a.Open))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -115,6 +124,9 @@ func runStatus(ctx context.Context, e *env, args []string) error {
 	for _, a := range apps {
 		for _, d := range a.Open {
 			fmt.Fprintf(e.stdout, "drift %s %s %s: %s (since %s)\n", a.App, d.Host, d.Kind, d.Detail, ago(d.Opened))
+		}
+		if a.Waiting != nil {
+			fmt.Fprintf(e.stdout, "%s waiting for %s: %s\n", a.App, a.Waiting.Image, a.Waiting.Reason)
 		}
 		if a.LastError != "" {
 			fmt.Fprintf(e.stdout, "%s last error: %s\n", a.App, firstLine(a.LastError))

@@ -168,6 +168,18 @@ func TestE2ETruth_HostDownDuringDeploy(t *testing.T) {
 	if n := alerts.count("event", "deploy_succeeded"); n != 1 {
 		t.Errorf("v2 announced as deployed while a host lacks it: %s", alerts)
 	}
+	cli := exec.Command(capstanBinary(t), "status", "--server", "http://"+d.addr, "--token", d.token)
+	out, err := cli.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "partial") || !strings.Contains(string(out), "drift testapp 10.231.0.12 unreachable:") {
+		t.Errorf("capstan status while a host is down (%v):\n%s", err, out)
+	}
+	if dom, ok := browserDOM(t, d.pageURL()); ok {
+		for _, want := range []string{"unreachable", "10.231.0.12", `class="warn pending"`, "partial"} {
+			if !strings.Contains(dom, want) {
+				t.Errorf("status page while a host is down lacks %s", want)
+			}
+		}
+	}
 	_, before0 := a.containers(0)
 	_, before2 := a.containers(2)
 	time.Sleep(5 * time.Second) // more polls while it is down: one episode

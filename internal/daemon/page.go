@@ -41,7 +41,9 @@ code{font-size:.85rem} .muted{color:#5f6773} pre{white-space:pre-wrap;font-size:
 {{range .}}<section class="app" id="app-{{.App}}">
 <h2>{{.App}} <span class="muted">{{.Branch}} · {{.Repo}}</span></h2>
 <p>revision <code>{{short .Revision}}</code> · version <b class="version">{{.Version}}</b> ·
-last pass <span class="{{if eq .LastOutcome "failed" "invalid"}}bad{{else}}ok{{end}} outcome">{{.LastOutcome}}</span> {{ago .LastPass}}{{if .Running}} · <span class="warn">deploying…</span>{{end}}</p>
+last pass <span class="{{if eq .LastOutcome "failed" "invalid"}}bad{{else if eq .LastOutcome "partial" "waiting_image"}}warn{{else}}ok{{end}} outcome">{{.LastOutcome}}</span> {{ago .LastPass}}{{if .Running}} · <span class="warn">deploying…</span>{{end}}</p>
+{{with .Waiting}}<p class="warn waiting">waiting for <code>{{.Image}}</code> in its registry since {{ago .Since}}: {{.Reason}}</p>{{end}}
+{{if .Pending}}<p class="warn pending">not yet at this revision: {{range $i, $h := .Pending}}{{if $i}}, {{end}}{{$h}}{{end}}</p>{{end}}
 {{if .LastError}}<pre class="bad">{{.LastError}}</pre>{{end}}
 <table><tr><th>host</th><th>state</th></tr>
 {{$app := .}}{{range .Hosts}}<tr class="host"><td>{{.}}</td><td>{{$h := .}}{{$n := 0}}{{range $app.Drift}}{{if eq .Host $h}}<div class="warn drift">{{.Kind}}: {{.Detail}}</div>{{end}}{{end}}</td></tr>{{end}}
