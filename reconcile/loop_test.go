@@ -3,6 +3,7 @@ package reconcile
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"net"
@@ -280,5 +281,41 @@ func TestLoop_QuietPassOnlyObservesConvergedHosts(t *testing.T) {
 	}
 	if rec.converged["10.0.0.3"] != "r1" || len(h.changes) != 0 {
 		t.Errorf("joined host: converged %v changes %v", rec.converged, h.changes)
+	}
+}
+
+// failingSource fails every sync with err.
+type failingSource struct{ err error }
+
+func (f failingSource) Sync(context.Context) (Revision, bool, error) { return Revision{}, false, f.err }
+
+func TestLoop_GitErrors(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		err    error
+		poll   time.Duration
+		syncs  int // failures seen before the check
+		alerts int
+	}{
+		{"refused credentials alert at once", fmt.Errorf("%w: git authentication failed", ErrPermanent), time.Hour, 1, 1},
+		{"a blip alerts only after three failures", errors.New("connection reset"), 500 * time.Millisecond, 2, 0},
+		{"a lasting outage alerts once", errors.New("connection reset"), 10 * time.Millisecond, 5, 1},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ev := &eventLog{}
+			l := &Loop{Name: "testapp", Source: failingSource{c.err}, Notify: ev, Poll: c.poll}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { l.Run(ctx); close(done) }()
+			deadline := time.Now().Add(30 * time.Second)
+			for l.Status().GitErrors < c.syncs && time.Now().Before(deadline) {
+				time.Sleep(time.Millisecond)
+			}
+			cancel()
+			<-done
+			if n := ev.count("git_unreachable", ""); n != c.alerts {
+				t.Errorf("%d git_unreachable alerts after %d failures, want %d", n, l.Status().GitErrors, c.alerts)
+			}
+		})
 	}
 }
