@@ -39,6 +39,9 @@ type env struct {
 	log            *slog.Logger
 	logLevel       slog.Level
 	getenv         func(string) string
+	// lookupEnv tells a variable set to "" from an unset one (Ruby's ENV
+	// does); nil: getenv, with "" as unset.
+	lookupEnv func(string) (string, bool)
 
 	// knownHosts and identity are the global --known-hosts and --identity
 	// flags (or CAPSTAN_KNOWN_HOSTS / CAPSTAN_IDENTITY); empty means the
@@ -84,7 +87,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return usageError("%v", err)
 	}
 	slog.SetDefault(logger)
-	e := &env{stdout: stdout, stderr: stderr, log: logger, logLevel: level, getenv: os.Getenv, knownHosts: *knownHosts, identity: *identity}
+	e := &env{stdout: stdout, stderr: stderr, log: logger, logLevel: level, getenv: os.Getenv, lookupEnv: os.LookupEnv, knownHosts: *knownHosts, identity: *identity}
 
 	rest := fs.Args()
 	if len(rest) == 0 {
@@ -143,6 +146,15 @@ func exitCode(err error, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "capstan: %v\n", err)
 		return exitFailure
 	}
+}
+
+// lookup reads an environment variable; "" is a value when lookupEnv is set.
+func (e *env) lookup(k string) (string, bool) {
+	if e.lookupEnv != nil {
+		return e.lookupEnv(k)
+	}
+	v := e.getenv(k)
+	return v, v != ""
 }
 
 func envOr(key, def string) string {

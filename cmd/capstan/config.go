@@ -67,10 +67,7 @@ func (f *configFlags) load(ctx context.Context, e *env, key []byte) (*kamal.Conf
 		Destination:    f.destination,
 		Version:        f.version,
 		FingerprintKey: key,
-		LookupEnv: func(k string) (string, bool) {
-			v := e.getenv(k)
-			return v, v != ""
-		},
+		LookupEnv:      e.lookup,
 	}
 	if f.secretsEnvFile != "" {
 		data, err := os.ReadFile(f.secretsEnvFile)
@@ -95,7 +92,7 @@ func (f *configFlags) load(ctx context.Context, e *env, key []byte) (*kamal.Conf
 			return nil, err
 		}
 	}
-	c, err := kamal.Load(os.DirFS(root), opts)
+	c, err := kamal.LoadDir(root, opts)
 	if err != nil {
 		printErrors(e, err)
 		return nil, errSilent

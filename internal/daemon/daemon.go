@@ -37,6 +37,10 @@ type Deps struct {
 	// Getenv reads the environment (tokens, secrets named by *_env keys
 	// and by deploy.yml); nil means os.Getenv.
 	Getenv func(string) string
+	// LookupEnv reads deploy.yml's ENV (a variable set to "" is a value);
+	// nil means os.LookupEnv when Getenv is nil, else Getenv with "" as
+	// unset.
+	LookupEnv func(string) (string, bool)
 	// Key is the HMAC key of spec fingerprints, shared with the CLI.
 	Key []byte
 	// PoolKey, NewPool and NewApp build the SSH side of a revision whose
@@ -87,6 +91,13 @@ var ErrNoToken = errors.New("api_token_env names an empty environment variable")
 func New(ctx context.Context, cfg *Config, deps Deps) (*Daemon, error) {
 	if deps.Log == nil {
 		deps.Log = slog.New(slog.DiscardHandler)
+	}
+	if deps.LookupEnv == nil && deps.Getenv == nil {
+		deps.LookupEnv = os.LookupEnv
+	}
+	if deps.LookupEnv == nil {
+		getenv := deps.Getenv
+		deps.LookupEnv = func(k string) (string, bool) { v := getenv(k); return v, v != "" }
 	}
 	if deps.Getenv == nil {
 		deps.Getenv = os.Getenv

@@ -216,8 +216,12 @@ func (b *builder) resolveSecrets(fsys fs.FS) {
 	var parsed []*dotenvFile
 	for _, f := range files {
 		fh, err := fsys.Open(f)
-		if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
 			continue // missing files are fine until a secret is requested
+		}
+		if err != nil { // e.g. a symlink out of the checkout
+			b.errs.add(ErrMissingFile, f, 0, "", "cannot read: %v", err)
+			continue
 		}
 		data, err := readLimited(fh)
 		fh.Close()
