@@ -29,6 +29,8 @@ type HostResult struct {
 	Host  string        `json:"host"`
 	Steps []*StepResult `json:"steps"`
 	Error string        `json:"error,omitempty"`
+
+	err error // what Error says, with its sentinels
 }
 
 // StepResult is one executed step with its timing and, on failure, what
@@ -180,7 +182,10 @@ func (r *applyRun) summary() (*Result, error) {
 func (r *applyRun) err() error {
 	var errs []error
 	for _, h := range r.res.Hosts {
-		if h.Error != "" {
+		switch {
+		case h.err != nil: // keeps the sentinels (ErrUnhealthy, ErrLocked, …) for errors.Is
+			errs = append(errs, fmt.Errorf("%s: %w", h.Host, h.err))
+		case h.Error != "":
 			errs = append(errs, fmt.Errorf("%s: %s", h.Host, h.Error))
 		}
 	}
@@ -194,7 +199,7 @@ func (r *applyRun) fail(host string, err error) {
 	defer r.mu.Unlock()
 	hr := r.hostRes[host]
 	if hr.Error == "" {
-		hr.Error = err.Error()
+		hr.Error, hr.err = err.Error(), err
 	}
 }
 

@@ -271,7 +271,8 @@ func (p *passRun) pending(conv map[string]string) []string {
 
 // summarize decides the outcome, records the pass and the attempt, and
 // tells people: deploy_succeeded once, when the last host converges to a
-// revision; deploy_failed for a bad release or when no host answers.
+// revision; deploy_failed for a bad release, and once per distinct error
+// for a held deploy lock or no host reachable (both retried every poll).
 func (p *passRun) summarize(ctx context.Context) {
 	l := p.l
 	applied := p.hasSteps()
@@ -279,20 +280,29 @@ func (p *passRun) summarize(ctx context.Context) {
 	if p.applyErr != nil {
 		p.errText = p.applyErr.Error()
 	}
+	allDown := len(p.down) == len(p.plan.Hosts) && len(p.plan.Hosts) > 0
 	switch {
-	case !p.permanent && len(p.down) == len(p.plan.Hosts) && len(p.plan.Hosts) > 0:
+	case p.outcome == OutcomeFailed: // a bad release or a held lock
+	case allDown:
 		p.outcome = OutcomeFailed
-	case !p.permanent && len(p.down) > 0:
+		p.errText = "no host reachable: " + strings.Join(hostErrors(p.down), "; ")
+	case len(p.down) > 0:
 		p.outcome = OutcomePartial
 	case p.outcome == OutcomeSucceeded && !applied:
 		p.outcome = OutcomeNoop
 	}
+	// A failure retried every poll is recorded and alerted once.
+	key := p.errText
+	if allDown {
+		key = "no host reachable" // the hosts' errors may vary from poll to poll
+	}
+	repeat := p.outcome == OutcomeFailed && !p.permanent && !l.firstFailure(p.rev.SHA, key)
 	pendingBefore, pendingAfter := p.pending(p.before), p.pending(p.after())
 	if l.OnPass != nil && p.res != nil && applied {
 		l.OnPass(p.outcome, p.res.Finished.Sub(p.res.Started))
 	}
 	rctx := context.WithoutCancel(ctx)
-	if !p.quiet || applied || p.driftChanged || p.outcome != l.Status().LastOutcome {
+	if !repeat && (!p.quiet || applied || p.driftChanged || p.outcome != l.Status().LastOutcome) {
 		id, _ := l.Record.StartPass(rctx, l.Name, p.rev.SHA, p.version, p.trigger)
 		_ = l.Record.FinishPass(rctx, id, p.outcome, p.errText, planText(p.plan), passSteps(p.res))
 	}
@@ -311,12 +321,10 @@ func (p *passRun) summarize(ctx context.Context) {
 		l.notify(Event{Kind: "deploy_succeeded", App: l.Name, Revision: p.rev.SHA, Version: p.version, Detail: "all hosts run " + p.version})
 		p.log.Info("deployed", "version", p.version, "took", p.res.Finished.Sub(p.res.Started).Round(time.Millisecond))
 	case p.outcome == OutcomeFailed:
-		detail := "no host reachable: " + strings.Join(hostErrors(p.down), "; ")
-		l.finish(p.rev, p.version, p.outcome, detail, false)
-		if l.firstFailure(p.rev.SHA, "unreachable") {
-			l.notify(Event{Kind: "deploy_failed", App: l.Name, Revision: p.rev.SHA, Version: p.version, Detail: detail})
+		if !repeat {
+			l.notify(Event{Kind: "deploy_failed", App: l.Name, Revision: p.rev.SHA, Version: p.version, Detail: p.errText})
 		}
-		p.log.Error("no host reachable", "hosts", len(p.down))
+		p.log.Error("pass failed; retrying next poll", "version", p.version, "err", p.errText)
 	case p.outcome == OutcomePartial:
 		p.log.Warn("hosts not converged; converging them next pass", "pending", pendingAfter, "err", p.applyErr)
 	case applied:
@@ -351,14 +359,17 @@ func (l *Loop) load(ctx context.Context, rev Revision) (*App, error) {
 }
 
 // classifyResult: a failed health check, a bad image or a barrier is a bad
-// release (not retried for the same revision); other host errors are a
-// partial result retried on the next pass.
+// release (permanent: not retried for the same revision); a deploy lock
+// someone else holds fails the pass and is retried next poll; other host
+// errors are a partial result retried on the next pass.
 func classifyResult(res *Result, err error) (outcome string, permanent bool) {
-	if err == nil {
+	switch {
+	case err == nil:
 		return OutcomeSucceeded, false
-	}
-	if errors.Is(err, ErrUnhealthy) || errors.Is(err, ErrPull) || errors.Is(err, ErrBarrier) || errors.Is(err, ErrRolledBack) || errors.Is(err, ErrLocked) {
+	case errors.Is(err, ErrUnhealthy) || errors.Is(err, ErrPull) || errors.Is(err, ErrBarrier) || errors.Is(err, ErrRolledBack):
 		return OutcomeFailed, true
+	case errors.Is(err, ErrLocked):
+		return OutcomeFailed, false
 	}
 	return OutcomePartial, false
 }

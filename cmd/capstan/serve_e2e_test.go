@@ -142,6 +142,8 @@ type serveOpts struct {
 	extraApps                string
 	// insecure is capstan.yml's insecure_registries list; "" = the lab's.
 	insecure string
+	// appExtra holds more keys of the testapp app, each line indented.
+	appExtra string
 }
 
 func startServe(t *testing.T, l *lab.Lab, o serveOpts) *serveProc {
@@ -185,8 +187,8 @@ api_token_env: API_TOKEN
     poll: %s
     drift_schedule: "%s"
     self_heal: %v
-%s%s`, addr, filepath.Join(dir, "state"), l.KnownHosts, l.Identity, filepath.Join(dir, "secrets.env"), o.insecure,
-		alerts, o.repo, o.poll, o.drift, o.selfHeal, git, o.extraApps)
+%s%s%s`, addr, filepath.Join(dir, "state"), l.KnownHosts, l.Identity, filepath.Join(dir, "secrets.env"), o.insecure,
+		alerts, o.repo, o.poll, o.drift, o.selfHeal, o.appExtra, git, o.extraApps)
 	if err := os.WriteFile(filepath.Join(dir, "secrets.env"), []byte("DEMO_SECRET_KEY=s3cret-value-1\nLAB_REGISTRY_PASSWORD=lab-registry-password\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -84,7 +84,10 @@ type AppConfig struct {
 	Poll          Duration `yaml:"poll"`
 	DriftSchedule string   `yaml:"drift_schedule"`
 	SelfHeal      *bool    `yaml:"self_heal"`
-	Git           struct {
+	// LockTimeout is how long a pass waits for Kamal's deploy lock held by
+	// someone else before it fails (retried next poll); default 5m.
+	LockTimeout Duration `yaml:"lock_timeout"`
+	Git         struct {
 		SSHKey     string `yaml:"ssh_key"`
 		TokenEnv   string `yaml:"token_env"`
 		KnownHosts string `yaml:"known_hosts"`

@@ -175,18 +175,6 @@ func (l *Lab) Describe() string {
 	return b.String()
 }
 
-// SetLink brings host i's link to the lab bridge up or down. Down drops
-// its packets silently (no RST), as a cut cable or a dead switch port
-// would.
-func (l *Lab) SetLink(i int, up bool) error {
-	if i < 0 || i >= len(l.Hosts) {
-		return fmt.Errorf("lab: no host %d", i)
-	}
-	state := map[bool]string{true: "up", false: "down"}[up]
-	_, err := runOut(context.Background(), "ip", "link", "set", "v"+hostName(i), state)
-	return err
-}
-
 // Reset puts every host back to a fresh state for the next test: its link
 // up and sshd running, no containers, no kamal network, no ~/.kamal,
 // ~/.capstan or /run/capstan. Pulled images stay (as on a real host) to
@@ -197,6 +185,9 @@ func (l *Lab) Reset(ctx context.Context) error {
 			return err
 		}
 		if err := l.StartSSHD(i); err != nil {
+			return err
+		}
+		if err := l.StartDocker(i); err != nil {
 			return err
 		}
 	}

@@ -1,0 +1,168 @@
+package main
+
+import (
+	"encoding/base64"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Faults production does to a deploy, with traffic running through the
+// proxies of the hosts the fault leaves alone.
+
+// TestE2EFault_LockHeldByAPerson: `kamal lock acquire -m "db
+// maintenance"` on the lock host. The pass waits lock_timeout, fails naming
+// holder and message, alerts once over many polls, changes nothing; when
+// the person releases the lock the next poll deploys.
+func TestE2EFault_LockHeldByAPerson(t *testing.T) {
+	l, w, d, alerts := truthLab(t, serveOpts{appExtra: "    lock_timeout: 3s\n"})
+	a := &e2eApp{t: t, l: l}
+	details := base64.StdEncoding.EncodeToString([]byte("Locked by: Alice <alice@example.com> at 2026-11-29T10:00:00Z\nVersion: v1\nMessage: db maintenance"))
+	a.sh(0, "mkdir -p /root/.kamal/lock-testapp && echo "+details+" > /root/.kamal/lock-testapp/details")
+	ld := startLoad(webAddrs)
+	sha := w.commit(deployYML(t, "v2"), "v2")
+	waitFor(t, 30*time.Second, "the pass fails on the held lock", func() bool {
+		st := d.status("testapp")
+		e, _ := st["last_error"].(string)
+		return st["revision"] == sha && st["last_outcome"] == "failed" && strings.Contains(e, "Alice") && strings.Contains(e, "db maintenance")
+	})
+	time.Sleep(8 * time.Second) // more polls, each waiting for the lock again
+	if n := alerts.count("event", "deploy_failed", "revision", sha); n != 1 {
+		t.Errorf("%d deploy_failed alerts for the held lock, want 1: %s", n, alerts)
+	}
+	for _, addr := range webAddrs {
+		if got := get(t, addr); !strings.HasPrefix(got, "v1 ") {
+			t.Errorf("%s changed while the lock was held: %q", addr, got)
+		}
+	}
+	a.sh(0, "rm -r /root/.kamal/lock-testapp")
+	waitServing(t, "v2", 60*time.Second)
+	d.waitIdle("succeeded")
+	ld.finish(t, "lock held, then released, under load")
+	if n := alerts.count("event", "deploy_succeeded", "version", "v2"); n != 1 {
+		t.Errorf("%d deploy_succeeded alerts for v2, want 1", n)
+	}
+	if out := a.sh(0, "test -e /root/.kamal/lock-testapp && echo held || echo free"); out != "free" {
+		t.Errorf("capstan left the lock %s", out)
+	}
+}
+
+// TestE2EFault_BadRelease: a release whose health check never passes fails
+// once, is alerted once and not retried for its revision; the old version
+// serves throughout; the next commit deploys.
+func TestE2EFault_BadRelease(t *testing.T) {
+	l, w, d, alerts := truthLab(t, serveOpts{})
+	ld := startLoad(webAddrs)
+	sha := w.commit(deployYML(t, "bad"), "a release that never gets healthy")
+	waitFor(t, 60*time.Second, "the bad release fails", func() bool {
+		st := d.status("testapp")
+		return st["revision"] == sha && st["last_outcome"] == "failed" && st["running"] == false
+	})
+	applying := strings.Count(d.logs.String(), `"msg":"applying"`)
+	time.Sleep(6 * time.Second) // three polls
+	if n := strings.Count(d.logs.String(), `"msg":"applying"`); n != applying {
+		t.Errorf("the failed release was retried for the same revision (%d → %d passes applying)", applying, n)
+	}
+	if n := alerts.count("event", "deploy_failed", "revision", sha); n != 1 {
+		t.Errorf("%d deploy_failed alerts, want 1: %s", n, alerts)
+	}
+	for i := range l.Hosts {
+		if running, _ := (&e2eApp{t: t, l: l}).containers(i); len(running) != 1 {
+			t.Errorf("host %d after the bad release runs %v", i, running)
+		}
+	}
+	w.commit(deployYML(t, "v2"), "fix")
+	waitServing(t, "v2", 60*time.Second)
+	d.waitIdle("succeeded")
+	ld.finish(t, "bad release, then a good one, under load")
+}
+
+// TestE2EFault_ProxyRemovedAndDockerdRestarted: with self_heal on, the
+// proxy container removed by hand is drift healed by the next sweep; a
+// host whose dockerd stops (a reboot) is reported unreachable and, when
+// dockerd and its containers come back with their restart policies, drift
+// is healed again. The other web host serves throughout.
+func TestE2EFault_ProxyRemovedAndDockerdRestarted(t *testing.T) {
+	l, _, d, alerts := truthLab(t, serveOpts{selfHeal: true, drift: "@every 2s"})
+	a := &e2eApp{t: t, l: l}
+	ld := startLoad(webAddrs[1:])
+	a.sh(0, "docker rm -f capstan-haproxy >/dev/null")
+	waitFor(t, 30*time.Second, "proxy-down drift opened", func() bool {
+		return alerts.count("event", "drift_opened", "host", "10.231.0.11", "kind", "proxy-down") == 1
+	})
+	waitFor(t, 30*time.Second, "the sweep heals the proxy", func() bool {
+		return strings.HasPrefix(getQuiet(webAddrs[0]), "v1 ")
+	})
+	waitFor(t, 20*time.Second, "proxy-down drift resolved", func() bool {
+		return alerts.count("event", "drift_resolved", "host", "10.231.0.11", "kind", "proxy-down") == 1
+	})
+
+	if err := l.StopDocker(0); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "the host without dockerd is reported unreachable", func() bool {
+		return alerts.count("event", "drift_opened", "host", "10.231.0.11", "kind", "unreachable") == 1
+	})
+	if err := l.StartDocker(0); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 60*time.Second, "the restarted host serves again", func() bool {
+		return strings.HasPrefix(getQuiet(webAddrs[0]), "v1 ")
+	})
+	waitFor(t, 30*time.Second, "every drift episode closed", func() bool { return len(openDrift(d)) == 0 })
+	if n := alerts.count("event", "drift_opened", "kind", "unreachable"); n != 1 {
+		t.Errorf("%d unreachable episodes, want 1: %s", n, alerts)
+	}
+	for i := range l.Hosts {
+		if running, _ := a.containers(i); len(running) != 1 {
+			t.Errorf("host %d runs %v after the restart", i, running)
+		}
+	}
+	ld.finish(t, "proxy removed and dockerd restarted on the other web host")
+}
+
+// TestE2EFault_DockerdDownDuringRollout: dockerd stopped on one web host
+// as v2 is pushed; the others take v2, the pass is partial; when dockerd
+// returns the host converges.
+func TestE2EFault_DockerdDownDuringRollout(t *testing.T) {
+	l, w, d, alerts := truthLab(t, serveOpts{})
+	ld := startLoad(webAddrs[:1])
+	if err := l.StopDocker(1); err != nil {
+		t.Fatal(err)
+	}
+	w.commit(deployYML(t, "v2"), "v2")
+	waitFor(t, 30*time.Second, "the healthy web host serves v2", func() bool { return strings.HasPrefix(getQuiet(webAddrs[0]), "v2 ") })
+	d.waitIdle("partial")
+	if err := l.StartDocker(1); err != nil {
+		t.Fatal(err)
+	}
+	waitServing(t, "v2", 60*time.Second)
+	d.waitIdle("succeeded")
+	ld.finish(t, "dockerd down on the other web host during the rollout")
+	if n := alerts.count("event", "deploy_succeeded", "version", "v2"); n != 1 {
+		t.Errorf("%d deploy_succeeded alerts for v2, want 1 (when the last host converged)", n)
+	}
+	for i := range l.Hosts {
+		if running, _ := (&e2eApp{t: t, l: l}).containers(i); len(running) != 1 {
+			t.Errorf("host %d runs %v", i, running)
+		}
+	}
+}
+
+// getQuiet fetches / through a web host's proxy; "" when it does not answer
+// 200 (for polling while a fault is on).
+func getQuiet(addr string) string {
+	c := &http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get("http://" + addr + "/")
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return ""
+	}
+	return string(b)
+}
