@@ -71,6 +71,9 @@ type applyRun struct {
 	mu       sync.Mutex
 	hostRes  map[string]*HostResult
 	switched []switched
+	// lockWaited: the deploy lock was held by someone else when this
+	// apply asked for it.
+	lockWaited bool
 
 	auditWG sync.WaitGroup
 	// proxyBoot holds, per host, its proxy's boot in flight.
@@ -154,6 +157,14 @@ func (r *applyRun) run(ctx context.Context) {
 		return
 	}
 	defer unlock()
+	if r.lockWaited {
+		// Whoever held the lock may have changed the hosts (another
+		// capstan deploying the same revision): the plan is stale.
+		if err := r.replan(ctx); err != nil {
+			r.failPlanned(err)
+			return
+		}
+	}
 	defer r.waitProxyBoots()
 	// Containers created and never started (a barrier or group that
 	// failed, a cancelled pass) are removed, as if never created.

@@ -56,6 +56,7 @@ func (r *applyRun) lock(ctx context.Context) (func(), error) {
 		if a.now().After(deadline) {
 			return nil, fmt.Errorf("%w on %s (%s) after waiting %s: %s", ErrLocked, host, dir, timeout, strings.ReplaceAll(held, "\n", "; "))
 		}
+		r.lockWaited = true
 		r.log.Info("deploy lock held, waiting", "host", host, "holder", firstLine(held))
 		select {
 		case <-ctx.Done():
@@ -70,6 +71,31 @@ func (r *applyRun) lock(ctx context.Context) (func(), error) {
 			r.log.Error("release deploy lock", "host", host, "err", err)
 		}
 	}, nil
+}
+
+// replan observes the hosts of the plan again, once the lock is held, and
+// takes their fresh steps: what the lock's last holder already did is not
+// done twice.
+func (r *applyRun) replan(ctx context.Context) error {
+	fresh, err := r.a.Plan(ctx)
+	if err != nil {
+		return err
+	}
+	byHost := map[string]*HostPlan{}
+	for _, h := range fresh.Hosts {
+		byHost[h.Host] = h
+	}
+	for i, hp := range r.plan.Hosts {
+		if f := byHost[hp.Host]; hp.Error == "" && f != nil && f.Error == "" {
+			r.plan.Hosts[i] = f
+		}
+	}
+	steps := 0
+	for _, hp := range r.plan.Hosts {
+		steps += len(hp.Steps)
+	}
+	r.log.Info("re-planned after waiting for the deploy lock", "steps", steps)
+	return nil
 }
 
 func (a *App) performer() string {

@@ -181,6 +181,22 @@ func (p *passRun) hasSteps() bool {
 	return slices.ContainsFunc(p.targets, func(h *HostPlan) bool { return len(h.Steps) > 0 })
 }
 
+// changed reports whether the apply took steps on a host (a pull alone
+// changes nothing; a step re-planned away after a lock wait is not taken).
+func (p *passRun) changed() bool {
+	if p.res == nil {
+		return false
+	}
+	for _, h := range p.res.Hosts {
+		for _, s := range h.Steps {
+			if s.Kind != StepPull {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // waitImage waits for the image in its registry, showing the wait.
 func (p *passRun) waitImage(ctx context.Context) error {
 	l := p.l
@@ -275,7 +291,7 @@ func (p *passRun) pending(conv map[string]string) []string {
 // for a held deploy lock or no host reachable (both retried every poll).
 func (p *passRun) summarize(ctx context.Context) {
 	l := p.l
-	applied := p.hasSteps()
+	applied := p.changed()
 	p.outcome, p.permanent = classifyResult(p.res, p.applyErr)
 	if p.applyErr != nil {
 		p.errText = p.applyErr.Error()

@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"io"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -165,4 +166,55 @@ func getQuiet(addr string) string {
 		return ""
 	}
 	return string(b)
+}
+
+// TestE2EFault_ApplyWhileTheDaemonDeploys: an operator runs `capstan
+// apply` (same state directory, so the same spec key) at the moment the
+// daemon deploys the same commit. One waits on Kamal's lock, naming its
+// holder, then observes again and finds the hosts converged: nothing is
+// deployed twice (no "_replaced_" container anywhere).
+func TestE2EFault_ApplyWhileTheDaemonDeploys(t *testing.T) {
+	l, w, d, _ := truthLab(t, serveOpts{poll: "1h"})
+	op := &e2eApp{t: t, l: l, dir: w.dir, env: map[string]string{
+		"CAPSTAN_KNOWN_HOSTS":         l.KnownHosts,
+		"CAPSTAN_IDENTITY":            l.Identity,
+		"CAPSTAN_STATE_DIR":           filepath.Join(filepath.Dir(d.cfg), "state"),
+		"CAPSTAN_INSECURE_REGISTRIES": l.RegistryAddr,
+		"LAB_REGISTRY_PASSWORD":       "lab-registry-password",
+		"DEMO_SECRET_KEY":             "s3cret-value-1",
+	}}
+	ld := startLoad(webAddrs)
+	w.commit(deployYML(t, "v2"), "v2")
+	var out string
+	var err error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		out, err = op.capstan("--log-level", "info", "apply")
+	}()
+	d.post("/api/v1/apps/testapp/sync", nil, map[string]string{"Authorization": "Bearer " + d.token})
+	<-done
+	if err != nil {
+		t.Fatalf("capstan apply: %v\n%s", err, out)
+	}
+	waitServing(t, "v2", 60*time.Second)
+	d.waitIdle("succeeded", "noop")
+	ld.finish(t, "capstan apply while the daemon deploys")
+	logs := d.logs.String() + out
+	if !strings.Contains(logs, `deploy lock held, waiting`) {
+		t.Errorf("neither waited for the other's lock:\n%s", out)
+	} else if !strings.Contains(logs, "re-planned after waiting for the deploy lock") {
+		t.Errorf("the one that waited did not observe the hosts again")
+	}
+	for i := range l.Hosts {
+		running, all := (&e2eApp{t: t, l: l}).containers(i)
+		if len(running) != 1 {
+			t.Errorf("host %d runs %v", i, running)
+		}
+		for name := range all {
+			if strings.Contains(name, "_replaced_") {
+				t.Errorf("host %d: %s: a container was deployed twice", i, name)
+			}
+		}
+	}
 }

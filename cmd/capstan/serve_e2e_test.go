@@ -131,6 +131,7 @@ type serveProc struct {
 	cfg    string
 	env    []string
 	token  string
+	repo   string // the app's repository URL
 	exited chan struct{}
 }
 
@@ -196,7 +197,7 @@ api_token_env: API_TOKEN
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	d := &serveProc{t: t, addr: addr, cfg: cfgPath, token: "api-token-123",
+	d := &serveProc{t: t, addr: addr, cfg: cfgPath, token: "api-token-123", repo: o.repo,
 		env: append(os.Environ(), "GH_SECRET=gh-secret", "API_TOKEN=api-token-123", "HOME="+dir)}
 	d.start()
 	t.Cleanup(d.stop)
