@@ -114,6 +114,7 @@ func (a *e2eApp) capstan(args ...string) (string, error) {
 	if testing.Verbose() {
 		a.t.Logf("capstan %s:\n%s%s", strings.Join(args, " "), out.String(), errb.String())
 	}
+	auditSecrets(a.t, "the output of capstan "+strings.Join(args, " "), append(out.Bytes(), errb.Bytes()...))
 	return out.String() + errb.String(), err
 }
 

@@ -132,6 +132,8 @@ type serveProc struct {
 	env    []string
 	token  string
 	repo   string // the app's repository URL
+	// pastLogs are the logs of earlier runs (before a restart).
+	pastLogs string
 	exited chan struct{}
 }
 
@@ -200,12 +202,19 @@ api_token_env: API_TOKEN
 	d := &serveProc{t: t, addr: addr, cfg: cfgPath, token: "api-token-123", repo: o.repo,
 		env: append(os.Environ(), "GH_SECRET=gh-secret", "API_TOKEN=api-token-123", "HOME="+dir)}
 	d.start()
-	t.Cleanup(d.stop)
+	t.Cleanup(func() {
+		d.auditLive()
+		d.stop()
+		d.auditKept()
+	})
 	return d
 }
 
 func (d *serveProc) start() {
 	d.t.Helper()
+	if d.logs != nil {
+		d.pastLogs += d.logs.String()
+	}
 	d.logs = &syncBuffer{}
 	d.cmd = exec.Command(capstanBinary(d.t), "--log-format", "json", "--log-level", "debug", "serve", "--config", d.cfg)
 	d.cmd.Env = d.env

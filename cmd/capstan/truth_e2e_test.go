@@ -36,7 +36,10 @@ func newAlertSink(t *testing.T) *alertSink {
 		s.events = append(s.events, e)
 		s.mu.Unlock()
 	}))
-	t.Cleanup(s.Close)
+	t.Cleanup(func() {
+		s.Close()
+		auditSecrets(t, "alert payloads", []byte(s.String()))
+	})
 	return s
 }
 

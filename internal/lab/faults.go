@@ -54,3 +54,9 @@ func (l *Lab) StartDocker(i int) error {
 	}
 	return waitDocker(context.Background(), l.DockerSocket(i), 30*time.Second)
 }
+
+// CommandLog is the file, in the root namespace, where host i's sshd
+// appends every command line a client ran (for the secrets audit).
+func (l *Lab) CommandLog(i int) string {
+	return filepath.Join(l.hostDir(i), "run", "capstan-lab-commands.log")
+}

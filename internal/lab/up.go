@@ -343,6 +343,9 @@ AllowStreamLocalForwarding yes
 SetEnv DOCKER_HOST=unix:///var/run/docker.sock
 Subsystem sftp internal-sftp
 LogLevel INFO
+# Every command line a client runs is appended to CommandLog (the secrets
+# audit reads it), then run as sshd would run it.
+ForceCommand /bin/sh -c 'printf "%%s\n" "$SSH_ORIGINAL_COMMAND" >> /run/capstan-lab-commands.log; exec /bin/sh -c "$SSH_ORIGINAL_COMMAND"'
 `, addr, hd)
 }
 
