@@ -95,11 +95,25 @@ func (es Errors) Lines() []string {
 
 // collector accumulates errors during a load.
 type collector struct {
-	errs Errors
-	seen map[string]bool
+	errs  Errors
+	seen  map[string]bool
+	muted map[string]bool // "file:line" of failed ERB tags
+}
+
+// mute drops the errors added later at file:line: a failed ERB tag
+// rendered as "" there, so what the structural checks find on that line
+// is a consequence of the reported ERB error.
+func (c *collector) mute(file string, line int) {
+	if c.muted == nil {
+		c.muted = map[string]bool{}
+	}
+	c.muted[fmt.Sprintf("%s:%d", file, line)] = true
 }
 
 func (c *collector) add(kind error, file string, line int, path, format string, args ...any) {
+	if c.muted[fmt.Sprintf("%s:%d", file, line)] {
+		return
+	}
 	e := &Error{File: file, Line: line, Path: path, Msg: fmt.Sprintf(format, args...), Kind: kind}
 	s := e.Error()
 	if c.seen == nil {
