@@ -178,20 +178,20 @@ func buildTemplate(segs []segment) ([]*tnode, []templateError) {
 			push(&tnode{seg: seg, head: "if", branches: []branch{{cond: cond, err: err, unless: head == "unless", line: seg.line, code: code}}})
 		case "elsif":
 			if top.head != "if" || top.inElse || top.branches[0].unless {
-				errs = append(errs, templateError{seg.line, unsafeErr("elsif without a matching if")})
+				errs = append(errs, templateError{seg.line, syntaxErr("elsif without a matching if")})
 				continue
 			}
 			cond, err := parseExpr(code)
 			top.branches = append(top.branches, branch{cond: cond, err: err, line: seg.line, code: code})
 		case "else":
 			if top.head != "if" || top.inElse {
-				errs = append(errs, templateError{seg.line, unsafeErr("else without a matching if")})
+				errs = append(errs, templateError{seg.line, syntaxErr("else without a matching if")})
 				continue
 			}
 			top.inElse = true
 		case "end":
 			if len(stack) == 1 {
-				errs = append(errs, templateError{seg.line, unsafeErr("end without a matching if or each")})
+				errs = append(errs, templateError{seg.line, syntaxErr("end without a matching if or each")})
 				continue
 			}
 			stack = stack[:len(stack)-1]
@@ -217,7 +217,7 @@ func buildTemplate(segs []segment) ([]*tnode, []templateError) {
 	}
 	for len(stack) > 1 {
 		n := stack[len(stack)-1]
-		errs = append(errs, templateError{n.seg.line, unsafeErr("%s block is not closed with <%% end %%>", n.head)})
+		errs = append(errs, templateError{n.seg.line, syntaxErr("%s block is not closed with <%% end %%>", n.head)})
 		stack = stack[:len(stack)-1]
 	}
 	return root.body, errs
@@ -243,6 +243,7 @@ type renderer struct {
 	errs    *collector
 	out     strings.Builder
 	lines   []int
+	pending bool         // the last output line has no content yet
 	failed  map[int]bool // source lines with a failed tag
 	stopped bool         // a limit was hit: output is abandoned
 }
@@ -287,6 +288,9 @@ func (r *renderer) fail(seg segment, err error) {
 	if errors.As(err, &ee) {
 		kind = ee.Kind
 	}
+	if kind == ErrUnsafe && !strings.Contains(msg, "capstan") {
+		msg += "; " + hintRuby
+	}
 	code := strings.TrimSpace(seg.s)
 	if code != "" {
 		r.errs.add(kind, r.file, seg.line, "", "ERB %q: %s", abbreviate(code), msg)
@@ -305,12 +309,18 @@ func (r *renderer) emit(s string, line int, text bool) {
 		r.fail(segment{line: line}, &evalError{Kind: ErrTooLarge, Msg: "ERB output is larger than 1 MiB"})
 		return
 	}
+	// An output line maps to the source line of its first content.
 	for k := 0; k < len(s); k++ {
+		if r.pending {
+			r.lines[len(r.lines)-1] = line
+			r.pending = false
+		}
 		if s[k] == '\n' {
 			if text {
 				line++
 			}
 			r.lines = append(r.lines, line)
+			r.pending = true
 		}
 	}
 	r.out.WriteString(s)

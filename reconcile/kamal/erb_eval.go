@@ -76,7 +76,8 @@ var constMethods = map[string]map[string]methodArity{
 	"Time": {"now": {0, 0}},
 }
 
-// checkMethod refuses, at parse time, a call outside the tables.
+// checkMethod refuses, at parse time, a call outside the tables; nargs
+// < 0 checks the name only.
 func checkMethod(recv expr, name string, nargs int) error {
 	table, what := erbMethods, "method ."+name
 	if c, ok := recv.(constExpr); ok {
@@ -89,7 +90,7 @@ func checkMethod(recv expr, name string, nargs int) error {
 		}
 		return unsafeErr("%s is not available: %s", what, hintRuby)
 	}
-	if nargs < a.min || nargs > a.max {
+	if nargs >= 0 && (nargs < a.min || nargs > a.max) {
 		return unsafeErr("%s takes %d to %d arguments (found %d)", what, a.min, a.max, nargs)
 	}
 	return nil
@@ -171,7 +172,7 @@ func (ev *evaluator) eval(e expr) (any, error) {
 		}
 		return nil, rubyErr("undefined local variable or method '%s'", e.name)
 	case constExpr:
-		return nil, unsafeErr("%s is only available through its methods (ENV[...], ENV.fetch, File.read, Time.now)", e.name)
+		return nil, unsafeErr("%s is only available through ENV[...], ENV.fetch, ENV.key?, File.read and Time.now", e.name)
 	case cmdExpr:
 		return ev.command(e.text)
 	case notExpr:
@@ -366,7 +367,7 @@ func (ev *evaluator) readFile(arg any) (any, error) {
 		return nil, rubyErr("File.read needs a string (found %s)", rubyType(arg))
 	}
 	name := path.Clean(strings.TrimPrefix(p, "./"))
-	if path.IsAbs(p) || !fs.ValidPath(name) || name == "." || strings.Contains("/"+name+"/", "/../") {
+	if path.IsAbs(p) || !fs.ValidPath(name) || name == "." || strings.Contains("/"+p+"/", "/../") {
 		return nil, unsafeErr("File.read(%q): only files inside the repository can be read (a relative path without ..)", p)
 	}
 	if ev.ctx.fsys == nil {

@@ -270,6 +270,10 @@ func unsafeErr(format string, args ...any) *evalError {
 	return &evalError{Kind: ErrUnsafe, Msg: fmt.Sprintf(format, args...)}
 }
 
+func syntaxErr(format string, args ...any) *evalError {
+	return &evalError{Kind: ErrSyntax, Msg: fmt.Sprintf(format, args...)}
+}
+
 func rubyErr(format string, args ...any) *evalError {
 	return &evalError{Kind: ErrInvalid, Msg: fmt.Sprintf(format, args...)}
 }

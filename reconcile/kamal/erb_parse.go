@@ -264,6 +264,9 @@ func (p *exprParser) postfix() (expr, error) {
 				p.i--
 				return nil, p.unexpected("expected a method name")
 			}
+			if err := checkMethod(e, t.text, -1); err != nil {
+				return nil, err
+			}
 			var args []expr
 			if p.isOp("(") && !p.peek().space {
 				p.i++
@@ -363,7 +366,7 @@ func (p *exprParser) primary() (expr, error) {
 		p.i++
 		if n := p.peek(); n.kind == tkOp && n.text == "(" || n.kind == tkStr || n.kind == tkConst || n.kind == tkIdent && !erbReserved[n.text] {
 			if t.text == "require" || t.text == "load" || t.text == "require_relative" {
-				return nil, unsafeErr("%s is not available: capstan never loads Ruby code from the repository; %s", t.text, hintRuby)
+				return nil, unsafeErr("%s is not available: %s", t.text, hintRuby)
 			}
 			return nil, unsafeErr("method %s(...) is not available: %s", t.text, hintRuby)
 		}
@@ -421,7 +424,7 @@ func (p *exprParser) str(parts []strPart) (expr, error) {
 }
 
 // hintRuby is the hint of refused Ruby.
-const hintRuby = "capstan evaluates only a small, safe subset of ERB (README, \"ERB in deploy.yml\"); put the value in capstan's environment, in the secrets env file (secrets_env_file in capstan.yml) or under x-capstan"
+const hintRuby = "capstan evaluates only a safe subset of ERB (README, \"ERB in deploy.yml\"): put the value in capstan's environment, the secrets env file (secrets_env_file in capstan.yml) or x-capstan"
 
 // hintCommand is the hint of refused commands.
 const hintCommand = "capstan never runs programs from deploy.yml: put the value in the secrets env file (secrets_env_file in capstan.yml) or under x-capstan"
@@ -431,7 +434,11 @@ const hintCommand = "capstan never runs programs from deploy.yml: put the value 
 // block variable) or "" for a plain statement.
 func tagHead(code string) (head, rest, name string) {
 	s := strings.TrimSpace(code)
-	word, after, _ := strings.Cut(s, " ")
+	k := 0
+	for k < len(s) && isIdentByte(s[k]) {
+		k++
+	}
+	word, after := s[:k], s[k:]
 	switch word {
 	case "if", "elsif", "unless":
 		return word, strings.TrimSuffix(strings.TrimSpace(after), " then"), ""
