@@ -39,6 +39,9 @@ type env struct {
 	log            *slog.Logger
 	logLevel       slog.Level
 	getenv         func(string) string
+	// lookupEnv tells an unset variable from one set to ""; nil derives
+	// it from getenv ("" is unset).
+	lookupEnv func(string) (string, bool)
 
 	// knownHosts and identity are the global --known-hosts and --identity
 	// flags (or CAPSTAN_KNOWN_HOSTS / CAPSTAN_IDENTITY); empty means the
@@ -84,7 +87,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return usageError("%v", err)
 	}
 	slog.SetDefault(logger)
-	e := &env{stdout: stdout, stderr: stderr, log: logger, logLevel: level, getenv: os.Getenv, knownHosts: *knownHosts, identity: *identity}
+	e := &env{stdout: stdout, stderr: stderr, log: logger, logLevel: level, getenv: os.Getenv, lookupEnv: os.LookupEnv, knownHosts: *knownHosts, identity: *identity}
 
 	rest := fs.Args()
 	if len(rest) == 0 {
@@ -189,4 +192,14 @@ func parseInterleaved(fs *flag.FlagSet, args []string) (positional []string, hel
 		positional = append(positional, args[0])
 		args = args[1:]
 	}
+}
+
+// lookup reads the environment variable k: set to "" is a value, not
+// unset (what ERB's ENV sees in deploy.yml).
+func (e *env) lookup(k string) (string, bool) {
+	if e.lookupEnv != nil {
+		return e.lookupEnv(k)
+	}
+	v := e.getenv(k)
+	return v, v != ""
 }

@@ -17,6 +17,8 @@ import (
 
 	"github.com/capstan-dev/capstan/internal/redact"
 	"github.com/capstan-dev/capstan/reconcile/kamal"
+	"github.com/go-git/go-git/v5"
+	"github.com/go-git/go-git/v5/plumbing"
 )
 
 func init() {
@@ -67,10 +69,7 @@ func (f *configFlags) load(ctx context.Context, e *env, key []byte) (*kamal.Conf
 		Destination:    f.destination,
 		Version:        f.version,
 		FingerprintKey: key,
-		LookupEnv: func(k string) (string, bool) {
-			v := e.getenv(k)
-			return v, v != ""
-		},
+		LookupEnv:      e.lookup,
 	}
 	if f.secretsEnvFile != "" {
 		data, err := os.ReadFile(f.secretsEnvFile)
@@ -91,6 +90,7 @@ func (f *configFlags) load(ctx context.Context, e *env, key []byte) (*kamal.Conf
 		rev, err := gitRevision(root)
 		if err == nil {
 			opts.Revision = rev
+			opts.RevisionTime = commitTime(root, rev)
 		} else if !errors.Is(err, errNotGit) {
 			return nil, err
 		}
@@ -232,6 +232,21 @@ func gitRevision(dir string) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("git HEAD: too many symbolic refs")
+}
+
+// commitTime returns the author time of commit sha in the repository
+// containing dir (what the daemon knows as the revision's time), or the
+// zero time when it cannot be read: ERB's Time.now is then refused.
+func commitTime(dir, sha string) time.Time {
+	repo, err := git.PlainOpenWithOptions(dir, &git.PlainOpenOptions{DetectDotGit: true, EnableDotGitCommonDir: true})
+	if err != nil {
+		return time.Time{}
+	}
+	c, err := repo.CommitObject(plumbing.NewHash(sha))
+	if err != nil {
+		return time.Time{}
+	}
+	return c.Author.When
 }
 
 // fingerprintKey returns the key for spec fingerprints:

@@ -37,6 +37,10 @@ type Deps struct {
 	// Getenv reads the environment (tokens, secrets named by *_env keys
 	// and by deploy.yml); nil means os.Getenv.
 	Getenv func(string) string
+	// LookupEnv is what deploy.yml's ERB ENV sees: a variable set to ""
+	// is a value. nil means os.LookupEnv when Getenv is nil, else Getenv
+	// with "" read as unset.
+	LookupEnv func(string) (string, bool)
 	// Key is the HMAC key of spec fingerprints, shared with the CLI.
 	Key []byte
 	// PoolKey, NewPool and NewApp build the SSH side of a revision whose
@@ -90,6 +94,13 @@ func New(ctx context.Context, cfg *Config, deps Deps) (*Daemon, error) {
 	}
 	if deps.Getenv == nil {
 		deps.Getenv = os.Getenv
+		if deps.LookupEnv == nil {
+			deps.LookupEnv = os.LookupEnv
+		}
+	}
+	if deps.LookupEnv == nil {
+		getenv := deps.Getenv
+		deps.LookupEnv = func(k string) (string, bool) { v := getenv(k); return v, v != "" }
 	}
 	d := &Daemon{cfg: cfg, deps: deps, log: deps.Log, secrets: map[string]string{}, apps: map[string]*appRunner{}}
 	if cfg.APITokenEnv != "" {
