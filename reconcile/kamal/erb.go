@@ -90,12 +90,15 @@ func scanERB(src string) ([]segment, *templateError) {
 		}
 		segs = append(segs, segment{kind: 't', s: text, line: line})
 		i += j
-		end := strings.Index(src[i:], "%>")
+		end := strings.Index(src[i+2:], "%>") // "<%>" does not close itself
+		if end >= 0 {
+			end += 2
+		}
 		if end < 0 {
 			return segs, &templateError{tagLine, &evalError{Kind: ErrSyntax, Msg: "ERB tag is not closed with %>"}}
 		}
 		tag := src[i+2 : i+end]
-		if leftTrim {
+		if leftTrim && tag != "" {
 			tag = tag[1:]
 		}
 		rightTrim := strings.HasSuffix(tag, "-")

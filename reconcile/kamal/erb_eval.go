@@ -190,8 +190,8 @@ func (ev *evaluator) eval(e expr) (any, error) {
 			return nil, err
 		}
 		return rubyEqual(a, b) != e.neg, nil
-	case plusExpr:
-		return ev.plus(e)
+	case arithExpr:
+		return ev.arith(e)
 	case condExpr:
 		c, err := ev.eval(e.c)
 		if err != nil {
@@ -238,7 +238,8 @@ func (ev *evaluator) logic(e expr) (any, error) {
 	return ev.eval(b)
 }
 
-func (ev *evaluator) plus(e plusExpr) (any, error) {
+// arith is + on strings, integers and arrays, - and * on integers.
+func (ev *evaluator) arith(e arithExpr) (any, error) {
 	a, err := ev.eval(e.a)
 	if err != nil {
 		return nil, err
@@ -247,24 +248,34 @@ func (ev *evaluator) plus(e plusExpr) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	switch x := a.(type) {
-	case string:
-		if y, ok := b.(string); ok {
-			return ev.built(x + y)
-		}
-	case int64:
-		if y, ok := b.(int64); ok {
+	x, xInt := a.(int64)
+	y, yInt := b.(int64)
+	if xInt && yInt {
+		switch e.op {
+		case "+":
 			return x + y, nil
-		}
-	case []any:
-		if y, ok := b.([]any); ok {
-			if len(x)+len(y) > maxLoopIterations {
-				return nil, &evalError{Kind: ErrTooLarge, Msg: "array too large"}
-			}
-			return append(append([]any{}, x...), y...), nil
+		case "-":
+			return x - y, nil
+		default:
+			return x * y, nil
 		}
 	}
-	return nil, rubyErr("%s + %s is not supported (no implicit conversion)", rubyType(a), rubyType(b))
+	if e.op == "+" {
+		switch x := a.(type) {
+		case string:
+			if y, ok := b.(string); ok {
+				return ev.built(x + y)
+			}
+		case []any:
+			if y, ok := b.([]any); ok {
+				if len(x)+len(y) > maxLoopIterations {
+					return nil, &evalError{Kind: ErrTooLarge, Msg: "array too large"}
+				}
+				return append(append([]any{}, x...), y...), nil
+			}
+		}
+	}
+	return nil, rubyErr("%s %s %s is not supported (no implicit conversion)", rubyType(a), e.op, rubyType(b))
 }
 
 func (ev *evaluator) index(e indexExpr) (any, error) {

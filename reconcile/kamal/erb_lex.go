@@ -150,7 +150,7 @@ func (l *lexer) run() error {
 					op = o
 				}
 			}
-			if strings.IndexByte("()[],.?:!=+|{}", c) < 0 && len(op) == 1 {
+			if strings.IndexByte("()[],.?:!=+-*|{};", c) < 0 && len(op) == 1 {
 				if c == '%' {
 					return unsafeErr("unsupported %% literal %q (only %%w[...] and the commands listed in the documentation)", abbreviate(l.src[l.pos:]))
 				}

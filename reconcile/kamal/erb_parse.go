@@ -10,7 +10,8 @@ import "strings"
 //	or      = and {"||" and}
 //	and     = eq {"&&" eq}
 //	eq      = plus [("==" | "!=") plus]
-//	plus    = unary {"+" unary}
+//	plus    = mul {("+" | "-") mul}
+//	mul     = unary {"*" unary}
 //	unary   = "!" unary | postfix
 //	postfix = primary {"." METHOD ["(" args ")"] | "[" ternary "]"}
 //	primary = INT | STRING | %w[...] | `cmd` | %x(cmd) | "[" args "]" |
@@ -38,7 +39,10 @@ type (
 		a, b expr
 		neg  bool
 	}
-	plusExpr   struct{ a, b expr }
+	arithExpr struct {
+		op   string // + - *
+		a, b expr
+	}
 	condExpr   struct{ c, a, b expr }
 	assignExpr struct {
 		name string
@@ -221,18 +225,17 @@ func (p *exprParser) binary(sub func() (expr, error), ops ...string) (expr, erro
 			a = andExpr{a, b}
 		case "==", "!=":
 			a = eqExpr{a: a, b: b, neg: op == "!="}
-		case "+":
-			a = plusExpr{a, b}
+		case "+", "-", "*":
+			a = arithExpr{op: op, a: a, b: b}
 		}
 	}
 }
 
-func (p *exprParser) or() (expr, error)  { return p.binary(p.and, "||") }
-func (p *exprParser) and() (expr, error) { return p.binary(p.eq, "&&") }
-func (p *exprParser) eq() (expr, error)  { return p.binary(p.plus, "==", "!=") }
-func (p *exprParser) plus() (expr, error) {
-	return p.binary(p.unary, "+")
-}
+func (p *exprParser) or() (expr, error)   { return p.binary(p.and, "||") }
+func (p *exprParser) and() (expr, error)  { return p.binary(p.eq, "&&") }
+func (p *exprParser) eq() (expr, error)   { return p.binary(p.plus, "==", "!=") }
+func (p *exprParser) plus() (expr, error) { return p.binary(p.mul, "+", "-") }
+func (p *exprParser) mul() (expr, error)  { return p.binary(p.unary, "*") }
 
 func (p *exprParser) unary() (expr, error) {
 	if p.isOp("!") {

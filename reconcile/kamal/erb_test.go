@@ -102,6 +102,8 @@ func TestRenderERB_PureExpressions(t *testing.T) {
 		{"to_i", `<%= "abc".to_i %> <%= "12abc".to_i %> <%= " -3".to_i %> <%= nil.to_i %>`, nil, "0 12 -3 0", nil},
 		{"string plus", `<%= "a" + ENV.fetch("B", "b") + "c" %>`, nil, "abc", nil},
 		{"plus type error", `<%= "a" + 1 %>`, nil, "", ErrInvalid},
+		{"integer arithmetic", `<%= ENV["N"].to_i * 100 - 1 + 2 * 3 %>`, map[string]string{"N": "2"}, "205", nil},
+		{"minus on strings", `<%= "a" - "b" %>`, nil, "", ErrInvalid},
 		{"chomp lstrip rstrip", `[<%= "x\n".chomp %>|<%= "  y ".lstrip %>|<%= " z  ".rstrip %>]`, nil, "[x|y | z]", nil},
 		{"array index", `<%= "a:b".split(":")[1] %><%= %w[a][5] %>`, nil, "b", nil},
 		{"ruby comment inside tag", `<%= ENV["A"] || "d" # why %>`, nil, "d", nil},

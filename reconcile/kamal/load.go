@@ -22,16 +22,7 @@ func Load(fsys fs.FS, opts LoadOptions) (*Config, error) {
 		errs.add(ErrInvalid, "", 0, "", "invalid destination %q", opts.Destination)
 		return nil, errs.result()
 	}
-	lookup := func(name string) (string, bool) {
-		if name == "KAMAL_DESTINATION" {
-			return opts.Destination, opts.Destination != ""
-		}
-		if opts.LookupEnv == nil {
-			return "", false
-		}
-		return opts.LookupEnv(name)
-	}
-	ectx := &erbContext{getenv: lookup, fsys: fsys, revision: opts.Revision, describe: opts.RevisionDescribe, revTime: opts.RevisionTime}
+	ectx := opts.erbContext(fsys)
 	budget := maxNodes
 	files := []string{opts.ConfigFile}
 	if opts.Destination != "" {
@@ -75,6 +66,21 @@ func Load(fsys fs.FS, opts LoadOptions) (*Config, error) {
 // readConfigFile reads, renders and parses one file. A failed ERB tag is
 // reported and the rest of the file is still parsed, so its structural
 // errors are reported too.
+// erbContext is what ERB may read: the environment (with
+// KAMAL_DESTINATION set as Kamal sets it), the repository and the revision.
+func (opts LoadOptions) erbContext(fsys fs.FS) *erbContext {
+	lookup := func(name string) (string, bool) {
+		if name == "KAMAL_DESTINATION" {
+			return opts.Destination, opts.Destination != ""
+		}
+		if opts.LookupEnv == nil {
+			return "", false
+		}
+		return opts.LookupEnv(name)
+	}
+	return &erbContext{getenv: lookup, fsys: fsys, revision: opts.Revision, describe: opts.RevisionDescribe, revTime: opts.RevisionTime}
+}
+
 func readConfigFile(fsys fs.FS, file string, ectx *erbContext, budget *int, errs *collector) *node {
 	f, err := fsys.Open(file)
 	if err != nil {
