@@ -7,8 +7,10 @@ import (
 
 // ERB support. Kamal renders each config file with Ruby's ERB before
 // parsing it. capstan never runs code found in a repository: it evaluates
-// a small Ruby subset with its own interpreter (erb_lex.go, erb_parse.go,
-// erb_eval.go), whose grammar is in the README ("ERB in deploy.yml"):
+// a small Ruby subset with its own interpreter (erb_lex.go tokens,
+// erb_parse.go grammar, erb_eval.go evaluation, erb_value.go values and
+// the method table, erb_sources.go files, revision and time), whose
+// grammar is summed up in the README ("ERB in deploy.yml"):
 //
 //	<%= expr %>                      the value's to_s (nil prints nothing)
 //	<% name = expr %>                a local variable
@@ -224,6 +226,40 @@ func buildTemplate(segs []segment) ([]*tnode, []templateError) {
 		stack = stack[:len(stack)-1]
 	}
 	return root.body, errs
+}
+
+// tagHead classifies a statement tag's code: "if", "elsif", "unless",
+// "else", "end", "each" (code is then the list expression and name the
+// block variable) or "" for a plain statement.
+func tagHead(code string) (head, rest, name string) {
+	s := strings.TrimSpace(code)
+	k := 0
+	for k < len(s) && isIdentByte(s[k]) {
+		k++
+	}
+	word, after := s[:k], s[k:]
+	switch word {
+	case "if", "elsif", "unless":
+		return word, strings.TrimSuffix(strings.TrimSpace(after), " then"), ""
+	case "else", "end":
+		if strings.TrimSpace(after) == "" {
+			return word, "", ""
+		}
+	}
+	// LIST.each do |x|
+	if i := strings.LastIndex(s, ".each"); i > 0 {
+		tail := strings.TrimSpace(s[i+len(".each"):])
+		if body, ok := strings.CutPrefix(tail, "do"); ok {
+			body = strings.TrimSpace(body)
+			if strings.HasPrefix(body, "|") && strings.HasSuffix(body, "|") && len(body) > 2 {
+				v := strings.TrimSpace(body[1 : len(body)-1])
+				if v != "" && isIdentStart(v[0]) && strings.IndexFunc(v, func(r rune) bool { return !(r < 128 && isIdentByte(byte(r))) }) < 0 {
+					return "each", s[:i], v
+				}
+			}
+		}
+	}
+	return "", s, ""
 }
 
 func isBlockOpener(code string) bool {

@@ -1,7 +1,5 @@
 package kamal
 
-import "strings"
-
 // The recursive-descent parser of the Ruby subset evaluated inside ERB
 // tags. Precedence, lowest first, as in Ruby:
 //
@@ -431,37 +429,3 @@ const hintRuby = "capstan evaluates only a safe subset of ERB (README, \"ERB in 
 
 // hintCommand is the hint of refused commands.
 const hintCommand = "capstan never runs programs from deploy.yml: put the value in the secrets env file (secrets_env_file in capstan.yml) or under x-capstan"
-
-// tagHead classifies a statement tag's code: "if", "elsif", "unless",
-// "else", "end", "each" (code is then the list expression and name the
-// block variable) or "" for a plain statement.
-func tagHead(code string) (head, rest, name string) {
-	s := strings.TrimSpace(code)
-	k := 0
-	for k < len(s) && isIdentByte(s[k]) {
-		k++
-	}
-	word, after := s[:k], s[k:]
-	switch word {
-	case "if", "elsif", "unless":
-		return word, strings.TrimSuffix(strings.TrimSpace(after), " then"), ""
-	case "else", "end":
-		if strings.TrimSpace(after) == "" {
-			return word, "", ""
-		}
-	}
-	// LIST.each do |x|
-	if i := strings.LastIndex(s, ".each"); i > 0 {
-		tail := strings.TrimSpace(s[i+len(".each"):])
-		if body, ok := strings.CutPrefix(tail, "do"); ok {
-			body = strings.TrimSpace(body)
-			if strings.HasPrefix(body, "|") && strings.HasSuffix(body, "|") && len(body) > 2 {
-				v := strings.TrimSpace(body[1 : len(body)-1])
-				if v != "" && isIdentStart(v[0]) && strings.IndexFunc(v, func(r rune) bool { return !(r < 128 && isIdentByte(byte(r))) }) < 0 {
-					return "each", s[:i], v
-				}
-			}
-		}
-	}
-	return "", s, ""
-}

@@ -284,3 +284,33 @@ func TestRenderERB_Limits(t *testing.T) {
 	interp := "<%= " + strings.Repeat(`"#{`, 20) + "1" + strings.Repeat(`}"`, 20) + " %>"
 	runERB(t, erbCase{src: interp, kind: ErrUnsafe}, nil)
 }
+
+// TestLoad_ERBErrorKeepsStructuralChecks: a refused tag is reported with
+// FILE:LINE and the rest of the file is still validated; errors the
+// structural checks would find on the failed tag's own line (it rendered
+// as "") are not added.
+func TestLoad_ERBErrorKeepsStructuralChecks(t *testing.T) {
+	src := minimal + "env:\n  clear:\n    A: <%= `id` %>\nunknown_key: 1\n"
+	_, err := load(t, map[string]string{"config/deploy.yml": src, ".kamal/secrets": "KAMAL_REGISTRY_PASSWORD=x\n"}, LoadOptions{})
+	es := asErrors(t, err)
+	var unsafe, unknown bool
+	for _, e := range es {
+		switch {
+		case errors.Is(e, ErrUnsafe) && e.Line == 13:
+			unsafe = true
+		case errors.Is(e, ErrInvalid) && e.Line == 14 && e.Path == "unknown_key":
+			unknown = true
+		case e.Line == 13:
+			t.Errorf("consequence of the failed tag reported: %v", e)
+		}
+	}
+	if !unsafe || !unknown {
+		t.Errorf("want the refused tag at line 13 and the unknown key at line 14, got:\n%v", err)
+	}
+	// The same file with the tag on a comment line loads.
+	ok := strings.Replace(src, "    A: <%= `id` %>\n", "    # A: <%= `id` %>\n    A: b\n", 1)
+	ok = strings.Replace(ok, "unknown_key: 1\n", "", 1)
+	if _, err := load(t, map[string]string{"config/deploy.yml": ok, ".kamal/secrets": "KAMAL_REGISTRY_PASSWORD=x\n"}, LoadOptions{}); err != nil {
+		t.Errorf("comment-line tag: %v", err)
+	}
+}

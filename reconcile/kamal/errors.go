@@ -13,11 +13,12 @@ var (
 	// ErrInvalid marks a configuration Kamal itself would reject (unknown
 	// key, wrong type, failed cross-field rule).
 	ErrInvalid = errors.New("invalid configuration")
-	// ErrSyntax marks a file that is not valid YAML, or an ERB tag capstan
-	// refuses to evaluate.
+	// ErrSyntax marks a file that is not valid YAML, or ERB whose tags are
+	// not closed or not balanced (an if without end).
 	ErrSyntax = errors.New("syntax error")
 	// ErrUnsafe marks content capstan will never evaluate: Ruby code in ERB
-	// and $(command) substitution in secrets files when the operator has not
+	// outside the supported subset (programs, require, other constants and
+	// methods) and $(command) substitution in secrets files when the operator has not
 	// enabled it.
 	ErrUnsafe = errors.New("refused to evaluate code")
 	// ErrTooLarge marks a file over MaxFileSize or a YAML document whose
