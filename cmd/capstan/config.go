@@ -86,14 +86,14 @@ func (f *configFlags) load(ctx context.Context, e *env, key []byte) (*kamal.Conf
 	if f.allowCommands {
 		opts.RunCommand = func(cmd string) (string, error) { return runSecretCommand(ctx, root, cmd) }
 	}
-	if f.version == "" {
-		rev, err := gitRevision(root)
-		if err == nil {
-			opts.Revision = rev
-			opts.RevisionTime = commitTime(root, rev)
-		} else if !errors.Is(err, errNotGit) {
-			return nil, err
-		}
+	// The revision is the default version, and what ERB's git commands and
+	// Time.now answer (also with --version).
+	switch rev, err := gitRevision(root); {
+	case err == nil:
+		opts.Revision = rev
+		opts.RevisionTime = commitTime(root, rev)
+	case f.version == "" && !errors.Is(err, errNotGit):
+		return nil, err
 	}
 	c, err := kamal.Load(os.DirFS(root), opts)
 	if err != nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -44,6 +45,27 @@ func TestCommitTime(t *testing.T) {
 	}
 	if got := commitTime(t.TempDir(), rev); !got.IsZero() {
 		t.Errorf("commitTime outside a repository = %v, want zero", got)
+	}
+	// capstan config renders ERB with the revision and its time, also
+	// when --version sets the version.
+	files := map[string]string{
+		"config/deploy.yml": "service: s\nimage: o/s\nregistry:\n  username: u\n  password: p\nbuilder:\n  arch: amd64\nservers:\n  - 192.0.2.1\n" +
+			"env:\n  clear:\n    REV: <%= `git rev-parse --short HEAD`.strip %>\n    AT: \"<%= Time.now.to_i %>\"\n",
+	}
+	for name, content := range files {
+		_ = os.MkdirAll(filepath.Join(dir, filepath.Dir(name)), 0o755)
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, errOut, code := runIn(t, dir, nil, "config", "--version", "v1")
+	if code != exitOK {
+		t.Fatalf("exit %d\n%s", code, errOut)
+	}
+	for _, want := range []string{h.String()[:7], "1714979289"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("config output lacks %q:\n%s", want, out)
+		}
 	}
 }
 
