@@ -242,7 +242,7 @@ func tagHead(code string) (head, rest, name string) {
 	case "if", "elsif", "unless":
 		return word, strings.TrimSuffix(strings.TrimSpace(after), " then"), ""
 	case "else", "end":
-		if strings.TrimSpace(after) == "" {
+		if a := strings.TrimSpace(after); a == "" || strings.HasPrefix(a, "#") {
 			return word, "", ""
 		}
 	}

@@ -148,16 +148,15 @@ func (p *exprParser) enter() error {
 }
 
 func (p *exprParser) stmt() (expr, error) {
+	var e expr
+	var err error
 	if t := p.peek(); t.kind == tkIdent && !erbReserved[t.text] && p.toks[p.i+1].kind == tkOp && p.toks[p.i+1].text == "=" {
 		p.i += 2
-		e, err := p.ternary()
-		if err != nil {
+		if e, err = p.ternary(); err != nil {
 			return nil, err
 		}
-		return assignExpr{name: t.text, e: e}, nil
-	}
-	e, err := p.ternary()
-	if err != nil {
+		e = assignExpr{name: t.text, e: e}
+	} else if e, err = p.ternary(); err != nil {
 		return nil, err
 	}
 	if p.isWord("if") || p.isWord("unless") {

@@ -129,6 +129,8 @@ func TestRenderERB_ControlFlow(t *testing.T) {
 		{"each array literal", "<% [\"x\", \"y\"].each do |h| -%>\n- <%= h %>.example\n<% end -%>\n", nil, "- x.example\n- y.example\n", nil},
 		{"each split env", "<% ENV.fetch(\"HOSTS\", \"\").split(\",\").each do |h| -%>\n- <%= h %>\n<% end -%>\n", map[string]string{"HOSTS": "a,b"}, "- a\n- b\n", nil},
 		{"assignment", "<% host = ENV[\"H\"] || \"x\" -%>\nhost: <%= host %>\n", nil, "host: x\n", nil},
+		{"assignment with modifier", "<% h = \"a\" %><% h = \"b\" if ENV[\"B\"] %><% h = \"c\" unless ENV[\"B\"] %><%= h %>", map[string]string{"B": "1"}, "b", nil},
+		{"end with a comment", "<% if true %>x<% end # if %>", nil, "x", nil},
 		{"assignment inside loop updates outer", "<% n = \"\" %><% %w[a b].each do |x| %><% n = n + x %><% end %><%= n %>", nil, "ab", nil},
 		{"block variable is block-local", "<% %w[a].each do |x| %><% end %><%= x %>", nil, "", ErrInvalid},
 		{"nested if in each", "<% %w[a b].each do |x| -%>\n<% if x == \"b\" -%>\n<%= x %>!\n<% end -%>\n<% end -%>\n", nil, "b!\n", nil},
