@@ -48,7 +48,8 @@ type LoadOptions struct {
 	// Destination is Kamal's -d value; empty means none.
 	Destination string
 	// LookupEnv reads capstan's own environment, for ERB ENV[...] and for
-	// $VAR in secrets files. nil means an empty environment.
+	// $VAR in secrets files, like os.LookupEnv: a variable set to "" is
+	// found (ERB's ENV.fetch returns ""). nil means an empty environment.
 	LookupEnv func(string) (string, bool)
 	// SecretsEnv holds variables from the operator's env file; they take
 	// precedence over LookupEnv when expanding $VAR in secrets files (they
