@@ -17,6 +17,8 @@ import (
 
 	"github.com/capstan-dev/capstan/internal/redact"
 	"github.com/capstan-dev/capstan/reconcile/kamal"
+	"github.com/go-git/go-git/v5"
+	"github.com/go-git/go-git/v5/plumbing"
 )
 
 func init() {
@@ -84,13 +86,14 @@ func (f *configFlags) load(ctx context.Context, e *env, key []byte) (*kamal.Conf
 	if f.allowCommands {
 		opts.RunCommand = func(cmd string) (string, error) { return runSecretCommand(ctx, root, cmd) }
 	}
-	if f.version == "" {
-		rev, err := gitRevision(root)
-		if err == nil {
-			opts.Revision = rev
-		} else if !errors.Is(err, errNotGit) {
-			return nil, err
-		}
+	// The revision is the default version, and what ERB's git commands and
+	// Time.now answer (also with --version).
+	switch rev, err := gitRevision(root); {
+	case err == nil:
+		opts.Revision = rev
+		opts.RevisionTime = commitTime(root, rev)
+	case f.version == "" && !errors.Is(err, errNotGit):
+		return nil, err
 	}
 	c, err := kamal.LoadDir(root, opts)
 	if err != nil {
@@ -229,6 +232,21 @@ func gitRevision(dir string) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("git HEAD: too many symbolic refs")
+}
+
+// commitTime returns the author time of commit sha in the repository
+// containing dir (what the daemon knows as the revision's time), or the
+// zero time when it cannot be read: ERB's Time.now is then refused.
+func commitTime(dir, sha string) time.Time {
+	repo, err := git.PlainOpenWithOptions(dir, &git.PlainOpenOptions{DetectDotGit: true, EnableDotGitCommonDir: true})
+	if err != nil {
+		return time.Time{}
+	}
+	c, err := repo.CommitObject(plumbing.NewHash(sha))
+	if err != nil {
+		return time.Time{}
+	}
+	return c.Author.When
 }
 
 // fingerprintKey returns the key for spec fingerprints:

@@ -124,17 +124,17 @@ func localRemote(t *testing.T) (bare string, w *gitWork) {
 
 // serveProc is a running `capstan serve` subprocess.
 type serveProc struct {
-	t      *testing.T
-	cmd    *exec.Cmd
-	addr   string
-	logs   *syncBuffer
-	cfg    string
-	env    []string
-	token  string
-	repo   string // the app's repository URL
+	t     *testing.T
+	cmd   *exec.Cmd
+	addr  string
+	logs  *syncBuffer
+	cfg   string
+	env   []string
+	token string
+	repo  string // the app's repository URL
 	// pastLogs are the logs of earlier runs (before a restart).
 	pastLogs string
-	exited chan struct{}
+	exited   chan struct{}
 }
 
 type serveOpts struct {

@@ -83,7 +83,7 @@ func (d *Daemon) newAppRunner(ac AppConfig) (*appRunner, error) {
 func (d *Daemon) loadApp(r *appRunner, rev reconcile.Revision) (*reconcile.App, error) {
 	dir := filepath.Join(rev.Dir, r.cfg.Path)
 	cfg, err := kamal.LoadDir(dir, kamal.LoadOptions{
-		Destination: r.cfg.Destination, Revision: rev.SHA, FingerprintKey: d.deps.Key, SecretsEnv: d.secrets,
+		Destination: r.cfg.Destination, Revision: rev.SHA, RevisionTime: rev.Time, FingerprintKey: d.deps.Key, SecretsEnv: d.secrets,
 		LookupEnv: d.deps.LookupEnv,
 	})
 	if err != nil {

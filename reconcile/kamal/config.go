@@ -3,6 +3,7 @@ package kamal
 import (
 	"regexp"
 	"strings"
+	"time"
 )
 
 // KamalVersion is the Kamal release whose configuration rules this package
@@ -47,7 +48,8 @@ type LoadOptions struct {
 	// Destination is Kamal's -d value; empty means none.
 	Destination string
 	// LookupEnv reads capstan's own environment, for ERB ENV[...] and for
-	// $VAR in secrets files. nil means an empty environment.
+	// $VAR in secrets files, like os.LookupEnv: a variable set to "" is
+	// found (ERB's ENV.fetch returns ""). nil means an empty environment.
 	LookupEnv func(string) (string, bool)
 	// SecretsEnv holds variables from the operator's env file; they take
 	// precedence over LookupEnv when expanding $VAR in secrets files (they
@@ -60,8 +62,18 @@ type LoadOptions struct {
 	// Version overrides the version to run (the --version flag).
 	Version string
 	// Revision is the git commit SHA of the checked-out revision, the
-	// default version.
+	// default version. ERB's `git rev-parse HEAD` (and the other git
+	// commands listed in the README) answer from it; "" makes them fail.
 	Revision string
+	// RevisionDescribe is what `git describe --tags --always` prints for
+	// Revision; "" answers the short SHA (the first ShortRevisionLen
+	// characters of Revision), which is git's answer when no tag reaches
+	// the commit.
+	RevisionDescribe string
+	// RevisionTime is the commit time of Revision. ERB's Time.now and
+	// `date +FORMAT` answer it (in UTC), so a render is reproducible; the
+	// zero value makes them fail.
+	RevisionTime time.Time
 	// FingerprintKey keys the HMAC of the spec fingerprint label. Plans
 	// refuse to render without it.
 	FingerprintKey []byte

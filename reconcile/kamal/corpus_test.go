@@ -28,9 +28,18 @@ type caseOptions struct {
 	Env           map[string]string `json:"env"`
 	SecretsEnv    map[string]string `json:"secrets_env"`
 	AllowCommands bool              `json:"allow_commands"`
+	// Describe is what `git describe --tags --always` answers.
+	Describe string `json:"describe"`
 }
 
 func loadCase(t *testing.T, dir string) (*Config, error) {
+	t.Helper()
+	return Load(os.DirFS(dir), caseLoadOptions(t, dir))
+}
+
+// caseLoadOptions reads dir/case.json into LoadOptions; the revision
+// time is testRevisionTime.
+func caseLoadOptions(t *testing.T, dir string) LoadOptions {
 	t.Helper()
 	var co caseOptions
 	if data, err := os.ReadFile(filepath.Join(dir, "case.json")); err == nil {
@@ -43,12 +52,14 @@ func loadCase(t *testing.T, dir string) (*Config, error) {
 		rev = *co.Revision
 	}
 	opts := LoadOptions{
-		ConfigFile:     co.Config,
-		Destination:    co.Destination,
-		Version:        co.Version,
-		Revision:       rev,
-		SecretsEnv:     co.SecretsEnv,
-		FingerprintKey: testKey,
+		ConfigFile:       co.Config,
+		Destination:      co.Destination,
+		Version:          co.Version,
+		Revision:         rev,
+		RevisionTime:     testRevisionTime,
+		RevisionDescribe: co.Describe,
+		SecretsEnv:       co.SecretsEnv,
+		FingerprintKey:   testKey,
 		LookupEnv: func(k string) (string, bool) {
 			v, ok := co.Env[k]
 			return v, ok
@@ -58,7 +69,7 @@ func loadCase(t *testing.T, dir string) (*Config, error) {
 		// Never a real shell in tests: a fake that echoes the command.
 		opts.RunCommand = func(cmd string) (string, error) { return "output-of(" + cmd + ")\n", nil }
 	}
-	return Load(os.DirFS(dir), opts)
+	return opts
 }
 
 // renderGolden is what render.golden holds for a valid case.

@@ -14,10 +14,12 @@
 //
 // Load mirrors Kamal 2.12 (lib/kamal/configuration.rb):
 //
-//  1. Each file is rendered with a safe ERB subset (ENV["X"],
-//     ENV.fetch("X"[, "default"]), comments and "-" trimming; anything else
-//     is an ErrUnsafe error) and parsed as YAML with anchors, aliases and
-//     "<<" merge keys. Files over MaxFileSize and alias expansions over a
+//  1. Each file is rendered with a safe ERB subset (see erb.go: ENV,
+//     string and list expressions, if/unless/each, File.read inside the
+//     repository, the revision and its commit time for a few git and date
+//     commands that are answered, never run; anything else is an ErrUnsafe
+//     error, and the file is still checked with the failed tags rendered
+//     as "") and parsed as YAML with anchors, aliases and "<<" merge keys. Files over MaxFileSize and alias expansions over a
 //     node budget are refused (ErrTooLarge).
 //  2. The destination file is deep-merged over the base: maps merge, lists
 //     and scalars replace.
@@ -49,7 +51,10 @@
 //
 // # Differences from Kamal
 //
-//   - ERB is limited to reading the environment; Kamal runs arbitrary Ruby.
+//   - ERB is a small Ruby subset; Kamal runs arbitrary Ruby. Time.now and
+//     `date` answer the commit time, `git describe` the short SHA unless
+//     LoadOptions.RevisionDescribe is set, and a tag that fails on a YAML
+//     comment line renders "" instead of failing the load.
 //   - cmd: strings are split into argv; shell syntax that Kamal would leave
 //     to the host's shell (&&, |, $VAR, …) is rejected.
 //   - A clear env value containing ${VAR} is passed literally; Kamal's

@@ -13,11 +13,12 @@ var (
 	// ErrInvalid marks a configuration Kamal itself would reject (unknown
 	// key, wrong type, failed cross-field rule).
 	ErrInvalid = errors.New("invalid configuration")
-	// ErrSyntax marks a file that is not valid YAML, or an ERB tag capstan
-	// refuses to evaluate.
+	// ErrSyntax marks a file that is not valid YAML, or ERB whose tags are
+	// not closed or not balanced (an if without end).
 	ErrSyntax = errors.New("syntax error")
 	// ErrUnsafe marks content capstan will never evaluate: Ruby code in ERB
-	// and $(command) substitution in secrets files when the operator has not
+	// outside the supported subset (programs, require, other constants and
+	// methods) and $(command) substitution in secrets files when the operator has not
 	// enabled it.
 	ErrUnsafe = errors.New("refused to evaluate code")
 	// ErrTooLarge marks a file over MaxFileSize or a YAML document whose
@@ -95,11 +96,25 @@ func (es Errors) Lines() []string {
 
 // collector accumulates errors during a load.
 type collector struct {
-	errs Errors
-	seen map[string]bool
+	errs  Errors
+	seen  map[string]bool
+	muted map[string]bool // "file:line" of failed ERB tags
+}
+
+// mute drops the errors added later at file:line: a failed ERB tag
+// rendered as "" there, so what the structural checks find on that line
+// is a consequence of the reported ERB error.
+func (c *collector) mute(file string, line int) {
+	if c.muted == nil {
+		c.muted = map[string]bool{}
+	}
+	c.muted[fmt.Sprintf("%s:%d", file, line)] = true
 }
 
 func (c *collector) add(kind error, file string, line int, path, format string, args ...any) {
+	if c.muted[fmt.Sprintf("%s:%d", file, line)] {
+		return
+	}
 	e := &Error{File: file, Line: line, Path: path, Msg: fmt.Sprintf(format, args...), Kind: kind}
 	s := e.Error()
 	if c.seen == nil {

@@ -11,10 +11,13 @@ import (
 // FuzzLoad feeds arbitrary deploy.yml and secrets contents to Load. It
 // must never panic, must return either a Config or an Errors value, and
 // must finish quickly (alias bombs and huge inputs are refused early).
-// The seed corpus is every configuration under testdata/corpus; found
+// The seed corpus is every configuration under testdata/corpus and
+// testdata/erb-corpus; found
 // crashers land in testdata/fuzz/FuzzLoad.
 func FuzzLoad(f *testing.F) {
 	dirs, _ := filepath.Glob("testdata/corpus/*")
+	erbDirs, _ := filepath.Glob("testdata/erb-corpus/*")
+	dirs = append(dirs, erbDirs...)
 	for _, d := range dirs {
 		cfg, err := os.ReadFile(filepath.Join(d, "config/deploy.yml"))
 		if err != nil {

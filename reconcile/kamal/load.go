@@ -22,15 +22,7 @@ func Load(fsys fs.FS, opts LoadOptions) (*Config, error) {
 		errs.add(ErrInvalid, "", 0, "", "invalid destination %q", opts.Destination)
 		return nil, errs.result()
 	}
-	lookup := func(name string) (string, bool) {
-		if name == "KAMAL_DESTINATION" {
-			return opts.Destination, opts.Destination != ""
-		}
-		if opts.LookupEnv == nil {
-			return "", false
-		}
-		return opts.LookupEnv(name)
-	}
+	ectx := opts.erbContext(fsys)
 	budget := maxNodes
 	files := []string{opts.ConfigFile}
 	if opts.Destination != "" {
@@ -38,13 +30,16 @@ func Load(fsys fs.FS, opts LoadOptions) (*Config, error) {
 		files = append(files, strings.TrimSuffix(opts.ConfigFile, ext)+"."+opts.Destination+ext)
 	}
 	var merged *node
+	broken := false // a file could not be read or parsed (ERB errors alone do not count)
 	for _, f := range files {
-		n := readConfigFile(fsys, f, lookup, &budget, errs)
+		n := readConfigFile(fsys, f, ectx, &budget, errs)
 		if n == nil {
+			broken = true
 			continue
 		}
 		if !n.isMap() {
 			errs.at(ErrInvalid, n, "", "the configuration should be a hash (found %s)", n.typeName())
+			broken = true
 			continue
 		}
 		if merged == nil {
@@ -53,7 +48,7 @@ func Load(fsys fs.FS, opts LoadOptions) (*Config, error) {
 			merged = deepMerge(merged, n)
 		}
 	}
-	if len(errs.errs) > 0 {
+	if broken || merged == nil {
 		return nil, errs.result()
 	}
 	c := &Config{Destination: opts.Destination, Files: files, merged: merged, key: opts.FingerprintKey}
@@ -68,7 +63,25 @@ func Load(fsys fs.FS, opts LoadOptions) (*Config, error) {
 	return c, nil
 }
 
-func readConfigFile(fsys fs.FS, file string, lookup func(string) (string, bool), budget *int, errs *collector) *node {
+// readConfigFile reads, renders and parses one file. A failed ERB tag is
+// reported and the rest of the file is still parsed, so its structural
+// errors are reported too.
+// erbContext is what ERB may read: the environment (with
+// KAMAL_DESTINATION set as Kamal sets it), the repository and the revision.
+func (opts LoadOptions) erbContext(fsys fs.FS) *erbContext {
+	lookup := func(name string) (string, bool) {
+		if name == "KAMAL_DESTINATION" {
+			return opts.Destination, opts.Destination != ""
+		}
+		if opts.LookupEnv == nil {
+			return "", false
+		}
+		return opts.LookupEnv(name)
+	}
+	return &erbContext{getenv: lookup, fsys: fsys, revision: opts.Revision, describe: opts.RevisionDescribe, revTime: opts.RevisionTime}
+}
+
+func readConfigFile(fsys fs.FS, file string, ectx *erbContext, budget *int, errs *collector) *node {
 	f, err := fsys.Open(file)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
@@ -84,7 +97,7 @@ func readConfigFile(fsys fs.FS, file string, lookup func(string) (string, bool),
 		errs.add(ErrTooLarge, file, 0, "", "%v", err)
 		return nil
 	}
-	text, lines, ok := renderERB(file, string(data), lookup, errs)
+	text, lines, ok := renderERB(file, string(data), ectx, errs)
 	if !ok {
 		return nil
 	}
@@ -146,13 +159,14 @@ func (b *builder) errKey(m *node, k, path, format string, args ...any) {
 // errors (then secrets are not looked up: the references are unreliable).
 func (b *builder) build() bool {
 	root, c := b.root, b.c
+	before := len(b.errs.errs) // ERB errors may precede the structural checks
 	v := &validator{errs: b.errs}
 	v.checkStruct(root, rootSpec, "")
 	v.checkLabels(root.get("labels"), "labels")
 	b.versionBlock()
 	b.capstanBlock(root.get("x-capstan"))
 	b.sshBlock()
-	if len(b.errs.errs) > 0 {
+	if len(b.errs.errs) > before {
 		return false // types are unreliable; cross-field rules would only add noise
 	}
 
