@@ -113,8 +113,13 @@ type Config struct {
 	key     []byte
 }
 
-// KV is one ordered key/value pair (labels, clear env).
-type KV struct{ Key, Value string }
+// KV is one ordered key/value pair (labels, clear env). A Value that is
+// blank (empty or only white space) is passed as the bare key, as Kamal
+// does: Docker then sets a label to "" and leaves an env variable unset.
+type KV struct {
+	Key, Value string
+	isFalse    bool // the YAML boolean false, which Kamal prints as KEY=false unquoted
+}
 
 // Option is one docker run option from an options: map. Flag means the
 // value was true (a bare --key); otherwise each value becomes "--key v".
