@@ -28,6 +28,10 @@ const (
 // was empty: fingerprints cover secret values, so they must be keyed.
 var ErrNoFingerprintKey = errors.New("kamal: no fingerprint key")
 
+// ErrSecretsSkipped is returned by Plan for a configuration loaded with
+// LoadOptions.SkipSecrets: its env files and credentials are unknown.
+var ErrSecretsSkipped = errors.New("kamal: secrets were not read (SkipSecrets)")
+
 // HostPlan is the desired state of one host: what a fresh host needs, in
 // the order Kamal would create it.
 type HostPlan struct {
@@ -157,6 +161,9 @@ func (c *Config) Plans() ([]*HostPlan, error) {
 func (c *Config) Plan(h string) (*HostPlan, error) {
 	if len(c.key) == 0 {
 		return nil, ErrNoFingerprintKey
+	}
+	if c.secretsSkipped {
+		return nil, ErrSecretsSkipped
 	}
 	p := &HostPlan{Host: h, Network: DefaultNetwork}
 	if proxies := c.proxiesOn(h); len(proxies) > 0 {
