@@ -39,11 +39,23 @@ type env struct {
 	log            *slog.Logger
 	logLevel       slog.Level
 	getenv         func(string) string
+	// lookupEnv reports whether a variable is set (set to "" included);
+	// nil falls back to getenv, where "" means unset.
+	lookupEnv func(string) (string, bool)
 
 	// knownHosts and identity are the global --known-hosts and --identity
 	// flags (or CAPSTAN_KNOWN_HOSTS / CAPSTAN_IDENTITY); empty means the
 	// OpenSSH defaults.
 	knownHosts, identity string
+}
+
+// lookup reads variable k: its value and whether it is set.
+func (e *env) lookup(k string) (string, bool) {
+	if e.lookupEnv != nil {
+		return e.lookupEnv(k)
+	}
+	v := e.getenv(k)
+	return v, v != ""
 }
 
 // command is one subcommand. run receives the arguments after its name.
@@ -84,7 +96,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return usageError("%v", err)
 	}
 	slog.SetDefault(logger)
-	e := &env{stdout: stdout, stderr: stderr, log: logger, logLevel: level, getenv: os.Getenv, knownHosts: *knownHosts, identity: *identity}
+	e := &env{stdout: stdout, stderr: stderr, log: logger, logLevel: level, getenv: os.Getenv, lookupEnv: os.LookupEnv, knownHosts: *knownHosts, identity: *identity}
 
 	rest := fs.Args()
 	if len(rest) == 0 {

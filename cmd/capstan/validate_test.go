@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // runIn runs command name with args in dir with the given environment.
@@ -15,7 +16,8 @@ func runIn(t *testing.T, dir string, environ map[string]string, name string, arg
 	t.Helper()
 	t.Chdir(dir)
 	var out, errb bytes.Buffer
-	e := &env{stdout: &out, stderr: &errb, getenv: func(k string) string { return environ[k] }}
+	e := &env{stdout: &out, stderr: &errb, getenv: func(k string) string { return environ[k] },
+		lookupEnv: func(k string) (string, bool) { v, ok := environ[k]; return v, ok }}
 	err := commands[name].run(context.Background(), e, args)
 	code = exitCode(err, &errb)
 	return out.String(), errb.String(), code
@@ -260,11 +262,63 @@ func TestConfig_ShortSecretDoesNotGarble(t *testing.T) {
 
 func TestSecretCommand(t *testing.T) {
 	dir := t.TempDir()
-	out, err := runSecretCommand(context.Background(), dir, "printf 'abc\\n'")
+	out, err := runSecretCommand(context.Background(), dir, "printf 'abc\\n'", nil)
 	if err != nil || out != "abc\n" {
 		t.Errorf("got %q, %v", out, err)
 	}
-	if _, err := runSecretCommand(context.Background(), dir, "echo leaked-secret >&2; exit 3"); err == nil || strings.Contains(err.Error(), "leaked") {
+	if _, err := runSecretCommand(context.Background(), dir, "echo leaked-secret >&2; exit 3", nil); err == nil || strings.Contains(err.Error(), "leaked") {
 		t.Errorf("failing command error = %v", err)
+	}
+	out, err = runSecretCommand(context.Background(), dir, "echo \"[$KAMAL_DESTINATION]\"", []string{"KAMAL_DESTINATION=staging"})
+	if err != nil || out != "[staging]\n" {
+		t.Errorf("with environ: %q, %v", out, err)
+	}
+}
+
+// With --allow-secret-commands, the commands of the secrets files run
+// concurrently under one deadline (here three 1 s sleeps finish in well
+// under 3 s), in the repository root, with KAMAL_DESTINATION set.
+func TestValidate_SecretCommandsConcurrent(t *testing.T) {
+	deploy := strings.Replace(testDeploy, "    - DATABASE_URL\n", "    - DATABASE_URL\n    - A\n    - B\n    - DEST\n", 1)
+	dir := writeFiles(t, map[string]string{
+		"config/deploy.yml":         deploy,
+		"config/deploy.staging.yml": "servers:\n  web:\n    - 192.0.2.9\n  worker:\n    hosts:\n      - 192.0.2.8\n    cmd: bin/jobs\n",
+		".kamal/secrets.staging": "KAMAL_REGISTRY_PASSWORD=$(sleep 1; echo registry-pw-long)\nDATABASE_URL=$(sleep 1; cat db.txt)\n" +
+			"A=$(sleep 1; echo a-value-long)\nB=$(echo \"$KAMAL_DESTINATION-$A\")\nDEST=$(test \"\\$KAMAL_DESTINATION\" = staging && echo dest-ok-long)\n",
+		"db.txt": "postgres://db-from-file\n",
+	})
+	start := time.Now()
+	out, errOut, code := runIn(t, dir, nil, "validate", "-d", "staging", "--version", "v3", "--allow-secret-commands")
+	if code != exitOK {
+		t.Fatalf("exit %d\n%s", code, errOut)
+	}
+	if d := time.Since(start); d > 2500*time.Millisecond {
+		t.Errorf("took %v: the commands ran one after another", d)
+	}
+	if !strings.Contains(out, "valid") {
+		t.Errorf("stdout:\n%s", out)
+	}
+}
+
+// Missing secrets are reported together with the structural errors, and
+// --no-secrets checks the structure alone (Kamal's config needs no
+// secrets).
+func TestValidate_NoSecrets(t *testing.T) {
+	dir := writeFiles(t, map[string]string{"config/deploy.yml": testDeploy, ".kamal/secrets": "DATABASE_URL=$(cat /nonexistent)\nexport NOT_SET\n"})
+	out, errOut, code := runIn(t, dir, nil, "validate", "--version", "v3", "--no-secrets")
+	if code != exitOK || !strings.Contains(out, "valid (secrets not checked: --no-secrets)") || !strings.Contains(out, "service: shop") {
+		t.Fatalf("--no-secrets: exit %d\n%s\n%s", code, out, errOut)
+	}
+	broken := strings.Replace(testDeploy, "servers:\n  web:", "primary_role: api\nservers:\n  web:", 1)
+	dir = writeFiles(t, map[string]string{"config/deploy.yml": broken})
+	_, errOut, code = runIn(t, dir, nil, "validate", "--version", "v3")
+	for _, want := range []string{"primary_role: the primary_role api isn't defined", "registry.password[0]: secret KAMAL_REGISTRY_PASSWORD not found", "env.secret[0]: secret DATABASE_URL not found"} {
+		if code != exitFailure || !strings.Contains(errOut, want) {
+			t.Errorf("exit %d, stderr lacks %q:\n%s", code, want, errOut)
+		}
+	}
+	_, errOut, code = runIn(t, dir, nil, "validate", "--version", "v3", "--no-secrets")
+	if code != exitFailure || !strings.Contains(errOut, "primary_role") || strings.Contains(errOut, "secret") {
+		t.Errorf("--no-secrets with a structural error: exit %d\n%s", code, errOut)
 	}
 }

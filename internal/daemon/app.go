@@ -84,7 +84,7 @@ func (d *Daemon) loadApp(r *appRunner, rev reconcile.Revision) (*reconcile.App, 
 	dir := filepath.Join(rev.Dir, r.cfg.Path)
 	cfg, err := kamal.Load(os.DirFS(dir), kamal.LoadOptions{
 		Destination: r.cfg.Destination, Revision: rev.SHA, FingerprintKey: d.deps.Key, SecretsEnv: d.secrets,
-		LookupEnv: func(k string) (string, bool) { v := d.deps.Getenv(k); return v, v != "" },
+		LookupEnv: d.deps.LookupEnv,
 	})
 	if err != nil {
 		var es kamal.Errors

@@ -37,6 +37,10 @@ type Deps struct {
 	// Getenv reads the environment (tokens, secrets named by *_env keys
 	// and by deploy.yml); nil means os.Getenv.
 	Getenv func(string) string
+	// LookupEnv reads the environment for deploy.yml and the secrets
+	// files, where a variable set to "" is set; nil means os.LookupEnv,
+	// or Getenv with "" as unset when only Getenv is given.
+	LookupEnv func(string) (string, bool)
 	// Key is the HMAC key of spec fingerprints, shared with the CLI.
 	Key []byte
 	// PoolKey, NewPool and NewApp build the SSH side of a revision whose
@@ -87,6 +91,13 @@ var ErrNoToken = errors.New("api_token_env names an empty environment variable")
 func New(ctx context.Context, cfg *Config, deps Deps) (*Daemon, error) {
 	if deps.Log == nil {
 		deps.Log = slog.New(slog.DiscardHandler)
+	}
+	if deps.LookupEnv == nil {
+		if getenv := deps.Getenv; getenv != nil {
+			deps.LookupEnv = func(k string) (string, bool) { v := getenv(k); return v, v != "" }
+		} else {
+			deps.LookupEnv = os.LookupEnv
+		}
 	}
 	if deps.Getenv == nil {
 		deps.Getenv = os.Getenv
