@@ -256,3 +256,37 @@ func TestSecretsEnviron(t *testing.T) {
 		t.Errorf("without: %s", got)
 	}
 }
+
+// FuzzDotenv feeds arbitrary text to the secrets parser with a command
+// runner whose output holds a marker secret (and a $NAME that dotenv would
+// substitute). It must not panic, must finish quickly, and no problem
+// message may contain the command output.
+func FuzzDotenv(f *testing.F) {
+	for _, tc := range dotenvRules {
+		f.Add(tc.text)
+	}
+	f.Add("A=$(a $(b) \\) (c))\nB=\"$A\\n${A:-x}\"\nexport B\nexport C\n")
+	f.Add("S=$(fetch)\nX=$(extract $S)\nY=$X$(two)$Y\n")
+	const marker = "zq7-secret-output"
+	f.Fuzz(func(t *testing.T, text string) {
+		run := func(s string) (string, error) {
+			if len(s)%3 == 0 {
+				return marker, errors.New("exit status 1")
+			}
+			return marker + "$Q\n", nil
+		}
+		start := time.Now()
+		file, _ := parseForTest(text, map[string]string{"HOME": "/h"}, run)
+		if d := time.Since(start); d > 2*time.Second {
+			t.Fatalf("took %v", d)
+		}
+		for k, e := range file.entries {
+			if k == "" || !e.done {
+				t.Fatalf("entry %q done=%v", k, e.done)
+			}
+			if e.problem != nil && strings.Contains(e.problem.Error(), marker) && !strings.Contains(text, marker) {
+				t.Fatalf("problem leaks command output: %v", e.problem)
+			}
+		}
+	})
+}
