@@ -31,6 +31,9 @@ func runValidate(ctx context.Context, e *env, args []string) error {
 	} else {
 		fmt.Fprintf(out, "%s: valid\n", strings.Join(c.Files, " + "))
 	}
+	for _, name := range c.BlankSecrets() {
+		fmt.Fprintf(e.stderr, "warning: secret %s is blank (Kamal warns too; a bare %s line in a secrets file sets it to \"\")\n", name, name)
+	}
 	for _, name := range c.ShortSecrets() {
 		fmt.Fprintf(e.stderr, "warning: %s\n", shortSecretWarning(name))
 	}

@@ -322,3 +322,12 @@ func TestValidate_NoSecrets(t *testing.T) {
 		t.Errorf("--no-secrets with a structural error: exit %d\n%s", code, errOut)
 	}
 }
+
+// A bare KEY line sets KEY to "" (dotenv 3.2): valid, with a warning.
+func TestValidate_BlankSecretWarns(t *testing.T) {
+	dir := writeFiles(t, map[string]string{"config/deploy.yml": testDeploy, ".kamal/secrets": "KAMAL_REGISTRY_PASSWORD=registry-pw-long\nDATABASE_URL\n"})
+	_, errOut, code := runIn(t, dir, nil, "validate", "--version", "v3")
+	if code != exitOK || !strings.Contains(errOut, "warning: secret DATABASE_URL is blank") || strings.Contains(errOut, "KAMAL_REGISTRY_PASSWORD is blank") {
+		t.Errorf("exit %d\n%s", code, errOut)
+	}
+}

@@ -179,6 +179,20 @@ func (c *Config) ShortSecrets() []string {
 	return out
 }
 
+// BlankSecrets names the referenced secrets whose value is empty or only
+// white space, sorted (Kamal warns "Kamal secret X is blank" for them; a
+// bare KEY line in a secrets file gives one). The values are not returned.
+func (c *Config) BlankSecrets() []string {
+	var out []string
+	for name, v := range c.secrets {
+		if blank(v) {
+			out = append(out, name)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
 // SecretValues returns every distinct non-empty secret value the
 // configuration uses (resolved secrets and a literal registry password),
 // longest first, for the redactor. Callers must not log it.
