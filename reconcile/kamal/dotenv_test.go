@@ -277,7 +277,7 @@ func FuzzDotenv(f *testing.F) {
 		}
 		start := time.Now()
 		file, _ := parseForTest(text, map[string]string{"HOME": "/h"}, run)
-		if d := time.Since(start); d > 2*time.Second {
+		if d := time.Since(start); d > 5*time.Second {
 			t.Fatalf("took %v", d)
 		}
 		for k, e := range file.entries {
