@@ -82,6 +82,19 @@ func (b *cmdBuilder) pair(flag string, p KV) *cmdBuilder {
 // String#blank? (/\A[[:space:]]*\z/, Unicode white space included).
 func blank(v string) bool { return strings.TrimFunc(v, unicode.IsSpace) == "" }
 
+// asDocker returns labels with the values Docker ends up with: a blank
+// value is passed as the bare key (see KV), which Docker stores as "".
+func asDocker(labels []KV) []KV {
+	out := make([]KV, len(labels))
+	for i, kv := range labels {
+		out[i] = kv
+		if blank(kv.Value) {
+			out[i].Value = ""
+		}
+	}
+	return out
+}
+
 func (b *cmdBuilder) build() Command { return b.c }
 
 // String renders the command as Kamal prints it.

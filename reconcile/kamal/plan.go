@@ -28,10 +28,6 @@ const (
 // was empty: fingerprints cover secret values, so they must be keyed.
 var ErrNoFingerprintKey = errors.New("kamal: no fingerprint key")
 
-// ErrSecretsSkipped is returned by Plan for a configuration loaded with
-// LoadOptions.SkipSecrets: its env files and credentials are unknown.
-var ErrSecretsSkipped = errors.New("kamal: secrets were not read (SkipSecrets)")
-
 // HostPlan is the desired state of one host: what a fresh host needs, in
 // the order Kamal would create it.
 type HostPlan struct {
@@ -242,19 +238,6 @@ func loggingArgs(b *cmdBuilder, l Logging, quoted bool) {
 	for _, kv := range l.Options {
 		b.pair("--log-opt", kv)
 	}
-}
-
-// asDocker returns labels with the values Docker ends up with: a blank
-// value is passed as the bare key (see KV), which Docker stores as "".
-func asDocker(labels []KV) []KV {
-	out := make([]KV, len(labels))
-	for i, kv := range labels {
-		out[i] = kv
-		if blank(kv.Value) {
-			out[i].Value = ""
-		}
-	}
-	return out
 }
 
 func optionArgs(b *cmdBuilder, opts []Option) {

@@ -1,6 +1,7 @@
 package kamal
 
 import (
+	"errors"
 	"io"
 	"io/fs"
 	"sort"
@@ -10,6 +11,10 @@ import (
 )
 
 var fsEOF = io.EOF // used by readLimited (load.go)
+
+// ErrSecretsSkipped is returned by Plan for a configuration loaded with
+// LoadOptions.SkipSecrets: its env files and credentials are unknown.
+var ErrSecretsSkipped = errors.New("kamal: secrets were not read (SkipSecrets)")
 
 // SecretsEnviron returns environ (KEY=value entries) as Kamal's own
 // process has it while it reads the secrets files: KAMAL_DESTINATION set
