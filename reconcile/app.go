@@ -416,7 +416,9 @@ func desiredEnv(spec *kamal.Container) []string {
 	var out []string
 	argv := spec.Run.Argv
 	for i := 0; i+1 < len(argv); i++ {
-		if argv[i] == "--env" || argv[i] == "-e" {
+		// A bare --env KEY takes KEY from the docker client's environment,
+		// which on the host is unset: the container does not get it.
+		if (argv[i] == "--env" || argv[i] == "-e") && strings.Contains(argv[i+1], "=") {
 			out = append(out, argv[i+1])
 		}
 	}

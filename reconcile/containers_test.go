@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/capstan-dev/capstan/reconcile/kamal"
 )
 
 func TestCreateArgv(t *testing.T) {
@@ -177,5 +179,16 @@ func TestObserveScript(t *testing.T) {
 	t.Setenv("DOCKER_HOST", "unix:///run/d.sock")
 	if o := observe(); o.DockerContext != "default" || o.DockerHost != "unix:///run/d.sock" {
 		t.Errorf("with the environment set: %+v", o)
+	}
+}
+
+// A bare --env KEY (Kamal's form for a blank value) takes KEY from the
+// docker client's environment, unset on the host: the container does not
+// get it, so adoption must not expect it.
+func TestDesiredEnv_SkipsBareKeys(t *testing.T) {
+	spec := &kamal.Container{Run: kamal.Command{Argv: []string{"docker", "run", "--env", "A=1", "--env", "BLANK", "--env", "B=", "img"}}}
+	got := strings.Join(desiredEnv(spec), " ")
+	if got != "A=1 B=" {
+		t.Errorf("desiredEnv = %q, want A=1 B=", got)
 	}
 }

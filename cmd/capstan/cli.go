@@ -49,6 +49,15 @@ type env struct {
 	knownHosts, identity string
 }
 
+// lookup reads variable k: its value and whether it is set.
+func (e *env) lookup(k string) (string, bool) {
+	if e.lookupEnv != nil {
+		return e.lookupEnv(k)
+	}
+	v := e.getenv(k)
+	return v, v != ""
+}
+
 // command is one subcommand. run receives the arguments after its name.
 type command struct {
 	name    string
@@ -146,15 +155,6 @@ func exitCode(err error, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "capstan: %v\n", err)
 		return exitFailure
 	}
-}
-
-// lookup reads an environment variable; "" is a value when lookupEnv is set.
-func (e *env) lookup(k string) (string, bool) {
-	if e.lookupEnv != nil {
-		return e.lookupEnv(k)
-	}
-	v := e.getenv(k)
-	return v, v != ""
 }
 
 func envOr(key, def string) string {

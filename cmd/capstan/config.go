@@ -25,8 +25,9 @@ func init() {
 	register(command{name: "config", summary: "print the merged Kamal configuration as YAML, secrets redacted", run: runConfig})
 }
 
-// secretCommandTimeout bounds each $(command) in a secrets file when the
-// operator allowed command substitution.
+// secretCommandTimeout bounds all the $(command)s of the secrets files of
+// one load together, when the operator allowed command substitution
+// (independent commands run concurrently).
 const secretCommandTimeout = 60 * time.Second
 
 // configFlags are the flags shared by validate, render and config. They
@@ -37,6 +38,9 @@ type configFlags struct {
 	version        string
 	secretsEnvFile string
 	allowCommands  bool
+	// noSecrets checks the configuration without reading the secrets
+	// files (validate --no-secrets).
+	noSecrets bool
 }
 
 func addConfigFlags(fs *flag.FlagSet, e *env) *configFlags {
@@ -70,8 +74,9 @@ func (f *configFlags) load(ctx context.Context, e *env, key []byte) (*kamal.Conf
 		Version:        f.version,
 		FingerprintKey: key,
 		LookupEnv:      e.lookup,
+		SkipSecrets:    f.noSecrets,
 	}
-	if f.secretsEnvFile != "" {
+	if f.secretsEnvFile != "" && !f.noSecrets {
 		data, err := os.ReadFile(f.secretsEnvFile)
 		if err != nil {
 			return nil, fmt.Errorf("secrets env file: %w", err)
@@ -83,8 +88,11 @@ func (f *configFlags) load(ctx context.Context, e *env, key []byte) (*kamal.Conf
 		}
 		opts.SecretsEnv = vars
 	}
-	if f.allowCommands {
-		opts.RunCommand = func(cmd string) (string, error) { return runSecretCommand(ctx, root, cmd) }
+	if f.allowCommands && !f.noSecrets {
+		cmdCtx, cancel := context.WithTimeout(ctx, secretCommandTimeout)
+		defer cancel()
+		environ := kamal.SecretsEnviron(os.Environ(), f.destination)
+		opts.RunCommand = func(cmd string) (string, error) { return runSecretCommand(cmdCtx, root, cmd, environ) }
 	}
 	// The revision is the default version, and what ERB's git commands and
 	// Time.now answer (also with --version).
@@ -129,19 +137,20 @@ func repoPath(root, p string) (string, error) {
 }
 
 // runSecretCommand runs one $(command) of a secrets file with sh, in the
-// repository root, with a timeout. Its stderr is dropped (it may echo
-// secrets); the error says only how it failed.
-func runSecretCommand(ctx context.Context, dir, cmd string) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, secretCommandTimeout)
-	defer cancel()
+// repository root, with environ (nil: capstan's), until ctx ends (the
+// deadline shared by all the commands of a load). Its stderr is dropped
+// (it may echo secrets); the error says only how it failed. It is safe for
+// concurrent use.
+func runSecretCommand(ctx context.Context, dir, cmd string, environ []string) (string, error) {
 	c := exec.CommandContext(ctx, "sh", "-c", cmd)
 	c.Dir = dir
+	c.Env = environ
 	var out bytes.Buffer
 	c.Stdout = &out
 	c.Stderr = io.Discard
 	if err := c.Run(); err != nil {
 		if ctx.Err() != nil {
-			return "", fmt.Errorf("timed out after %v", secretCommandTimeout)
+			return "", fmt.Errorf("not finished when the %v allowed for all the secrets commands ran out", secretCommandTimeout)
 		}
 		var ee *exec.ExitError
 		if errors.As(err, &ee) {

@@ -61,7 +61,7 @@ func daemonDeps(e *env, cfg *daemon.Config) (daemon.Deps, error) {
 		ee.identity = cfg.SSH.Identity
 	}
 	return daemon.Deps{
-		Log: e.log, Getenv: e.getenv, LookupEnv: e.lookupEnv, Key: key, PoolKey: poolKey,
+		Log: e.log, Getenv: e.getenv, LookupEnv: e.lookup, Key: key, PoolKey: poolKey,
 		NewPool: func(c *kamal.Config) (*hostexec.Pool, *redact.Redactor, error) {
 			return newPool(&ee, c, poolOptions{AcceptNew: cfg.SSH.AcceptNew,
 				ConnectTimeout: time.Duration(cfg.SSH.ConnectTimeout), CommandTimeout: time.Duration(cfg.SSH.CommandTimeout)})

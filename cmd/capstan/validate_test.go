@@ -15,7 +15,8 @@ func runIn(t *testing.T, dir string, environ map[string]string, name string, arg
 	t.Helper()
 	t.Chdir(dir)
 	var out, errb bytes.Buffer
-	e := &env{stdout: &out, stderr: &errb, getenv: func(k string) string { return environ[k] }}
+	e := &env{stdout: &out, stderr: &errb, getenv: func(k string) string { return environ[k] },
+		lookupEnv: func(k string) (string, bool) { v, ok := environ[k]; return v, ok }}
 	err := commands[name].run(context.Background(), e, args)
 	code = exitCode(err, &errb)
 	return out.String(), errb.String(), code
@@ -260,11 +261,71 @@ func TestConfig_ShortSecretDoesNotGarble(t *testing.T) {
 
 func TestSecretCommand(t *testing.T) {
 	dir := t.TempDir()
-	out, err := runSecretCommand(context.Background(), dir, "printf 'abc\\n'")
+	out, err := runSecretCommand(context.Background(), dir, "printf 'abc\\n'", nil)
 	if err != nil || out != "abc\n" {
 		t.Errorf("got %q, %v", out, err)
 	}
-	if _, err := runSecretCommand(context.Background(), dir, "echo leaked-secret >&2; exit 3"); err == nil || strings.Contains(err.Error(), "leaked") {
+	if _, err := runSecretCommand(context.Background(), dir, "echo leaked-secret >&2; exit 3", nil); err == nil || strings.Contains(err.Error(), "leaked") {
 		t.Errorf("failing command error = %v", err)
+	}
+	out, err = runSecretCommand(context.Background(), dir, "echo \"[$KAMAL_DESTINATION]\"", []string{"KAMAL_DESTINATION=staging"})
+	if err != nil || out != "[staging]\n" {
+		t.Errorf("with environ: %q, %v", out, err)
+	}
+}
+
+// With --allow-secret-commands, the commands of the secrets files run
+// concurrently, in the repository root, with KAMAL_DESTINATION set. The
+// first two each wait (up to 10 s) for the other to have started, so
+// they fail if they run one after another; B waits for A's value.
+func TestValidate_SecretCommandsConcurrent(t *testing.T) {
+	deploy := strings.Replace(testDeploy, "    - DATABASE_URL\n", "    - DATABASE_URL\n    - A\n    - B\n    - DEST\n", 1)
+	meet := func(mine, other string) string {
+		// \$n reaches the shell as $n; $(( )) is not a variable for dotenv.
+		return "touch " + mine + "; n=0; while [ ! -e " + other + " ] && [ \\$n -lt 200 ]; do sleep 0.05; n=$((n+1)); done; test -e " + other
+	}
+	dir := writeFiles(t, map[string]string{
+		"config/deploy.yml":         deploy,
+		"config/deploy.staging.yml": "servers:\n  web:\n    - 192.0.2.9\n  worker:\n    hosts:\n      - 192.0.2.8\n    cmd: bin/jobs\n",
+		".kamal/secrets.staging": "KAMAL_REGISTRY_PASSWORD=$(" + meet("p.started", "d.started") + " && echo registry-pw-long)\n" +
+			"DATABASE_URL=$(" + meet("d.started", "p.started") + " && cat db.txt)\n" +
+			"A=$(echo a-value-long)\nB=$(echo \"$KAMAL_DESTINATION-$A\")\nDEST=$(test \"\\$KAMAL_DESTINATION\" = staging && echo dest-ok-long)\n",
+		"db.txt": "postgres://db-from-file\n",
+	})
+	out, errOut, code := runIn(t, dir, nil, "validate", "-d", "staging", "--version", "v3", "--allow-secret-commands")
+	if code != exitOK || !strings.Contains(out, "valid") {
+		t.Fatalf("exit %d\n%s\n%s", code, out, errOut)
+	}
+}
+
+// Missing secrets are reported together with the structural errors, and
+// --no-secrets checks the structure alone (Kamal's config needs no
+// secrets).
+func TestValidate_NoSecrets(t *testing.T) {
+	dir := writeFiles(t, map[string]string{"config/deploy.yml": testDeploy, ".kamal/secrets": "DATABASE_URL=$(cat /nonexistent)\nexport NOT_SET\n"})
+	out, errOut, code := runIn(t, dir, nil, "validate", "--version", "v3", "--no-secrets")
+	if code != exitOK || !strings.Contains(out, "valid (secrets not checked: --no-secrets)") || !strings.Contains(out, "service: shop") {
+		t.Fatalf("--no-secrets: exit %d\n%s\n%s", code, out, errOut)
+	}
+	broken := strings.Replace(testDeploy, "servers:\n  web:", "primary_role: api\nservers:\n  web:", 1)
+	dir = writeFiles(t, map[string]string{"config/deploy.yml": broken})
+	_, errOut, code = runIn(t, dir, nil, "validate", "--version", "v3")
+	for _, want := range []string{"primary_role: the primary_role api isn't defined", "registry.password[0]: secret KAMAL_REGISTRY_PASSWORD not found", "env.secret[0]: secret DATABASE_URL not found"} {
+		if code != exitFailure || !strings.Contains(errOut, want) {
+			t.Errorf("exit %d, stderr lacks %q:\n%s", code, want, errOut)
+		}
+	}
+	_, errOut, code = runIn(t, dir, nil, "validate", "--version", "v3", "--no-secrets")
+	if code != exitFailure || !strings.Contains(errOut, "primary_role") || strings.Contains(errOut, "secret") {
+		t.Errorf("--no-secrets with a structural error: exit %d\n%s", code, errOut)
+	}
+}
+
+// A bare KEY line sets KEY to "" (dotenv 3.2): valid, with a warning.
+func TestValidate_BlankSecretWarns(t *testing.T) {
+	dir := writeFiles(t, map[string]string{"config/deploy.yml": testDeploy, ".kamal/secrets": "KAMAL_REGISTRY_PASSWORD=registry-pw-long\nDATABASE_URL\n"})
+	_, errOut, code := runIn(t, dir, nil, "validate", "--version", "v3")
+	if code != exitOK || !strings.Contains(errOut, "warning: secret DATABASE_URL is blank") || strings.Contains(errOut, "KAMAL_REGISTRY_PASSWORD is blank") {
+		t.Errorf("exit %d\n%s", code, errOut)
 	}
 }

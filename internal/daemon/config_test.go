@@ -180,3 +180,27 @@ func TestNew_RefusesAnOpenDoor(t *testing.T) {
 	}
 	_ = d.Close()
 }
+
+// deploy.yml and the secrets files see a variable set to "" as set: the
+// daemon's LookupEnv is os.LookupEnv by default, or the one given.
+func TestNew_LookupEnv(t *testing.T) {
+	c := Config{Listen: "127.0.0.1:0", StateDir: t.TempDir()}
+	t.Setenv("CAPSTAN_TEST_EMPTY", "")
+	d, err := New(context.Background(), &c, Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if v, ok := d.deps.LookupEnv("CAPSTAN_TEST_EMPTY"); !ok || v != "" {
+		t.Errorf("default LookupEnv = %q, %v", v, ok)
+	}
+	c.StateDir = t.TempDir()
+	d2, err := New(context.Background(), &c, Deps{Getenv: func(string) string { return "" }, LookupEnv: func(k string) (string, bool) { return "", k == "E" }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d2.Close()
+	if _, ok := d2.deps.LookupEnv("E"); !ok {
+		t.Error("the LookupEnv given is not used")
+	}
+}

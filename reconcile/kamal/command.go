@@ -3,6 +3,7 @@ package kamal
 import (
 	"encoding/json"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -23,7 +24,6 @@ const (
 	quoteAll                    // "value"
 	quoteTail                   // key="value" (or bare key)
 	shellWord                   // POSIX single-quote if needed
-	pwdVolume                   // volume spec; HomePrefix shown as $(pwd)/ like Kamal's Volume
 )
 
 // HomePrefix starts arguments that are paths relative to the SSH user's
@@ -57,14 +57,42 @@ func (b *cmdBuilder) add(s quoteStyle, words ...string) *cmdBuilder {
 	return b
 }
 
-// kv adds flag followed by key=value (bare key when value is empty), the
-// shape of Kamal's argumentize.
+// kv adds flag followed by key="value", the shape of Kamal's argumentize
+// for a string value (see pair).
 func (b *cmdBuilder) kv(flag, key, value string) *cmdBuilder {
+	return b.pair(flag, KV{Key: key, Value: value})
+}
+
+// pair adds flag followed by p the way Kamal's argumentize does: the
+// boolean false as a bare key=false, a blank value (empty or only white
+// space, Ruby's blank?) as the bare key, anything else as key="value"
+// escaped like Ruby's String#dump.
+func (b *cmdBuilder) pair(flag string, p KV) *cmdBuilder {
 	b.add(plain, flag)
-	if value == "" {
-		return b.add(plain, key)
+	switch {
+	case p.isFalse:
+		return b.add(plain, p.Key+"=false")
+	case blank(p.Value):
+		return b.add(plain, p.Key)
 	}
-	return b.add(quoteTail, key+"="+value)
+	return b.add(quoteTail, p.Key+"="+p.Value)
+}
+
+// blank reports whether v is empty or only white space, as ActiveSupport's
+// String#blank? (/\A[[:space:]]*\z/, Unicode white space included).
+func blank(v string) bool { return strings.TrimFunc(v, unicode.IsSpace) == "" }
+
+// asDocker returns labels with the values Docker ends up with: a blank
+// value is passed as the bare key (see KV), which Docker stores as "".
+func asDocker(labels []KV) []KV {
+	out := make([]KV, len(labels))
+	for i, kv := range labels {
+		out[i] = kv
+		if blank(kv.Value) {
+			out[i].Value = ""
+		}
+	}
+	return out
 }
 
 func (b *cmdBuilder) build() Command { return b.c }
@@ -88,8 +116,6 @@ func (c Command) String() string {
 			}
 		case shellWord:
 			parts[i] = ShellQuote(a)
-		case pwdVolume:
-			parts[i] = strings.Replace(a, HomePrefix, "$(pwd)/", 1)
 		default:
 			parts[i] = a
 		}

@@ -55,10 +55,19 @@ type LoadOptions struct {
 	// precedence over LookupEnv when expanding $VAR in secrets files (they
 	// are not visible to ERB).
 	SecretsEnv map[string]string
-	// RunCommand evaluates $(command) in secrets files. nil refuses every
+	// RunCommand evaluates $(command) in secrets files (the command text,
+	// with its $VAR already substituted as Kamal does). nil refuses every
 	// command substitution with ErrUnsafe. Only the operator (a capstan
-	// flag) may set it; nothing in the repository can.
+	// flag) may set it; nothing in the repository can. Load calls it
+	// concurrently for independent commands, so it must be safe for
+	// concurrent use; one deadline for all of them is the caller's (a
+	// context it closes over), and the environment it should give them is
+	// SecretsEnviron.
 	RunCommand func(command string) (string, error)
+	// SkipSecrets checks the configuration without reading the secrets
+	// files or running anything, as Kamal's `config` does: references stay
+	// unresolved and Plan returns ErrSecretsSkipped.
+	SkipSecrets bool
 	// Version overrides the version to run (the --version flag).
 	Version string
 	// Revision is the git commit SHA of the checked-out revision, the
@@ -119,14 +128,21 @@ type Config struct {
 	Ignored []string
 
 	secrets map[string]string // resolved secrets that are referenced
-	rootEnv EnvSpec
-	tagEnvs map[string]EnvSpec
-	merged  *node
-	key     []byte
+	// secretsSkipped is set when loaded with LoadOptions.SkipSecrets.
+	secretsSkipped bool
+	rootEnv        EnvSpec
+	tagEnvs        map[string]EnvSpec
+	merged         *node
+	key            []byte
 }
 
-// KV is one ordered key/value pair (labels, clear env).
-type KV struct{ Key, Value string }
+// KV is one ordered key/value pair (labels, clear env). A Value that is
+// blank (empty or only white space) is passed as the bare key, as Kamal
+// does: Docker then sets a label to "" and leaves an env variable unset.
+type KV struct {
+	Key, Value string
+	isFalse    bool // the YAML boolean false, which Kamal prints as KEY=false unquoted
+}
 
 // Option is one docker run option from an options: map. Flag means the
 // value was true (a bare --key); otherwise each value becomes "--key v".

@@ -28,9 +28,11 @@
 //     integers and booleans are strict. Then Kamal's cross-field rules.
 //  4. Secrets referenced by the configuration are looked up in
 //     .kamal/secrets-common and .kamal/secrets (or .kamal/secrets.D with a
-//     destination), parsed as dotenv; $VAR comes from
-//     LoadOptions.SecretsEnv, then LookupEnv. $(command) is refused unless
-//     LoadOptions.RunCommand is set.
+//     destination), parsed with the rules of Ruby dotenv 3.2 and Kamal's
+//     command substitution (dotenv.go); $VAR comes from earlier keys, then
+//     KAMAL_DESTINATION, LoadOptions.SecretsEnv and LookupEnv. $(command)
+//     is refused unless LoadOptions.RunCommand is set; independent
+//     commands run concurrently. LoadOptions.SkipSecrets skips this step.
 //  5. The version is LoadOptions.Version, else x-capstan.version in the
 //     merged configuration, else LoadOptions.Revision (the git commit).
 //
@@ -55,6 +57,9 @@
 //     `date` answer the commit time, `git describe` the short SHA unless
 //     LoadOptions.RevisionDescribe is set, and a tag that fails on a YAML
 //     comment line renders "" instead of failing the load.
+//   - A secret whose value uses an unset $VAR, or a $(command) that failed
+//     or was refused, is an error; dotenv would substitute "" (or the
+//     command's partial output) and deploy it.
 //   - cmd: strings are split into argv; shell syntax that Kamal would leave
 //     to the host's shell (&&, |, $VAR, …) is rejected.
 //   - A clear env value containing ${VAR} is passed literally; Kamal's

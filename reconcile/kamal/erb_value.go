@@ -91,14 +91,15 @@ func inspect(v any) string {
 	return toS(v)
 }
 
-func blank(v any) bool {
+// blankValue is Ruby's blank? of an ERB value (a string as blank does).
+func blankValue(v any) bool {
 	switch x := v.(type) {
 	case nil:
 		return true
 	case bool:
 		return !x
 	case string:
-		return strings.TrimSpace(x) == ""
+		return blank(x)
 	case []any:
 		return len(x) == 0
 	}
@@ -115,11 +116,11 @@ func callMethod(recv any, name string, args []any) (any, error) {
 	case "nil?":
 		return recv == nil, nil
 	case "present?":
-		return !blank(recv), nil
+		return !blankValue(recv), nil
 	case "blank?":
-		return blank(recv), nil
+		return blankValue(recv), nil
 	case "presence":
-		if blank(recv) {
+		if blankValue(recv) {
 			return nil, nil
 		}
 		return recv, nil

@@ -182,34 +182,6 @@ func TestLoad_DestinationSecretsPrecedence(t *testing.T) {
 	}
 }
 
-func TestDotenv(t *testing.T) {
-	text := "# comment\n" +
-		"export A=plain value # comment\n" +
-		"B='single $A \\n'\n" +
-		"C=\"double ${A}\\nnext \\\"q\\\"\"\n" +
-		"D=$A-$UNSET_OK\n" +
-		"E: colon\n" +
-		"F=\"multi\nline\"\n" +
-		"G=\\$NOT_VAR\n" +
-		"H=${FROM_ENV}\n"
-	env := map[string]string{"FROM_ENV": "outside", "UNSET_OK": "set"}
-	df := parseDotenv("s", text, func(k string) (string, bool) { v, ok := env[k]; return v, ok }, nil, &collector{})
-	want := map[string]string{
-		"A": "plain value", "B": `single $A \n`, "C": "double plain value\nnext \"q\"",
-		"D": "plain value-set", "E": "colon", "F": "multi\nline", "G": "$NOT_VAR", "H": "outside",
-	}
-	for k, w := range want {
-		e, ok := df.entries[k]
-		if !ok {
-			t.Errorf("%s missing", k)
-			continue
-		}
-		if e.value != w || e.problem != nil {
-			t.Errorf("%s = %q (problem %v), want %q", k, e.value, e.problem, w)
-		}
-	}
-}
-
 func TestEnvFileEscape(t *testing.T) {
 	c := &Config{secrets: map[string]string{"S": "a\"b\\c\nd#{x}é\x01"}}
 	got := c.envFileContent(EnvSpec{Secret: []SecretRef{{Name: "N", Key: "S"}}})

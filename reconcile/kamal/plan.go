@@ -158,6 +158,9 @@ func (c *Config) Plan(h string) (*HostPlan, error) {
 	if len(c.key) == 0 {
 		return nil, ErrNoFingerprintKey
 	}
+	if c.secretsSkipped {
+		return nil, ErrSecretsSkipped
+	}
 	p := &HostPlan{Host: h, Network: DefaultNetwork}
 	if proxies := c.proxiesOn(h); len(proxies) > 0 {
 		p.Proxy = proxyBoot(proxies[0].Run)
@@ -233,7 +236,7 @@ func loggingArgs(b *cmdBuilder, l Logging, quoted bool) {
 		b.add(plain, "--log-driver").add(quoteAll, l.Driver)
 	}
 	for _, kv := range l.Options {
-		b.kv("--log-opt", kv.Key, kv.Value)
+		b.pair("--log-opt", kv)
 	}
 }
 
@@ -260,8 +263,8 @@ func (c *Config) appContainer(r *Role, h string) *Container {
 		ct.StopTimeout = &v
 	}
 
-	ct.Labels = []KV{{"service", c.Service}, {"role", r.Name}, {"destination", c.Destination}}
-	ct.Labels = append(ct.Labels, r.Labels...)
+	ct.Labels = []KV{{Key: "service", Value: c.Service}, {Key: "role", Value: r.Name}, {Key: "destination", Value: c.Destination}}
+	ct.Labels = append(ct.Labels, asDocker(r.Labels)...)
 
 	build := func(hostname string, withFingerprint bool) Command {
 		b := newCmd("docker", "run", "--detach", "--restart", r.Restart, "--name", name, "--network", DefaultNetwork)
@@ -275,7 +278,7 @@ func (c *Config) appContainer(r *Role, h string) *Container {
 			b.kv("--env", "KAMAL_DESTINATION", c.Destination)
 		}
 		for _, kv := range env.Clear {
-			b.kv("--env", kv.Key, kv.Value)
+			b.pair("--env", kv)
 		}
 		b.add(plain, "--env-file", ct.EnvFile.Path)
 		loggingArgs(b, r.Logging, true)
@@ -283,11 +286,11 @@ func (c *Config) appContainer(r *Role, h string) *Container {
 			b.add(plain, "--volume", v)
 		}
 		if r.AssetPath != "" && r.Proxy != nil {
-			b.add(plain, "--volume").add(pwdVolume, HomePrefix+c.AppDir()+"/assets/volumes/"+r.Name+"-"+c.Version.Name()+":"+r.AssetPath)
+			b.add(plain, "--volume", HomePrefix+c.AppDir()+"/assets/volumes/"+r.Name+"-"+c.Version.Name()+":"+r.AssetPath)
 		}
 		for _, kv := range ct.Labels {
 			if kv.Key != FingerprintLabel {
-				b.kv("--label", kv.Key, kv.Value)
+				b.pair("--label", kv)
 			}
 		}
 		if withFingerprint {
@@ -299,7 +302,7 @@ func (c *Config) appContainer(r *Role, h string) *Container {
 		return b.build()
 	}
 	ct.Fingerprint = c.fingerprint(build("", false).Argv, ct.EnvFile.Content.Reveal())
-	ct.Labels = append(ct.Labels, KV{FingerprintLabel, ct.Fingerprint})
+	ct.Labels = append(ct.Labels, KV{Key: FingerprintLabel, Value: ct.Fingerprint})
 	ct.Run = build(hostname(h, name), true)
 	if r.Proxy != nil {
 		ct.Proxy = &ProxyDeploy{Service: c.Prefix(r), AppPort: r.Proxy.AppPort, Args: c.proxyArgs(r.Proxy, path.Join(proxyAppsInProxy, c.NamePrefix(), "tls", r.Name))}
@@ -332,7 +335,7 @@ func (c *Config) accessoryContainer(a *Accessory, h string) *Container {
 		ct.Directories = append(ct.Directories, local)
 		volumes = append(volumes, withOpts(local+":"+d.Remote, d.Options))
 	}
-	ct.Labels = append([]KV{{"service", a.Service}}, a.Labels...)
+	ct.Labels = append([]KV{{Key: "service", Value: a.Service}}, asDocker(a.Labels)...)
 	build := func(withFingerprint bool) Command {
 		b := newCmd("docker", "run", "--name", a.Service, "--detach", "--restart", a.Restart, "--network", a.Network)
 		loggingArgs(b, c.Logging, true)
@@ -345,15 +348,15 @@ func (c *Config) accessoryContainer(a *Accessory, h string) *Container {
 		}
 		b.kv("--env", "KAMAL_HOST", h)
 		for _, kv := range env.Clear {
-			b.kv("--env", kv.Key, kv.Value)
+			b.pair("--env", kv)
 		}
 		b.add(plain, "--env-file", ct.EnvFile.Path)
 		for _, v := range volumes {
-			b.add(plain, "--volume").add(pwdVolume, v)
+			b.add(plain, "--volume", v)
 		}
 		for _, kv := range ct.Labels {
 			if kv.Key != FingerprintLabel {
-				b.kv("--label", kv.Key, kv.Value)
+				b.pair("--label", kv)
 			}
 		}
 		if withFingerprint {
@@ -365,7 +368,7 @@ func (c *Config) accessoryContainer(a *Accessory, h string) *Container {
 		return b.build()
 	}
 	ct.Fingerprint = c.fingerprint(build(false).Argv, ct.EnvFile.Content.Reveal())
-	ct.Labels = append(ct.Labels, KV{FingerprintLabel, ct.Fingerprint})
+	ct.Labels = append(ct.Labels, KV{Key: FingerprintLabel, Value: ct.Fingerprint})
 	ct.Run = build(true)
 	if a.Proxy != nil {
 		ct.Proxy = &ProxyDeploy{Service: a.Service, AppPort: a.Proxy.AppPort, Args: c.proxyArgs(a.Proxy, path.Join(proxyAppsInProxy, a.Service, "tls"))}

@@ -63,7 +63,8 @@ func kvs(n *node) []KV {
 	}
 	out := make([]KV, 0, len(n.keys))
 	for i, k := range n.keys {
-		out = append(out, KV{k, scalarString(n.vals[i])})
+		v := n.vals[i]
+		out = append(out, KV{Key: k, Value: scalarString(v), isFalse: v.isBool() && !v.boolValue()})
 	}
 	return out
 }
@@ -85,7 +86,7 @@ func mergeKV(a, b []KV) []KV {
 		found := false
 		for i := range out {
 			if out[i].Key == kv.Key {
-				out[i].Value = kv.Value
+				out[i] = kv
 				found = true
 			}
 		}
