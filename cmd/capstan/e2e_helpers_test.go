@@ -63,7 +63,7 @@ type e2eApp struct {
 
 func newE2EApp(t testing.TB, n int) *e2eApp {
 	t.Helper()
-	l := lab.Start(t, n)
+	l := startLab(t, n)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	if err := l.Reset(ctx); err != nil {

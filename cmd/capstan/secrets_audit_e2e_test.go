@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/capstan-dev/capstan/internal/lab"
 )
 
 // labSecretValues are the secret values every e2e daemon is given: the
@@ -56,4 +58,28 @@ func (d *serveProc) auditKept() {
 		}
 		return nil
 	})
+}
+
+// startLab is lab.Start with the audit of every command line the hosts
+// ran during the test (logged by the lab's sshd), at cleanup.
+func startLab(t testing.TB, n int) *lab.Lab {
+	l := lab.Start(t, n)
+	for i := range l.Hosts {
+		_ = os.Truncate(l.CommandLog(i), 0)
+	}
+	t.Cleanup(func() {
+		logged := 0
+		for i := range l.Hosts {
+			b, err := os.ReadFile(l.CommandLog(i))
+			if err != nil {
+				continue
+			}
+			logged += len(b)
+			auditSecrets(t, "the command lines run on "+l.Hosts[i].Name, b)
+		}
+		if logged == 0 {
+			t.Error("secrets audit: no command line was logged on any host (does the lab's sshd log them? capstan-lab down; capstan-lab up)")
+		}
+	})
+	return l
 }

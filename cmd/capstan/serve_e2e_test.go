@@ -426,7 +426,7 @@ func deployYML(t testing.TB, version string) string { return labDeployYML(t, ver
 // invalid config is recorded failed without touching hosts, and a revert
 // rolls back.
 func TestE2EServe_DeployOnMergeRevertAndWebhooks(t *testing.T) {
-	l := lab.Start(t, 3)
+	l := startLab(t, 3)
 	if err := l.Reset(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -618,7 +618,7 @@ func TestE2EServe_DeployOnMergeRevertAndWebhooks(t *testing.T) {
 // mid-deploy and restarted (the fleet converges, nothing duplicated); a
 // second app whose host is unreachable never delays the first.
 func TestE2EServe_SSHRepoLateImageKillAndUnreachableApp(t *testing.T) {
-	l := lab.Start(t, 3)
+	l := startLab(t, 3)
 	ctx := context.Background()
 	if err := l.Reset(ctx); err != nil {
 		t.Fatal(err)

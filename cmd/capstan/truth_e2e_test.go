@@ -83,7 +83,7 @@ func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) 
 // truthLab starts the daemon on a fresh lab with v1 deployed and serving.
 func truthLab(t *testing.T, o serveOpts) (*lab.Lab, *gitWork, *serveProc, *alertSink) {
 	t.Helper()
-	l := lab.Start(t, 3)
+	l := startLab(t, 3)
 	if err := l.Reset(context.Background()); err != nil {
 		t.Fatal(err)
 	}
