@@ -81,7 +81,7 @@ func FuzzDecodeInspect(f *testing.F) {
 func FuzzReadPull(f *testing.F) {
 	for _, s := range []string{apiPullStream, "", apiPullStream + `{"errorDetail":{"message":"manifest unknown"},"error":"manifest unknown"}` + "\n",
 		`{"error":"toomanyrequests: rate limit"}`, apiPullStream[:50], "not json", `{"error":5}`, `{"errorDetail":"x"}`, "[]", "null\nnull",
-		`{"error":"` + strings.Repeat("e", 70<<10) + `"}`} {
+		`{"error":"` + strings.Repeat("e", 2*maxAPIMessage) + `"}`} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -103,7 +103,7 @@ func FuzzReadPull(f *testing.F) {
 // valid UTF-8 of bounded length and names the status.
 func FuzzNewAPIError(f *testing.F) {
 	for _, s := range []string{`{"message":"No such container: gone"}`, "", "plain text\n", "\xff\xfe\xfd", `{"message":5}`,
-		`{"message":"` + strings.Repeat("ü", 40<<10) + `"}`, strings.Repeat("\x00", 1000)} {
+		`{"message":"` + strings.Repeat("ü", maxAPIMessage) + `"}`, strings.Repeat("\x00", 1000)} {
 		f.Add(404, []byte(s))
 	}
 	f.Fuzz(func(t *testing.T, status int, body []byte) {

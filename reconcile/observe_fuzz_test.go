@@ -85,7 +85,7 @@ func FuzzParseObserve_Verbatim(f *testing.F) {
 	f.Add("app-web-v1", "reg:5000/app:v1", "app", "web", "ff00")
 	f.Add("a\x00b", "img\nwith newline", `svc"; rm -rf /`, "röle-ウェブ", "$(reboot)")
 	f.Add(observeMarker, observeMarker+"\n", "x\r\ny", "\u2028", "\\u0000")
-	f.Add(strings.Repeat("n", 64<<10), "i", "", "", "")
+	f.Add(strings.Repeat("n", 4096), "i", "", "", "") // 64 KB: TestParseObserve_Malformed
 	f.Fuzz(func(t *testing.T, name, image, service, role, fp string) {
 		for _, s := range []string{name, image, service, role, fp} {
 			if !utf8.ValidString(s) {
