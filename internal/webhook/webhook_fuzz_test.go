@@ -81,7 +81,7 @@ func FuzzVerify(f *testing.F) {
 	f.Add([]byte("s3cret"), []byte(giteaPush), "")
 	f.Add([]byte{}, []byte("{}"), "sha256=00")
 	f.Add([]byte("s"), []byte(""), "sha256=ZZ")
-	f.Add([]byte("s\x00"), []byte("\x00"), strings.Repeat("a", 64<<10))
+	f.Add([]byte("s\x00"), []byte("\x00"), strings.Repeat("a", 1024))
 	f.Fuzz(func(t *testing.T, secret, body []byte, header string) {
 		good := hmacHex(secret, body)
 		if len(secret) > 0 {
