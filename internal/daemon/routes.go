@@ -24,10 +24,13 @@ import (
 // webhookReadTimeout. So a flood holds at most maxWebhookReads MiB, and
 // the API, the status page and the loops keep answering.
 const (
-	maxWebhookBody     = 1 << 20
-	maxWebhookReads    = 16
-	webhookReadTimeout = 10 * time.Second
+	maxWebhookBody  = 1 << 20
+	maxWebhookReads = 16
 )
+
+// webhookReadTimeout bounds the read of one webhook body (a variable so a
+// test can shorten it).
+var webhookReadTimeout = 10 * time.Second
 
 // routes is the HTTP surface. /healthz and /readyz are open; the webhooks
 // are open and check their forge's signature; everything else requires the

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/hmac"
@@ -10,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -345,4 +347,46 @@ func post(c *http.Client, url, auth string) (int, error) {
 	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, resp.Body)
 	return resp.StatusCode, nil
+}
+
+// TestWebhook_SlowBodyTimesOut: a body that stops arriving is given up
+// after webhookReadTimeout (400) and its read slot is freed, so slow
+// senders cannot hold the slots for ever: after as many stalled bodies as
+// there are slots, a signed push is still read and answered.
+func TestWebhook_SlowBodyTimesOut(t *testing.T) {
+	defer func(d time.Duration) { webhookReadTimeout = d }(webhookReadTimeout)
+	webhookReadTimeout = 300 * time.Millisecond
+	d := newTestDaemon(t, floodConfig, floodEnv)
+	srv := httptest.NewServer(d.Handler())
+	defer srv.Close()
+	began := time.Now()
+	var conns []net.Conn
+	for range maxWebhookReads {
+		conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		fmt.Fprintf(conn, "POST /webhooks/github HTTP/1.1\r\nHost: capstan\r\nX-Hub-Signature-256: sha256=00\r\nContent-Length: 1000\r\n\r\n{\"ref\":")
+		conns = append(conns, conn)
+	}
+	for _, conn := range conns {
+		_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatalf("no answer to a stalled body: %v", err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("stalled body: %d, want 400", resp.StatusCode)
+		}
+	}
+	if took := time.Since(began); took > 8*time.Second {
+		t.Errorf("%d stalled bodies answered after %s, want about %s", maxWebhookReads, took, webhookReadTimeout)
+	}
+	push := pushBody(d.repo)
+	code, body := do(t, d.Handler(), "POST", "/webhooks/github", bytes.NewReader(push), map[string]string{"X-Hub-Signature-256": hubSignature("gh-secret", push)})
+	if code != 200 || !strings.Contains(body, `"triggered":["demo"]`) {
+		t.Errorf("a signed push after the stalls: %d %q", code, body)
+	}
 }
