@@ -1,7 +1,6 @@
 package reconcile
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"encoding/base64"
@@ -18,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 )
 
 // DockerSocket is where the Docker Engine API listens on a host whose SSH
@@ -128,7 +128,10 @@ type apiError struct {
 	Message string
 }
 
-func (e *apiError) Error() string { return fmt.Sprintf("docker API: %d %s", e.Status, e.Message) }
+// Error names the status and at most maxAPIMessage bytes of the message.
+func (e *apiError) Error() string {
+	return fmt.Sprintf("docker API: %d %s", e.Status, boundText(e.Message, maxAPIMessage))
+}
 
 // errNotFound is the API's 404 (no such container or image).
 func errNotFound(err error) bool {
@@ -140,15 +143,28 @@ func errNotFound(err error) bool {
 // nil). timeout bounds the request; 304 Not Modified counts as success.
 func (d *dockerAPI) call(ctx context.Context, host, method, path string, q url.Values, timeout time.Duration, out any) error {
 	return d.do(ctx, host, method, path, q, "", timeout, func(body io.Reader) error {
-		b, err := io.ReadAll(io.LimitReader(body, 64<<20))
+		b, err := io.ReadAll(io.LimitReader(body, maxAnswer+1))
 		if err != nil || out == nil {
 			return err
 		}
-		if err := json.Unmarshal(b, out); err != nil {
-			return fmt.Errorf("%w: docker API %s: %v", ErrObserve, path, err)
-		}
-		return nil
+		return decodeAnswer(path, b, out)
 	})
+}
+
+// maxAnswer bounds the JSON answer of one API call.
+const maxAnswer = 64 << 20
+
+// decodeAnswer decodes the JSON answer b of the API call at path into out.
+// An answer larger than maxAnswer, or that is not the JSON out expects
+// (truncated, wrong types), is an error wrapping ErrObserve.
+func decodeAnswer(path string, b []byte, out any) error {
+	if len(b) > maxAnswer {
+		return fmt.Errorf("%w: docker API %s: answer larger than %d bytes", ErrObserve, path, maxAnswer)
+	}
+	if err := json.Unmarshal(b, out); err != nil {
+		return fmt.Errorf("%w: docker API %s: %v", ErrObserve, path, err)
+	}
+	return nil
 }
 
 // do makes one API request (with an X-Registry-Auth header when auth is
@@ -161,7 +177,15 @@ func (d *dockerAPI) do(ctx context.Context, host, method, path string, q url.Val
 	start := time.Now()
 	defer func() {
 		if d.log != nil {
-			d.log.Debug("docker API", "host", host, "method", method, "path", path, "query", q.Encode(), "duration", time.Since(start), "err", err)
+			// An *apiError carries the daemon's words, which may quote a
+			// secret; only its status is logged here (the caller redacts
+			// the message before it shows it).
+			var logged any = err
+			var ae *apiError
+			if errors.As(err, &ae) {
+				logged = fmt.Sprintf("docker API: %d", ae.Status)
+			}
+			d.log.Debug("docker API", "host", host, "method", method, "path", path, "query", q.Encode(), "duration", time.Since(start), "err", logged)
 		}
 	}()
 	u := &url.URL{Scheme: "http", Host: "docker", Path: path, RawQuery: q.Encode()}
@@ -182,14 +206,41 @@ func (d *dockerAPI) do(ctx context.Context, host, method, path string, q url.Val
 		return nil
 	case resp.StatusCode >= 300:
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		var m struct{ Message string }
-		_ = json.Unmarshal(body, &m)
-		if m.Message == "" {
-			m.Message = strings.TrimSpace(string(bytes.ToValidUTF8(body[:min(len(body), 200)], nil)))
-		}
-		return &apiError{Status: resp.StatusCode, Message: m.Message}
+		return newAPIError(resp.StatusCode, body)
 	}
 	return read(resp.Body)
+}
+
+// maxAPIMessage bounds how much of the daemon's message an *apiError's
+// text shows, so a hostile or broken daemon cannot flood logs and state.
+// The whole message is kept (it is redacted before it is shown, and a
+// secret cut in two would escape the redactor).
+const maxAPIMessage = 512
+
+// newAPIError reads an error answer: Docker's {"message": ...}, else the
+// body's text, as valid UTF-8.
+func newAPIError(status int, body []byte) *apiError {
+	var m struct{ Message string }
+	_ = json.Unmarshal(body, &m)
+	msg := m.Message
+	if msg == "" {
+		msg = string(body)
+	}
+	return &apiError{Status: status, Message: strings.TrimSpace(strings.ToValidUTF8(msg, "\ufffd"))}
+}
+
+// boundText returns s as valid UTF-8, trimmed of surrounding space and cut
+// to at most n bytes (on a rune boundary).
+func boundText(s string, n int) string {
+	s = strings.TrimSpace(strings.ToValidUTF8(s, "\ufffd"))
+	if len(s) <= n {
+		return s
+	}
+	cut := n
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut]
 }
 
 // apiTimeout bounds API calls that do not wait for a container.
@@ -216,6 +267,13 @@ func (d *dockerAPI) containers(ctx context.Context, host string) ([]Container, e
 	if err := d.call(ctx, host, http.MethodGet, "/containers/json", url.Values{"all": {"1"}}, apiTimeout, &list); err != nil {
 		return nil, err
 	}
+	return containersFrom(list), nil
+}
+
+// containersFrom converts the entries of GET /containers/json to
+// Containers, newest first: names lose Docker's leading "/", networks are
+// sorted. Missing fields stay zero.
+func containersFrom(list []apiContainer) []Container {
 	out := make([]Container, 0, len(list))
 	for _, a := range list {
 		c := Container{ID: a.ID, Image: a.Image, State: a.State, Status: a.Status, Created: time.Unix(a.Created, 0).UTC(),
@@ -232,7 +290,7 @@ func (d *dockerAPI) containers(ctx context.Context, host string) ([]Container, e
 		out = append(out, c)
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].Created.After(out[j].Created) })
-	return out, nil
+	return out
 }
 
 // imageInfo is what the pull check needs of a local image.
@@ -336,25 +394,32 @@ const pullTimeout = 30 * time.Minute
 func (d *dockerAPI) pull(ctx context.Context, host, ref, auth string) error {
 	repo, tag := splitRef(ref)
 	q := url.Values{"fromImage": {repo}, "tag": {tag}}
-	return d.do(ctx, host, http.MethodPost, "/images/create", q, auth, pullTimeout, func(body io.Reader) error {
-		dec := json.NewDecoder(body)
-		for {
-			var msg struct {
-				Error       string `json:"error"`
-				ErrorDetail struct {
-					Message string `json:"message"`
-				} `json:"errorDetail"`
-			}
-			if err := dec.Decode(&msg); err == io.EOF {
-				return nil
-			} else if err != nil {
-				return err
-			}
-			if msg.Error != "" || msg.ErrorDetail.Message != "" {
-				return &apiError{Status: http.StatusInternalServerError, Message: cmp.Or(msg.ErrorDetail.Message, msg.Error)}
-			}
+	return d.do(ctx, host, http.MethodPost, "/images/create", q, auth, pullTimeout, readPull)
+}
+
+// readPull reads the progress stream of a pull (one JSON message after
+// another) to its end: nil when it ends without an error message, an
+// *apiError carrying the first error message, and an error wrapping
+// ErrObserve when the stream is not JSON messages or is cut in the middle
+// of one.
+func readPull(body io.Reader) error {
+	dec := json.NewDecoder(body)
+	for {
+		var msg struct {
+			Error       string `json:"error"`
+			ErrorDetail struct {
+				Message string `json:"message"`
+			} `json:"errorDetail"`
 		}
-	})
+		if err := dec.Decode(&msg); err == io.EOF {
+			return nil
+		} else if err != nil {
+			return fmt.Errorf("%w: docker API pull progress: %v", ErrObserve, err)
+		}
+		if msg.Error != "" || msg.ErrorDetail.Message != "" {
+			return &apiError{Status: http.StatusInternalServerError, Message: cmp.Or(msg.ErrorDetail.Message, msg.Error)}
+		}
+	}
 }
 
 // remove removes a stopped container.

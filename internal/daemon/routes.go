@@ -1,13 +1,16 @@
 package daemon
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
@@ -15,8 +18,19 @@ import (
 	"github.com/capstan-dev/capstan/reconcile"
 )
 
-// maxWebhookBody bounds webhook and API request bodies.
-const maxWebhookBody = 1 << 20
+// Bounds on webhook requests, which anyone who can reach the daemon may
+// send: a body is at most maxWebhookBody, at most maxWebhookReads bodies
+// are read (and held) at once, and reading one takes at most
+// webhookReadTimeout. So a flood holds at most maxWebhookReads MiB, and
+// the API, the status page and the loops keep answering.
+const (
+	maxWebhookBody  = 1 << 20
+	maxWebhookReads = 16
+)
+
+// webhookReadTimeout bounds the read of one webhook body (a variable so a
+// test can shorten it).
+var webhookReadTimeout = 10 * time.Second
 
 // routes is the HTTP surface. /healthz and /readyz are open; the webhooks
 // are open and check their forge's signature; everything else requires the
@@ -36,9 +50,10 @@ func (d *Daemon) routes() http.Handler {
 		fmt.Fprintln(w, "ready")
 	})
 	mux.Handle("GET /metrics", api(promhttp.HandlerFor(d.metrics.reg, promhttp.HandlerOpts{}).ServeHTTP))
-	mux.HandleFunc("POST /webhooks/github", d.webhook("github"))
-	mux.HandleFunc("POST /webhooks/gitlab", d.webhook("gitlab"))
-	mux.HandleFunc("POST /webhooks/gitea", d.webhook("gitea"))
+	reads := make(chan struct{}, maxWebhookReads)
+	mux.HandleFunc("POST /webhooks/github", d.webhook("github", reads))
+	mux.HandleFunc("POST /webhooks/gitlab", d.webhook("gitlab", reads))
+	mux.HandleFunc("POST /webhooks/gitea", d.webhook("gitea", reads))
 	mux.Handle("POST /api/v1/apps/{app}/sync", api(d.apiSync))
 	mux.Handle("GET /api/v1/apps", api(d.apiApps))
 	mux.Handle("GET /api/v1/apps/{app}", api(d.apiApp))
@@ -92,27 +107,41 @@ func (d *Daemon) private(h http.Handler, basic bool) http.Handler {
 
 // webhook handles a forge's push event: the signature (or token) is
 // checked against the configured secret, then every app following the
-// pushed repository and branch (or only ?app=NAME) is triggered.
-func (d *Daemon) webhook(kind string) http.HandlerFunc {
+// pushed repository and branch (or only ?app=NAME) is triggered. What can
+// be refused before the body is read is: a declared length over
+// maxWebhookBody (413), a missing secret or signature header, a wrong
+// GitLab token (401). The body is read holding one of reads' slots, and
+// cut at maxWebhookBody (413).
+func (d *Daemon) webhook(kind string, reads chan struct{}) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxWebhookBody))
-		if err != nil {
-			http.Error(w, "body too large", http.StatusRequestEntityTooLarge)
+		if r.ContentLength > maxWebhookBody {
+			tooLarge(w)
 			return
 		}
-		wh := d.cfg.Webhooks
-		getenv := d.deps.Getenv
+		secret, sig := d.webhookSecret(kind), webhookSignature(kind, r)
+		if len(secret) == 0 || sig == "" {
+			http.Error(w, "invalid signature", http.StatusUnauthorized)
+			return
+		}
+		if kind == "gitlab" && webhook.VerifyGitLab(secret, sig) != nil {
+			http.Error(w, "invalid signature", http.StatusUnauthorized)
+			return
+		}
+		body, err := readWebhookBody(w, r, reads)
+		if err != nil {
+			var mb *http.MaxBytesError
+			if errors.As(err, &mb) {
+				tooLarge(w)
+			} else {
+				http.Error(w, "cannot read the body", http.StatusBadRequest)
+			}
+			return
+		}
 		switch kind {
 		case "github":
-			err = webhook.VerifyGitHub([]byte(getenv(wh.GitHubSecretEnv)), r.Header.Get("X-Hub-Signature-256"), body)
-		case "gitlab":
-			err = webhook.VerifyGitLab([]byte(getenv(wh.GitLabTokenEnv)), r.Header.Get("X-Gitlab-Token"))
+			err = webhook.VerifyGitHub(secret, sig, body)
 		case "gitea":
-			sig := r.Header.Get("X-Gitea-Signature")
-			if sig == "" {
-				sig = r.Header.Get("X-Forgejo-Signature")
-			}
-			err = webhook.VerifyGitea([]byte(getenv(wh.GiteaSecretEnv)), sig, body)
+			err = webhook.VerifyGitea(secret, sig, body)
 		}
 		if err != nil {
 			http.Error(w, "invalid signature", http.StatusUnauthorized)
@@ -142,4 +171,51 @@ func (d *Daemon) webhook(kind string) http.HandlerFunc {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(map[string]any{"triggered": triggered})
 	}
+}
+
+// webhookSecret is the configured secret (GitLab: token) of a forge; empty
+// when none is set.
+func (d *Daemon) webhookSecret(kind string) []byte {
+	wh := d.cfg.Webhooks
+	name := map[string]string{"github": wh.GitHubSecretEnv, "gitlab": wh.GitLabTokenEnv, "gitea": wh.GiteaSecretEnv}[kind]
+	if name == "" {
+		return nil
+	}
+	return []byte(d.deps.Getenv(name))
+}
+
+// webhookSignature is the header that carries a forge's signature (GitLab:
+// its token); "" when absent.
+func webhookSignature(kind string, r *http.Request) string {
+	switch kind {
+	case "github":
+		return r.Header.Get("X-Hub-Signature-256")
+	case "gitlab":
+		return r.Header.Get("X-Gitlab-Token")
+	}
+	return cmp.Or(r.Header.Get("X-Gitea-Signature"), r.Header.Get("X-Forgejo-Signature"))
+}
+
+// readWebhookBody reads at most maxWebhookBody bytes of r's body (a
+// longer one is an *http.MaxBytesError, and the connection is closed
+// after the answer), within webhookReadTimeout, holding a slot of reads
+// meanwhile: it waits for one while the request lasts.
+func readWebhookBody(w http.ResponseWriter, r *http.Request, reads chan struct{}) ([]byte, error) {
+	select {
+	case reads <- struct{}{}:
+		defer func() { <-reads }()
+	case <-r.Context().Done():
+		return nil, r.Context().Err()
+	}
+	// Not every ResponseWriter can set a deadline (a test recorder);
+	// the server's own timeouts bound the read then.
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(webhookReadTimeout))
+	return io.ReadAll(http.MaxBytesReader(w, r.Body, maxWebhookBody))
+}
+
+// tooLarge answers 413 and closes the connection, so the rest of the body
+// is not read.
+func tooLarge(w http.ResponseWriter) {
+	w.Header().Set("Connection", "close")
+	http.Error(w, "body too large", http.StatusRequestEntityTooLarge)
 }

@@ -4,6 +4,7 @@
 package registry
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -16,6 +17,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strings"
 	"time"
 )
@@ -134,7 +136,7 @@ func (c *Client) Resolve(ctx context.Context, ref string) (string, error) {
 			d := resp.Header.Get("Docker-Content-Digest")
 			switch {
 			case d != "" && manifestType(resp.Header.Get("Content-Type")):
-				return d, nil
+				return checkDigest(host, ref, d)
 			case d == "" && strings.HasPrefix(tag, "sha256:"):
 				return tag, nil
 			}
@@ -193,9 +195,35 @@ func (c *Client) getManifest(ctx context.Context, host, ref, u, token string) (s
 		return "", permanent(err, "registry %s: malformed manifest (%v): is %s a container registry?", host, err, host)
 	}
 	if d := resp.Header.Get("Docker-Content-Digest"); d != "" {
-		return d, nil
+		return checkDigest(host, ref, d)
 	}
 	return fmt.Sprintf("sha256:%x", sha256.Sum256(body)), nil
+}
+
+// digestRE is the OCI digest grammar (algorithm ":" encoded), bounded.
+var digestRE = regexp.MustCompile(`^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]{32,256}$`)
+
+// checkDigest returns d when it is a well-formed digest (a sha256 one has
+// 64 lower-case hex digits); a malformed one wraps ErrPermanent: the
+// digest is compared with what hosts pulled and must not be whatever text
+// a broken registry sends.
+func checkDigest(host, ref, d string) (string, error) {
+	alg, enc, _ := strings.Cut(d, ":")
+	if !digestRE.MatchString(d) || alg == "sha256" && !sha256RE.MatchString(enc) {
+		return "", permanent(nil, "registry %s answered a malformed digest %q for %s: is %s a container registry?", host, quote(d), ref, host)
+	}
+	return d, nil
+}
+
+var sha256RE = regexp.MustCompile(`^[a-f0-9]{64}$`)
+
+// quote cuts text a registry sent to at most 200 bytes of valid UTF-8, to
+// show in an error.
+func quote(s string) string {
+	if len(s) > 200 {
+		return strings.ToValidUTF8(s[:200], "") + "…"
+	}
+	return strings.ToValidUTF8(s, "\ufffd")
 }
 
 // maxManifest bounds the manifest body read (registries cap them at 4 MiB).
@@ -235,6 +263,7 @@ func checkManifest(body []byte) error {
 
 // refused is the error for credentials the registry does not accept.
 func (c *Client) refused(host, repo, status string) error {
+	status = quote(status)
 	if c.Username == "" {
 		return permanent(nil, "registry %s refused anonymous access to %s (%s): set registry.username and registry.password in deploy.yml", host, repo, status)
 	}
@@ -243,6 +272,7 @@ func (c *Client) refused(host, repo, status string) error {
 
 // statusError classifies an answer other than 200 and 401.
 func (c *Client) statusError(host, ref, status string, code int) error {
+	status = quote(status)
 	switch {
 	case code == http.StatusNotFound:
 		return fmt.Errorf("%w: %s", ErrNotFound, ref)
@@ -297,18 +327,13 @@ func (c *Client) transportError(host string, err error) error {
 // challenge returns "" (the credentials were already sent). Errors are
 // classified like Resolve's.
 func (c *Client) token(ctx context.Context, host, challenge, repo string) (string, error) {
-	scheme, params, _ := strings.Cut(challenge, " ")
+	scheme, p := parseChallenge(challenge)
 	if !strings.EqualFold(scheme, "Bearer") {
 		return "", nil
 	}
-	p := map[string]string{}
-	for _, kv := range strings.Split(params, ",") {
-		k, v, _ := strings.Cut(strings.TrimSpace(kv), "=")
-		p[k] = strings.Trim(v, `"`)
-	}
 	realm, err := url.Parse(p["realm"])
-	if err != nil || realm.Scheme == "" {
-		return "", permanent(nil, "registry %s: bad token realm %q in its 401 challenge", host, p["realm"])
+	if err != nil || (realm.Scheme != "https" && realm.Scheme != "http") || realm.Host == "" {
+		return "", permanent(nil, "registry %s: bad token realm %q in its 401 challenge", host, quote(p["realm"]))
 	}
 	q := realm.Query()
 	if p["service"] != "" {
@@ -338,17 +363,57 @@ func (c *Client) token(ctx context.Context, host, challenge, repo string) (strin
 	case resp.StatusCode != http.StatusOK:
 		return "", c.statusError(host, "token for "+repo, "token endpoint: "+resp.Status, resp.StatusCode)
 	}
+	t, err := decodeToken(resp.Body)
+	if err != nil {
+		return "", fmt.Errorf("registry %s: token endpoint answer: %w", host, err)
+	}
+	return t, nil
+}
+
+// parseChallenge splits a WWW-Authenticate challenge
+// (`Bearer realm="…",service="…",scope="…"`) into its scheme and
+// parameters. A quoted value may hold commas (a scope naming several
+// actions); an unterminated quote runs to the end.
+func parseChallenge(challenge string) (scheme string, params map[string]string) {
+	scheme, rest, _ := strings.Cut(strings.TrimSpace(challenge), " ")
+	params = map[string]string{}
+	for rest != "" {
+		var k, v string
+		k, rest, _ = strings.Cut(strings.TrimLeft(rest, " ,"), "=")
+		if strings.HasPrefix(rest, `"`) {
+			v, rest, _ = strings.Cut(rest[1:], `"`)
+		} else {
+			v, rest, _ = strings.Cut(rest, ",")
+		}
+		if k = strings.TrimSpace(k); k != "" {
+			params[k] = strings.TrimSpace(v)
+		}
+	}
+	return scheme, params
+}
+
+// maxToken bounds the token endpoint's answer.
+const maxToken = 1 << 20
+
+// decodeToken reads a token endpoint's JSON answer: its token, else its
+// access_token, else "". An answer that is not that JSON or is larger than
+// maxToken is an error.
+func decodeToken(r io.Reader) (string, error) {
+	b, err := io.ReadAll(io.LimitReader(r, maxToken+1))
+	if err != nil {
+		return "", err
+	}
+	if len(b) > maxToken {
+		return "", fmt.Errorf("answer larger than %d bytes", maxToken)
+	}
 	var t struct {
 		Token       string `json:"token"`
 		AccessToken string `json:"access_token"`
 	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&t); err != nil {
-		return "", fmt.Errorf("registry %s: token endpoint answer: %w", host, err)
+	if err := json.Unmarshal(b, &t); err != nil {
+		return "", err
 	}
-	if t.Token != "" {
-		return t.Token, nil
-	}
-	return t.AccessToken, nil
+	return cmp.Or(t.Token, t.AccessToken), nil
 }
 
 // Wait resolves ref, retrying with capped exponential backoff and jitter

@@ -32,6 +32,9 @@ func TestSplit(t *testing.T) {
 }
 
 // A registry that gets the tag after a few requests, behind token auth.
+// testDigest is a well-formed manifest digest.
+const testDigest = "sha256:6d3b6c2b7e0c5e9f3a1d4c8b2a7f6e5d4c3b2a1908f7e6d5c4b3a29180f7e6d5"
+
 func TestWait_UntilPushedWithTokenAuth(t *testing.T) {
 	var hits atomic.Int32
 	var srv *httptest.Server
@@ -52,7 +55,7 @@ func TestWait_UntilPushedWithTokenAuth(t *testing.T) {
 			if !strings.Contains(r.Header.Get("Accept"), "manifest.v2+json") {
 				t.Errorf("accept %q", r.Header.Get("Accept"))
 			}
-			w.Header().Set("Docker-Content-Digest", "sha256:feed")
+			w.Header().Set("Docker-Content-Digest", testDigest)
 		}
 	}))
 	defer srv.Close()
@@ -64,7 +67,7 @@ func TestWait_UntilPushedWithTokenAuth(t *testing.T) {
 	}
 	waits := 0
 	d, err := c.Wait(context.Background(), ref, 20*time.Second, func(error, time.Duration) { waits++ })
-	if err != nil || d != "sha256:feed" || waits == 0 {
+	if err != nil || d != testDigest || waits == 0 {
 		t.Fatalf("Wait = %q, %v after %d waits", d, err, waits)
 	}
 	hits.Store(-1000)

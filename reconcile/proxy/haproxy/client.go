@@ -334,8 +334,14 @@ func (c *Client) Backends(ctx context.Context) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	return ParseBackends(out)
+}
+
+// ParseBackends parses `show backend`: a "# name" header, then one backend
+// name a line. Errors wrap proxy.ErrParse.
+func ParseBackends(out string) ([]string, error) {
 	lines := strings.Split(out, "\n")
-	if len(lines) == 0 || !strings.HasPrefix(lines[0], "# name") {
+	if !strings.HasPrefix(lines[0], "# name") {
 		return nil, fmt.Errorf("%w: show backend: %q", proxy.ErrParse, firstLine(out))
 	}
 	var names []string
@@ -417,7 +423,12 @@ func findStat(stats []Stat, server string) int {
 	return -1
 }
 
+// firstLine is the first line of an answer, cut to 200 bytes, to quote in
+// an error.
 func firstLine(s string) string {
 	l, _, _ := strings.Cut(s, "\n")
+	if len(l) > 200 {
+		l = strings.ToValidUTF8(l[:200], "") + "…"
+	}
 	return l
 }

@@ -60,7 +60,7 @@ func ParseStat(out string) ([]Stat, error) {
 		}
 		scur, err := strconv.Atoi(get(row, "scur"))
 		if err != nil {
-			return nil, fmt.Errorf("%w: show stat: scur %q of %s", proxy.ErrParse, get(row, "scur"), sv)
+			return nil, fmt.Errorf("%w: show stat: scur %q of %s", proxy.ErrParse, firstLine(get(row, "scur")), firstLine(sv))
 		}
 		stats = append(stats, Stat{Backend: get(row, "pxname"), Server: sv, Sessions: scur, Status: get(row, "status"), Addr: get(row, "addr")})
 	}
@@ -111,10 +111,15 @@ func ParseServersState(out string) ([]ServerState, error) {
 	for i, h := range strings.Fields(strings.TrimPrefix(lines[1], "# ")) {
 		col[h] = i
 	}
+	// width is how many fields a row needs to hold every column read (a
+	// repeated header name makes it more than len(col)).
+	width := 0
 	for _, need := range []string{"be_name", "srv_name", "srv_addr", "srv_op_state", "srv_admin_state", "srv_port"} {
-		if _, ok := col[need]; !ok {
+		i, ok := col[need]
+		if !ok {
 			return nil, fmt.Errorf("%w: show servers state has no %s column", proxy.ErrParse, need)
 		}
+		width = max(width, i+1)
 	}
 	var states []ServerState
 	for _, l := range lines[2:] {
@@ -122,15 +127,15 @@ func ParseServersState(out string) ([]ServerState, error) {
 		if len(f) == 0 || strings.HasPrefix(l, "#") {
 			continue
 		}
-		if len(f) < len(col) {
-			return nil, fmt.Errorf("%w: show servers state line %q", proxy.ErrParse, l)
+		if len(f) < width {
+			return nil, fmt.Errorf("%w: show servers state line %q", proxy.ErrParse, firstLine(l))
 		}
 		op, err1 := strconv.Atoi(f[col["srv_op_state"]])
 		adm, err2 := strconv.Atoi(f[col["srv_admin_state"]])
 		port, err3 := strconv.ParseUint(f[col["srv_port"]], 10, 16)
 		ip, err4 := netip.ParseAddr(f[col["srv_addr"]])
 		if err1 != nil || err2 != nil || err3 != nil || err4 != nil {
-			return nil, fmt.Errorf("%w: show servers state line %q", proxy.ErrParse, l)
+			return nil, fmt.Errorf("%w: show servers state line %q", proxy.ErrParse, firstLine(l))
 		}
 		states = append(states, ServerState{
 			Backend: f[col["be_name"]], Server: f[col["srv_name"]],
