@@ -70,6 +70,8 @@ type passRun struct {
 	targets, watched, down []*HostPlan
 	driftChanged           bool
 
+	// passID is the recorded pass, started when the apply starts.
+	passID   int64
 	res      *Result
 	applyErr error
 	outcome  string
@@ -240,6 +242,10 @@ func (p *passRun) converge(ctx context.Context) {
 	}
 	sub := p.plan.only(func(h *HostPlan) bool { return targets[h] || h.Error != "" })
 	if p.hasSteps() {
+		var err error
+		if p.passID, err = p.l.Record.StartPass(ctx, p.l.Name, p.rev.SHA, p.version, p.trigger); err != nil {
+			p.log.Error("record pass", "err", err)
+		}
 		p.log.Info("applying", "version", p.version, "trigger", p.trigger, "hosts", len(p.targets))
 	}
 	p.res, p.applyErr = p.app.Apply(ctx, sub)
@@ -318,7 +324,10 @@ func (p *passRun) summarize(ctx context.Context) {
 		l.OnPass(p.outcome, p.res.Finished.Sub(p.res.Started))
 	}
 	rctx := context.WithoutCancel(ctx)
-	if !repeat && (!p.quiet || applied || p.driftChanged || p.outcome != l.Status().LastOutcome) {
+	switch {
+	case p.passID != 0: // it applied: every attempt is history
+		_ = l.Record.FinishPass(rctx, p.passID, p.outcome, p.errText, planText(p.plan), passSteps(p.res))
+	case !repeat && (!p.quiet || p.driftChanged || news(l.Status().LastOutcome, p.outcome)):
 		id, _ := l.Record.StartPass(rctx, l.Name, p.rev.SHA, p.version, p.trigger)
 		_ = l.Record.FinishPass(rctx, id, p.outcome, p.errText, planText(p.plan), passSteps(p.res))
 	}
@@ -346,6 +355,12 @@ func (p *passRun) summarize(ctx context.Context) {
 	case applied:
 		p.log.Info("converged", "version", p.version, "hosts", len(p.targets))
 	}
+}
+
+// news reports whether a quiet pass's outcome is worth a history entry
+// after the last one: a change, except a noop after a success.
+func news(last, outcome string) bool {
+	return outcome != last && !(outcome == OutcomeNoop && last == OutcomeSucceeded)
 }
 
 func hostErrors(hs []*HostPlan) []string {
