@@ -249,11 +249,11 @@ func (p *Pool) dial(ctx context.Context, h Host) (*link, error) {
 	case <-ctx.Done():
 		return nil, fmt.Errorf("%w: %s: waiting for a dial slot: %w", ErrUnreachable, name, ctxErr(ctx))
 	}
-	if p.testHookDial != nil {
+	defer func() { <-p.dialSem }()
+	if p.testHookDial != nil { // counted out before the slot is given back
 		p.testHookDial(1)
 		defer p.testHookDial(-1)
 	}
-	defer func() { <-p.dialSem }()
 
 	var nc net.Conn
 	var err error
