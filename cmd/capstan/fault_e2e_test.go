@@ -80,12 +80,10 @@ func TestE2EFault_BadRelease(t *testing.T) {
 	ld.finish(t, "bad release, then a good one, under load")
 }
 
-// TestE2EFault_ProxyRemovedAndDockerdRestarted: with self_heal on, the
-// proxy container removed by hand is drift healed by the next sweep; a
-// host whose dockerd stops (a reboot) is reported unreachable and, when
-// dockerd and its containers come back with their restart policies, drift
-// is healed again. The other web host serves throughout.
-func TestE2EFault_ProxyRemovedAndDockerdRestarted(t *testing.T) {
+// TestE2EFault_ProxyRemoved: with self_heal on, the proxy container
+// removed by hand is drift, healed by the next sweep; the other web host
+// serves throughout.
+func TestE2EFault_ProxyRemoved(t *testing.T) {
 	l, _, d, alerts := truthLab(t, serveOpts{selfHeal: true, drift: "@every 2s"})
 	a := &e2eApp{t: t, l: l}
 	ld := startLoad(webAddrs[1:])
@@ -99,29 +97,13 @@ func TestE2EFault_ProxyRemovedAndDockerdRestarted(t *testing.T) {
 	waitFor(t, 20*time.Second, "proxy-down drift resolved", func() bool {
 		return alerts.count("event", "drift_resolved", "host", "10.231.0.11", "kind", "proxy-down") == 1
 	})
-
-	if err := l.StopDocker(0); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 20*time.Second, "the host without dockerd is reported unreachable", func() bool {
-		return alerts.count("event", "drift_opened", "host", "10.231.0.11", "kind", "unreachable") == 1
-	})
-	if err := l.StartDocker(0); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 60*time.Second, "the restarted host serves again", func() bool {
-		return strings.HasPrefix(getQuiet(webAddrs[0]), "v1 ")
-	})
 	waitFor(t, 30*time.Second, "every drift episode closed", func() bool { return len(openDrift(d)) == 0 })
-	if n := alerts.count("event", "drift_opened", "kind", "unreachable"); n != 1 {
-		t.Errorf("%d unreachable episodes, want 1: %s", n, alerts)
-	}
 	for i := range l.Hosts {
 		if running, _ := a.containers(i); len(running) != 1 {
-			t.Errorf("host %d runs %v after the restart", i, running)
+			t.Errorf("host %d runs %v after the heal", i, running)
 		}
 	}
-	ld.finish(t, "proxy removed and dockerd restarted on the other web host")
+	ld.finish(t, "proxy removed on the other web host")
 }
 
 // TestE2EFault_DockerdDownDuringRollout: dockerd stopped on one web host
