@@ -431,16 +431,7 @@ func TestE2EServe_DeployOnMergeRevertAndWebhooks(t *testing.T) {
 		t.Fatal(err)
 	}
 	bare, w := localRemote(t)
-	var mu sync.Mutex
-	var events []map[string]any
-	recv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-		var e map[string]any
-		_ = json.NewDecoder(r.Body).Decode(&e)
-		mu.Lock()
-		events = append(events, e)
-		mu.Unlock()
-	}))
-	defer recv.Close()
+	recv := newAlertSink(t)
 	w.commit(deployYML(t, "v1"), "v1")
 	// capstan fetches over smart HTTP (git http-backend); the test pushes
 	// to the bare repository directly.
@@ -541,25 +532,10 @@ func TestE2EServe_DeployOnMergeRevertAndWebhooks(t *testing.T) {
 	// Drift: stop a container; the sweep opens one episode, reports it
 	// once, and (self_heal off) leaves it.
 	(&e2eApp{t: t, l: l}).sh(0, "docker stop testapp-web-v2 >/dev/null")
-	count := func(event string) int {
-		mu.Lock()
-		defer mu.Unlock()
-		n := 0
-		for _, e := range events {
-			if e["event"] == event && e["host"] == "10.231.0.11" {
-				n++
-			}
-		}
-		return n
-	}
+	count := func(event string) int { return recv.count("event", event, "host", "10.231.0.11") }
 	waitEvent := func(event string) {
-		deadline := time.Now().Add(20 * time.Second)
-		for count(event) == 0 {
-			if time.Now().After(deadline) {
-				t.Fatalf("no %s alert: %v", event, events)
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
+		t.Helper()
+		waitFor(t, 20*time.Second, event+" alert", func() bool { return count(event) > 0 })
 	}
 	waitEvent("drift_opened")
 	time.Sleep(5 * time.Second) // two more sweeps
