@@ -67,11 +67,7 @@ func daemonDeps(e *env, cfg *daemon.Config) (daemon.Deps, error) {
 				ConnectTimeout: time.Duration(cfg.SSH.ConnectTimeout), CommandTimeout: time.Duration(cfg.SSH.CommandTimeout)})
 		},
 		NewApp: func(c *kamal.Config, pool *hostexec.Pool, red *redact.Redactor) (*reconcile.App, error) {
-			app, err := newApp(&ee, c, pool, red)
-			if app != nil {
-				app.ObserveTimeout = time.Duration(cfg.SSH.ObserveTimeout)
-			}
-			return app, err
+			return newApp(&ee, c, pool, red)
 		},
 	}, nil
 }

@@ -114,6 +114,7 @@ func (d *Daemon) loadApp(r *appRunner, rev reconcile.Revision) (*reconcile.App, 
 	app.Log = d.log.With("app", r.cfg.Name, "rev", rev.SHA[:min(12, len(rev.SHA))])
 	app.LockID = d.instance
 	app.LockTimeout = time.Duration(r.cfg.LockTimeout)
+	app.ObserveTimeout = time.Duration(d.cfg.SSH.ObserveTimeout)
 	app.Inherit(r.last)
 	r.last = app
 	return app, nil
