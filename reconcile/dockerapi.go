@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/capstan-dev/capstan/reconcile/kamal"
 	"io"
 	"log/slog"
 	"net"
@@ -283,8 +284,14 @@ func containersFrom(list []apiContainer) []Container {
 		if len(a.Names) > 0 {
 			c.Name = strings.TrimPrefix(a.Names[0], "/")
 		}
-		for n := range a.Network.Networks {
+		for n, raw := range a.Network.Networks {
 			c.Networks = append(c.Networks, n)
+			if n == kamal.DefaultNetwork {
+				var ep struct{ IPAddress string }
+				if json.Unmarshal(raw, &ep) == nil {
+					c.IP = ep.IPAddress
+				}
+			}
 		}
 		sort.Strings(c.Networks)
 		out = append(out, c)

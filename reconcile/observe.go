@@ -66,6 +66,9 @@ type Container struct {
 	Fingerprint string // label capstan.fingerprint
 	ImageTitle  string // label org.opencontainers.image.title (kamal-proxy's image sets it)
 	Networks    []string
+	// IP is the container's address on the kamal network, "" when it is
+	// not on it.
+	IP string
 }
 
 // Health is the container's health check state from its status text:
@@ -100,9 +103,14 @@ func ObserveArgv(lockDir string) []string {
 	script := `docker ps -a --no-trunc --format "$1" || exit $?
 echo "$2"; printf '%s\n' "$HOME" "${DOCKER_HOST-}" "${DOCKER_CONTEXT-}"
 grep -o '"currentContext": *"[^"]*"' "${DOCKER_CONFIG:-$HOME/.docker}/config.json" 2>/dev/null || true
+docker network inspect kamal --format "$4" 2>/dev/null || true
 echo "$2"; cat "$3/details" 2>/dev/null || true`
-	return []string{"sh", "-c", script, "sh", psFormat, observeMarker, lockDir}
+	return []string{"sh", "-c", script, "sh", psFormat, observeMarker, lockDir, networkFormat}
 }
+
+// networkFormat prints, for each container on the kamal network, a line
+// "ip ID ADDRESS/PREFIX".
+const networkFormat = `{{range $id, $c := .Containers}}ip {{$id}} {{$c.IPv4Address}}{{"\n"}}{{end}}`
 
 // ParseObserve reads ObserveArgv's output.
 func ParseObserve(host string, out []byte) (*Observed, error) {
@@ -155,8 +163,27 @@ func ParseObserve(host string, out []byte) (*Observed, error) {
 	if _, v, ok := strings.Cut(lines[3], ":"); ok && o.DockerContext == "" {
 		o.DockerContext = strings.Trim(strings.TrimSpace(v), `"`)
 	}
+	setIPs(o.Containers, lines[4:])
 	o.Lock = parseLock(sections[2])
 	return o, nil
+}
+
+// setIPs gives each container its kamal network address from the script's
+// "ip ID ADDRESS/PREFIX" lines; other lines are ignored.
+func setIPs(cs []Container, lines []string) {
+	ips := map[string]string{}
+	for _, l := range lines {
+		f := strings.Fields(l)
+		if len(f) == 3 && f[0] == "ip" {
+			addr, _, _ := strings.Cut(f[2], "/")
+			ips[f[1]] = addr
+		}
+	}
+	for i := range cs {
+		if ip, ok := ips[cs[i].ID]; ok {
+			cs[i].IP = ip
+		}
+	}
 }
 
 // parseLock reads Kamal's lock details file: base64 (Kamal 2), or plain

@@ -384,6 +384,9 @@ func routeProblem(routes map[string]proxy.LiveRoute, name string, c *Container) 
 	found := false
 	for _, t := range lr.Targets {
 		if t.Container != "" && (strings.HasPrefix(c.ID, t.Container) || t.Container == c.Name) {
+			if moved := movedFrom(t, c); moved != "" {
+				return "route " + name + " sends traffic to " + c.Name + " at " + moved + ", but it now has " + c.IP
+			}
 			found = true
 		} else {
 			others = append(others, t.String())
@@ -398,6 +401,19 @@ func routeProblem(routes map[string]proxy.LiveRoute, name string, c *Container) 
 		return "route " + name + " also sends traffic to " + strings.Join(others, ", ")
 	}
 	return ""
+}
+
+// movedFrom returns the address a route's target t has for c when c is
+// known to have another one on the kamal network: after a restart of
+// dockerd (a reboot) a container can come back at a new address while a
+// proxy that routes by address (HAProxy) still sends traffic to the old
+// one. "" when the addresses agree or either is unknown (kamal-proxy
+// routes by name).
+func movedFrom(t proxy.Target, c *Container) string {
+	if !t.IP.IsValid() || c.IP == "" || t.IP.String() == c.IP {
+		return ""
+	}
+	return t.IP.String()
 }
 
 func contains(list []*Container, c *Container) bool {

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"strings"
 	"testing"
 	"testing/fstest"
 
 	"github.com/capstan-dev/capstan/reconcile/kamal"
+	"github.com/capstan-dev/capstan/reconcile/proxy"
 )
 
 const testDeploy = `service: testapp
@@ -258,5 +260,55 @@ func TestBootGroups(t *testing.T) {
 		if got := strings.Join(parts, "|"); got != want {
 			t.Errorf("limit %q: %s, want %s", limit, got, want)
 		}
+	}
+}
+
+// TestRouteProblem_AddressMoved: a route whose target names the container
+// but points at an address it no longer has (dockerd restarted, the
+// container came back elsewhere) is a wrong route; an unknown address on
+// either side (kamal-proxy routes by name, the script observes no address)
+// is not.
+func TestRouteProblem_AddressMoved(t *testing.T) {
+	c := &Container{ID: "0123456789abcdef", Name: "app-web-v1", IP: "172.18.0.3"}
+	route := func(ip string) map[string]proxy.LiveRoute {
+		tg := proxy.Target{Container: "0123456789ab", Port: 3000}
+		if ip != "" {
+			tg.IP = netip.MustParseAddr(ip)
+		}
+		return map[string]proxy.LiveRoute{"app-web": {Name: "app-web", State: "running", Targets: []proxy.Target{tg}}}
+	}
+	if why := routeProblem(route("172.18.0.3"), "app-web", c); why != "" {
+		t.Errorf("same address: %q", why)
+	}
+	if why := routeProblem(route(""), "app-web", c); why != "" {
+		t.Errorf("route without address: %q", why)
+	}
+	why := routeProblem(route("172.18.0.2"), "app-web", c)
+	if !strings.Contains(why, "at 172.18.0.2, but it now has 172.18.0.3") {
+		t.Errorf("moved address: %q", why)
+	}
+	noIP := *c
+	noIP.IP = ""
+	if why := routeProblem(route("172.18.0.2"), "app-web", &noIP); why != "" {
+		t.Errorf("container address unknown: %q", why)
+	}
+}
+
+// TestParseObserve_Addresses: the script's "ip ID ADDRESS/PREFIX" lines
+// (from `docker network inspect kamal`) give containers their address;
+// a container not on the network has none.
+func TestParseObserve_Addresses(t *testing.T) {
+	out := ps(t, Container{ID: "aaa", Name: "web", State: "running"}, Container{ID: "bbb", Name: "worker", State: "running"})
+	out = bytes.Replace(out, []byte("/root\n"), []byte("/root\n\n\n\nip aaa 172.18.0.7/16\nip zzz 172.18.0.9/16\nnot an ip line\n"), 1)
+	o, err := ParseObserve("h", out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, c := range o.Containers {
+		got[c.Name] = c.IP
+	}
+	if got["web"] != "172.18.0.7" || got["worker"] != "" || o.Home != "/root" {
+		t.Errorf("addresses %v, home %q", got, o.Home)
 	}
 }
