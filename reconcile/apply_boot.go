@@ -37,7 +37,7 @@ func (r *applyRun) planBootGroups() {
 // boot group, the app containers, created and then started at once:
 // primary role first, the other roles at the barrier.
 func (r *applyRun) prepareAndBootFirstGroup(ctx context.Context) {
-	prep := r.hostsWith(StepBootProxy, StepDeploy, StepReassert)
+	prep := r.hostsWith(StepConnect, StepBootProxy, StepDeploy, StepReassert)
 	r.forEachHost(ctx, names(prep), func(ctx context.Context, i int, host string) {
 		hp, first := prep[i], r.inFirstGroup[host]
 		if err := r.prepare(ctx, hp, first); err != nil {

@@ -50,6 +50,29 @@ func (r *applyRun) ensureNetwork(ctx context.Context, hp *HostPlan) error {
 	return nil
 }
 
+// connect attaches the running containers the plan found off the network
+// (StepConnect) back to it; a route to one is reasserted later (the plan
+// holds a StepReassert for it), since it comes back at a new address.
+func (r *applyRun) connect(ctx context.Context, hp *HostPlan) error {
+	for _, s := range hp.Steps {
+		if s.Kind != StepConnect {
+			continue
+		}
+		sr := &StepResult{Step: s, Start: r.a.now()}
+		out, err := r.a.SSH.Run(ctx, hp.Host, []string{"docker", "network", "connect", hp.desired.Network, s.Container}, nil)
+		sr.End = r.a.now()
+		if err != nil {
+			err = fmt.Errorf("%w: docker network connect %s %s: %w: %s", ErrHost, hp.desired.Network, s.Container, err, out)
+			sr.Error = err.Error()
+		}
+		r.record(hp.Host, sr)
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // prepare makes the network and boots the proxy (in the background) on a
 // host, and with precreate creates its app containers, to be started
 // later.
@@ -57,6 +80,9 @@ func (r *applyRun) prepare(ctx context.Context, hp *HostPlan, precreate bool) er
 	a := r.a
 	host := hp.Host
 	if err := r.ensureNetwork(ctx, hp); err != nil {
+		return err
+	}
+	if err := r.connect(ctx, hp); err != nil {
 		return err
 	}
 	if err := r.login(ctx, hp); err != nil {

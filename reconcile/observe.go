@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -84,6 +85,9 @@ func (c Container) Health() string {
 	}
 	return ""
 }
+
+// on reports whether the container is attached to network.
+func (c Container) on(network string) bool { return slices.Contains(c.Networks, network) }
 
 // Running reports whether the container is up (running and not restarting).
 func (c Container) Running() bool { return c.State == "running" }

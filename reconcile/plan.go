@@ -18,6 +18,7 @@ type StepKind string
 // The steps a plan can hold, in the order Apply runs them on a host.
 const (
 	StepPull            StepKind = "pull" // recorded by apply only, never planned
+	StepConnect         StepKind = "connect-network"
 	StepBootProxy       StepKind = "boot-proxy"
 	StepBootAccessory   StepKind = "boot-accessory"
 	StepRebootAccessory StepKind = "reboot-accessory"
@@ -61,6 +62,8 @@ func (s Step) String() string {
 		return fmt.Sprintf("reboot %s %s: %s", s.Role, s.ToVersion, s.Reason)
 	case StepBootProxy:
 		return "boot proxy: " + s.Reason
+	case StepConnect:
+		return fmt.Sprintf("connect %s to the network: %s", s.Container, s.Reason)
 	case StepReassert:
 		return fmt.Sprintf("route %s to %s: %s", s.Role, s.Container, s.Reason)
 	case StepBootAccessory:
@@ -95,6 +98,9 @@ const (
 	DriftAccessoryChanged DriftKind = "accessory-changed"
 	DriftStale            DriftKind = "stale-container"
 	DriftStaleLock        DriftKind = "stale-lock"
+	// DriftDetached: a running container of the app (or its proxy) is
+	// not on the app's network (removed by hand, or the network was).
+	DriftDetached DriftKind = "network-detached"
 	// DriftUnreachable: the host could not be observed (no route, no
 	// answer in time, refused SSH, a changed host key).
 	DriftUnreachable DriftKind = "unreachable"
@@ -236,6 +242,9 @@ func (a *App) planHost(want *kamal.HostPlan, o *Observed) *HostPlan {
 		case !pc.Running():
 			step(Step{Kind: StepBootProxy, Container: name, Reason: "not running (" + pc.State + ")"})
 			drift(DriftProxyDown, "", "proxy container %s is %s", name, pc.State)
+		case !pc.on(want.Network):
+			step(Step{Kind: StepConnect, Container: name, Reason: "the proxy is not on " + want.Network})
+			drift(DriftDetached, "", "proxy container %s is not on the %s network", name, want.Network)
 		}
 	}
 
@@ -314,6 +323,12 @@ func (a *App) planHost(want *kamal.HostPlan, o *Observed) *HostPlan {
 			drift(DriftRestarting, spec.Role, "%s keeps restarting", cur.Name)
 		case cur.Health() == "unhealthy":
 			drift(DriftUnhealthy, spec.Role, "%s is unhealthy", cur.Name)
+		case !cur.on(want.Network):
+			step(Step{Kind: StepConnect, Role: spec.Role, Container: cur.Name, Reason: "not on " + want.Network})
+			drift(DriftDetached, spec.Role, "%s is not on the %s network", cur.Name, want.Network)
+			if spec.Proxy != nil {
+				step(Step{Kind: StepReassert, Role: spec.Role, Container: cur.Name, Reason: "reconnected to " + want.Network, spec: spec})
+			}
 		default:
 			// The container is right; is the proxy sending it the traffic?
 			if spec.Proxy != nil && o.Routes != nil {
@@ -425,7 +440,7 @@ func contains(list []*Container, c *Container) bool {
 	return false
 }
 
-var stepOrder = map[StepKind]int{StepBootProxy: 0, StepBootAccessory: 1, StepRebootAccessory: 2, StepDeploy: 3, StepReassert: 4, StepStopStale: 5, StepStopUnmanaged: 6, StepPrune: 7}
+var stepOrder = map[StepKind]int{StepConnect: -1, StepBootProxy: 0, StepBootAccessory: 1, StepRebootAccessory: 2, StepDeploy: 3, StepReassert: 4, StepStopStale: 5, StepStopUnmanaged: 6, StepPrune: 7}
 
 func sortSteps(s []Step) {
 	sort.SliceStable(s, func(i, j int) bool { return stepOrder[s[i].Kind] < stepOrder[s[j].Kind] })

@@ -312,3 +312,25 @@ func TestParseObserve_Addresses(t *testing.T) {
 		t.Errorf("addresses %v, home %q", got, o.Home)
 	}
 }
+
+// TestPlan_DetachedFromNetwork: a running app container or proxy that is
+// off the app's network (its network removed by hand, or disconnected) is
+// reconnected, and the app's route reasserted at its new address.
+func TestPlan_DetachedFromNetwork(t *testing.T) {
+	a := testApp(t, "v1")
+	o := observed(t, "10.0.0.1", running(a, "10.0.0.1", "web", "v1"), proxyC())
+	for i := range o.Containers {
+		o.Containers[i].Networks = nil
+	}
+	hp := a.planHost(a.Hosts[0], o)
+	got := strings.Join(steps(hp), "\n")
+	want := "connect kamal-proxy to the network: the proxy is not on kamal\n" +
+		"connect testapp-web-v1 to the network: not on kamal\n" +
+		"route web to testapp-web-v1: reconnected to kamal"
+	if got != want {
+		t.Errorf("steps:\n%s\nwant:\n%s", got, want)
+	}
+	if k := strings.Join(kinds(hp), ","); k != "network-detached,network-detached" {
+		t.Errorf("drift kinds %s", k)
+	}
+}

@@ -174,6 +174,45 @@ docker network connect kamal "$app"`
 // appAddressScript prints the web container's address on the kamal network.
 const appAddressScript = `docker ps --filter label=role=web --format '{{.Names}}' | xargs -r docker inspect --format '{{.Name}} {{with index .NetworkSettings.Networks "kamal"}}{{.IPAddress}}{{end}}'`
 
+// TestE2EFault_NetworkRemoved: the kamal network removed by hand on a web
+// host (every container force-disconnected, then `docker network rm`):
+// the app and the proxy run but the host serves nothing. With self-heal
+// on, capstan sees both off the network, makes it again, reconnects them
+// and switches the route to the app's new address. The other web host
+// serves throughout.
+func TestE2EFault_NetworkRemoved(t *testing.T) {
+	l, _, d, alerts := truthLab(t, serveOpts{selfHeal: true, drift: "@every 2s"})
+	a := &e2eApp{t: t, l: l}
+	ld := startLoad(webAddrs[1:])
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("alerts: %s", alerts)
+		}
+	})
+	a.sh(0, `set -e
+for c in $(docker network inspect kamal --format '{{range .Containers}}{{.Name}} {{end}}'); do
+  docker network disconnect -f kamal "$c"
+done
+docker network rm kamal >/dev/null`)
+	// One episode for the proxy, one for the app.
+	waitFor(t, 30*time.Second, "network-detached drift opened", func() bool {
+		return alerts.count("event", "drift_opened", "host", "10.231.0.11", "kind", "network-detached") == 2
+	})
+	waitFor(t, 30*time.Second, "the host serves again", func() bool {
+		return strings.HasPrefix(getQuiet(webAddrs[0]), "v1 ")
+	})
+	waitFor(t, 30*time.Second, "every drift episode closed", func() bool { return len(openDrift(d)) == 0 })
+	if n := alerts.count("event", "drift_resolved", "host", "10.231.0.11", "kind", "network-detached"); n != 2 {
+		t.Errorf("%d network-detached episodes resolved, want 2: %s", n, alerts)
+	}
+	for i := range l.Hosts {
+		if running, _ := a.containers(i); len(running) != 1 {
+			t.Errorf("host %d runs %v after the heal", i, running)
+		}
+	}
+	ld.finish(t, "the kamal network removed on the other web host")
+}
+
 // TestE2EFault_DockerdDownDuringRollout: dockerd stopped on one web host
 // as v2 is pushed; the others take v2, the pass is partial; when dockerd
 // returns the host converges.
