@@ -101,6 +101,9 @@ func (r *applyRun) deployRole(ctx context.Context, hp *HostPlan, s Step, waited 
 		return r.abandonNew(ctx, d, err)
 	}
 	d.sr.Switched = a.now()
+	if err := r.bake(ctx, d); err != nil {
+		return r.abandonNew(ctx, d, err)
+	}
 	sw := switched{host: d.host, spec: d.spec, old: d.old, new: d.new}
 	if d.proxied {
 		sw.route = &d.route
@@ -186,6 +189,38 @@ func (r *applyRun) healthyAndSwitch(ctx context.Context, d *roleDeploy) error {
 	return r.watchWhile(ctx, d.host, d.new.ID, func(ctx context.Context) error {
 		return a.Proxy.Switch(ctx, d.host, d.route, from, d.new.target(d.spec.Proxy.AppPort))
 	})
+}
+
+// bake watches the new container for x-capstan.bake seconds after it took
+// the traffic, while the old one still runs: a container that exits or
+// restarts in that time fails the deploy (abandonNew then gives the
+// traffic back to the old one). A release that crashes soon after it
+// starts serving is caught here, not by drift after the old one is gone.
+func (r *applyRun) bake(ctx context.Context, d *roleDeploy) error {
+	n := r.a.Config.Capstan.Bake
+	if n <= 0 {
+		return nil
+	}
+	t0 := r.a.now()
+	end := t0.Add(time.Duration(n) * time.Second)
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if st, err := r.state(ctx, d.host, d.new.ID); err == nil {
+			if cerr := st.crashed(); cerr != nil {
+				return fmt.Errorf("%w, %s after it took the traffic", cerr, r.a.now().Sub(t0).Round(100*time.Millisecond))
+			}
+		}
+		if !r.a.now().Before(end) {
+			d.phase(r.a, "bake", t0)
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
 }
 
 // barrierVerdict opens the barrier on a primary-role deploy's outcome

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/base64"
+	"fmt"
 	"io"
 	"net/http"
 	"path/filepath"
@@ -78,6 +79,43 @@ func TestE2EFault_BadRelease(t *testing.T) {
 	waitServing(t, "v2", 60*time.Second)
 	d.waitIdle("succeeded")
 	ld.finish(t, "bad release, then a good one, under load")
+}
+
+// TestE2EFault_CrashAfterSwitch: a release that passes its health check,
+// takes the traffic, then crashes 2 s later. The old containers keep
+// running through x-capstan.bake (5 s by default), so the crash gives the
+// traffic back to them: the pass fails once, alerted once, not retried for
+// its revision, every host serves the old version again; the next commit
+// deploys. Requests fail only between the crash and the switch back.
+func TestE2EFault_CrashAfterSwitch(t *testing.T) {
+	l, w, d, alerts := truthLab(t, serveOpts{})
+	ld := startLoad(webAddrs)
+	sha := w.commit(deployYML(t, "crash"), "a release that crashes 2 s after it starts")
+	waitFor(t, 60*time.Second, "the crashing release fails", func() bool {
+		st := d.status("testapp")
+		return st["revision"] == sha && st["last_outcome"] == "failed" && st["running"] == false
+	})
+	if !strings.Contains(d.logs.String(), "after it took the traffic") {
+		t.Errorf("the failure does not say the container crashed after the switch")
+	}
+	waitServing(t, "v1", 10*time.Second)
+	applying := strings.Count(d.logs.String(), `"msg":"applying"`)
+	time.Sleep(6 * time.Second) // three polls
+	if n := strings.Count(d.logs.String(), `"msg":"applying"`); n != applying {
+		t.Errorf("the crashing release was retried for the same revision (%d → %d passes applying)", applying, n)
+	}
+	if n := alerts.count("event", "deploy_failed", "revision", sha); n != 1 {
+		t.Errorf("%d deploy_failed alerts, want 1: %s", n, alerts)
+	}
+	for i := range l.Hosts {
+		if running, _ := (&e2eApp{t: t, l: l}).containers(i); len(running) != 1 || !strings.Contains(fmt.Sprint(running), "v1") {
+			t.Errorf("host %d after the crashing release runs %v", i, running)
+		}
+	}
+	w.commit(deployYML(t, "v2"), "fix")
+	waitServing(t, "v2", 60*time.Second)
+	d.waitIdle("succeeded")
+	ld.finishWithin(t, "a release crashing after the switch, then a good one", 1500*time.Millisecond)
 }
 
 // TestE2EFault_ProxyRemoved: with self_heal on, the proxy container

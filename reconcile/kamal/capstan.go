@@ -39,7 +39,15 @@ type Capstan struct {
 	// NoRollback keeps already switched hosts on a failed release
 	// (rollback: false).
 	NoRollback bool
+	// Bake is how many seconds a new container is watched after it took
+	// the traffic, the old one still running: a crash or restart in that
+	// time gives the traffic back and fails the release (x-capstan.bake,
+	// default DefaultBake; 0 stops the old container at once, as Kamal).
+	Bake int
 }
+
+// DefaultBake is x-capstan.bake when unset.
+const DefaultBake = 5
 
 // HAProxySettings are x-capstan.haproxy.
 type HAProxySettings struct {
@@ -50,14 +58,22 @@ type HAProxySettings struct {
 }
 
 var capstanKeys = map[string]bool{"version": true, "proxy": true, "haproxy": true, "self_heal": true,
-	"reboot_accessories": true, "stop_unmanaged": true, "rollback": true}
+	"reboot_accessories": true, "stop_unmanaged": true, "rollback": true, "bake": true}
 
 // capstanBlock reads x-capstan: other than version.
 func (b *builder) capstanBlock(xc *node) {
 	c := &b.c.Capstan
 	c.Proxy = "kamal-proxy"
+	c.Bake = DefaultBake
 	if xc == nil || !xc.isMap() {
 		return
+	}
+	if n := xc.get("bake"); n != nil {
+		if !n.isInt() || n.intValue() < 0 || n.intValue() > 3600 {
+			b.err(n, "x-capstan.bake", "should be a number of seconds from 0 to 3600")
+		} else {
+			c.Bake = int(n.intValue())
+		}
 	}
 	boolKey := func(k string, dst *bool, invert bool) {
 		n := xc.get(k)
