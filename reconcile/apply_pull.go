@@ -64,7 +64,7 @@ func (r *applyRun) pull(ctx context.Context, host string) (string, error) {
 	img := a.Config.Image()
 	labelled := func(how, label string) (string, error) {
 		if label != a.Config.Service {
-			return "", fmt.Errorf("%w: image %s is missing the 'service' label (want %q, found %q)", ErrPull, img, a.Config.Service, label)
+			return "", fmt.Errorf("%w: %w: image %s is missing the 'service' label (want %q, found %q)", ErrPull, ErrPermanent, img, a.Config.Service, label)
 		}
 		if how == "pulled" {
 			r.audit(ctx, host, "", "Pulled image with version "+a.Config.Version.Name())
@@ -86,7 +86,7 @@ func (r *applyRun) pull(ctx context.Context, host string) (string, error) {
 		auth := registryAuth(server, user, reg.Password.Reveal())
 		if handled, err := r.viaAPI(ctx, host, func(d *dockerAPI) error { return d.pull(ctx, host, img, auth) }); handled {
 			if err != nil {
-				return "", fmt.Errorf("%w: pull %s: %w", ErrPull, img, err)
+				return "", pullError(img, err)
 			}
 			if present, label, known := r.imagePresent(ctx, host); known && present {
 				return labelled("pulled", label)
@@ -96,9 +96,21 @@ func (r *applyRun) pull(ctx context.Context, host string) (string, error) {
 	argv := []string{"sh", "-c", pullScript, "sh", img, `{{json .RepoDigests}}|{{index .Config.Labels "service"}}`, a.ImageDigest, server, user}
 	out, err := a.SSH.Run(ctx, host, argv, strings.NewReader(reg.Password.Reveal()))
 	if err != nil {
-		return "", fmt.Errorf("%w: pull %s: %w", ErrPull, img, err)
+		return "", pullError(img, err)
 	}
 	how, info, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
 	_, label, _ = strings.Cut(strings.TrimSpace(info), "|")
 	return labelled(how, label)
+}
+
+// pullError wraps a failed pull in ErrPull. capstan found the tag in the
+// registry before the hosts pulled it, so a failed pull is the registry or
+// the host failing for now (connection dropped, 5xx, a layer cut short,
+// the disk full) and the next poll retries it; an image built for another
+// platform is permanent (ErrPermanent): no retry fixes it.
+func pullError(img string, err error) error {
+	if strings.Contains(err.Error(), "no matching manifest") {
+		return fmt.Errorf("%w: %w: pull %s: %w", ErrPull, ErrPermanent, img, err)
+	}
+	return fmt.Errorf("%w: pull %s: %w", ErrPull, img, err)
 }

@@ -294,7 +294,8 @@ func (p *passRun) pending(conv map[string]string) []string {
 // summarize decides the outcome, records the pass and the attempt, and
 // tells people: deploy_succeeded once, when the last host converges to a
 // revision; deploy_failed for a bad release, and once per distinct error
-// for a held deploy lock or no host reachable (both retried every poll).
+// for a held deploy lock, a failed pull or no host reachable (all retried
+// every poll).
 func (p *passRun) summarize(ctx context.Context) {
 	l := p.l
 	applied := p.changed()
@@ -315,8 +316,11 @@ func (p *passRun) summarize(ctx context.Context) {
 	}
 	// A failure retried every poll is recorded and alerted once.
 	key := p.errText
-	if allDown {
+	switch {
+	case allDown:
 		key = "no host reachable" // the hosts' errors may vary from poll to poll
+	case errors.Is(p.applyErr, ErrPull):
+		key = "image pull failed" // so may the registry's and the disks'
 	}
 	repeat := p.outcome == OutcomeFailed && !p.permanent && !l.firstFailure(p.rev.SHA, key)
 	pendingBefore, pendingAfter := p.pending(p.before), p.pending(p.after())
@@ -389,14 +393,18 @@ func (l *Loop) load(ctx context.Context, rev Revision) (*App, error) {
 	return app, nil
 }
 
-// classifyResult: a failed health check, a bad image or a barrier is a bad
-// release (permanent: not retried for the same revision); a deploy lock
-// someone else holds fails the pass and is retried next poll; other host
-// errors are a partial result retried on the next pass.
+// classifyResult: a failed health check, an image without the service
+// label or for another platform, or a barrier is a bad release (permanent:
+// not retried for the same revision); a failed pull (the registry or the
+// host failing for now) and a deploy lock someone else holds fail the pass
+// and are retried next poll; other host errors are a partial result
+// retried on the next pass.
 func classifyResult(res *Result, err error) (outcome string, permanent bool) {
 	switch {
 	case err == nil:
 		return OutcomeSucceeded, false
+	case errors.Is(err, ErrPull) && !errors.Is(err, ErrPermanent):
+		return OutcomeFailed, false
 	case errors.Is(err, ErrUnhealthy) || errors.Is(err, ErrPull) || errors.Is(err, ErrBarrier) || errors.Is(err, ErrRolledBack):
 		return OutcomeFailed, true
 	case errors.Is(err, ErrLocked):

@@ -297,7 +297,13 @@ mount --bind %[3]s/etc-docker /etc/docker
 		}
 	}
 	daemon := map[string]any{
-		"insecure-registries": []string{RegistryAddr},
+		// The lab registry, and any registry a test runs on the bridge
+		// (e.g. one that injects faults in front of it).
+		"insecure-registries": []string{RegistryAddr, Subnet + ".0/24"},
+		// A failed layer download fails the pull at once, instead of after
+		// Docker's 5 attempts with a growing back-off (about a minute):
+		// the registry fault tests see the failure capstan must report.
+		"max-download-attempts": 1,
 		"cgroup-parent":       "/" + n,
 		"shutdown-timeout":    5,
 	}
