@@ -304,8 +304,8 @@ mount --bind %[3]s/etc-docker /etc/docker
 		// Docker's 5 attempts with a growing back-off (about a minute):
 		// the registry fault tests see the failure capstan must report.
 		"max-download-attempts": 1,
-		"cgroup-parent":       "/" + n,
-		"shutdown-timeout":    5,
+		"cgroup-parent":         "/" + n,
+		"shutdown-timeout":      5,
 	}
 	b, _ := json.MarshalIndent(daemon, "", "  ")
 	if err := os.WriteFile(filepath.Join(hd, "etc-docker", "daemon.json"), b, 0o644); err != nil {
