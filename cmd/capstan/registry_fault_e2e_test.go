@@ -165,3 +165,58 @@ func TestE2EFault_RegistryFailsDuringThePull(t *testing.T) {
 	}
 	ld.finish(t, "the registry failing the hosts' pulls")
 }
+
+// TestE2EFault_DiskFullDuringThePull: the Docker data root of one web host
+// has no room for the new layer (a 1 MB tmpfs over the directory dockerd
+// downloads layers into). Like an unreachable host, it does not hold the
+// others back: they take the release, while the pass fails naming that
+// host and ENOSPC, alerted once, and the host keeps serving the old
+// version (0 failed requests anywhere). Once there is room the next poll
+// deploys the same commit there.
+func TestE2EFault_DiskFullDuringThePull(t *testing.T) {
+	l, w, d, alerts := truthLab(t, serveOpts{poll: "2s"})
+	a := &e2eApp{t: t, l: l}
+	ld := startLoad(webAddrs)
+	tag := fmt.Sprintf("diskfull-%d", time.Now().UnixNano())
+	if err := l.PushUniqueTestapp(context.Background(), tag); err != nil {
+		t.Fatal(err)
+	}
+	const tmp = "/var/lib/docker/tmp"
+	if out, err := l.Exec(context.Background(), 1, "mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", tmp); err != nil {
+		t.Fatalf("mount a small tmpfs: %v: %s", err, out)
+	}
+	unmount := func() { _, _ = l.Exec(context.Background(), 1, "umount", tmp) }
+	t.Cleanup(unmount)
+	sha := w.commit(deployYML(t, tag), "a release that does not fit on one host")
+	waitFor(t, 60*time.Second, "the pass fails", func() bool {
+		st := d.status("testapp")
+		return st["revision"] == sha && st["running"] == false && st["last_outcome"] == "failed"
+	})
+	errText := fmt.Sprint(d.status("testapp")["last_error"])
+	t.Logf("the pass: %s", errText)
+	if !strings.Contains(errText, "10.231.0.12: image pull failed") || !strings.Contains(errText, "no space left on device") {
+		t.Errorf("the error does not name the host and ENOSPC: %s", errText)
+	}
+	time.Sleep(3 * time.Second) // more polls
+	if n := alerts.count("event", "deploy_failed", "revision", sha); n != 1 {
+		t.Errorf("%d deploy_failed alerts, want 1: %s", n, alerts)
+	}
+	if got := get(t, webAddrs[1]); !strings.HasPrefix(got, "v1 ") {
+		t.Errorf("the full host does not serve the old version: %q", got)
+	}
+	if running, _ := a.containers(1); len(running) != 1 || strings.Contains(fmt.Sprint(running), tag) {
+		t.Errorf("the full host runs %v", running)
+	}
+	unmount()
+	waitFor(t, 60*time.Second, "there is room again: the same commit deploys", func() bool {
+		for h := range l.Hosts {
+			running, _ := a.containers(h)
+			if len(running) != 1 || !strings.Contains(fmt.Sprint(running), tag) {
+				return false
+			}
+		}
+		return true
+	})
+	d.waitIdle("succeeded")
+	ld.finish(t, "the disk full on one host during the pull")
+}
