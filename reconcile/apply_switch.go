@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/capstan-dev/capstan/internal/failpoint"
 	"github.com/capstan-dev/capstan/reconcile/kamal"
 	"github.com/capstan-dev/capstan/reconcile/proxy"
 )
@@ -108,6 +109,7 @@ func (r *applyRun) deployRole(ctx context.Context, hp *HostPlan, s Step, waited 
 	r.mu.Lock()
 	r.switched = append(r.switched, sw)
 	r.mu.Unlock()
+	failpoint.Hit(FailAfterSwitch)
 	if err := r.stopOld(ctx, d); err != nil {
 		return err
 	}
@@ -164,6 +166,7 @@ func (r *applyRun) startNew(ctx context.Context, d *roleDeploy) error {
 	d.started = a.now()
 	d.new = nw
 	d.phase(a, "start", t0)
+	failpoint.Hit(FailAfterStart)
 	return nil
 }
 
