@@ -247,6 +247,22 @@ func createArgv(run []string) ([]string, error) {
 	return append([]string{"docker", "create"}, run[3:]...), nil
 }
 
+// clearClash deals with old, the container holding the new container's
+// name: one created and never started (left by a capstan killed between
+// create and start) is removed, since nothing ever ran in it to roll back
+// to; any other is to be renamed away (c.clash, c.renamed), as Kamal does.
+func (r *applyRun) clearClash(ctx context.Context, host string, old *Container, c *created) error {
+	if old.State != "created" {
+		c.clash, c.renamed = old.ID, c.name+"_replaced_"+randomHex(8)
+		return nil
+	}
+	if err := r.removeContainer(ctx, host, old.ID); err != nil {
+		return fmt.Errorf("%w: remove %s, created and never started: %w", ErrHost, old.Name, err)
+	}
+	r.log.Info("removed a container created and never started", "host", host, "container", old.Name)
+	return nil
+}
+
 // create renames, writes the env file and creates the container of step s
 // on hp in one round trip; the container is started by deployRole. The
 // result is never nil.
@@ -260,7 +276,10 @@ func (r *applyRun) create(ctx context.Context, hp *HostPlan, s Step) (*created, 
 		return c, fmt.Errorf("%w: %s: %w", ErrHost, spec.Name, err)
 	}
 	if old := hp.observed.byName(spec.Name); old != nil {
-		c.clash, c.renamed = old.ID, spec.Name+"_replaced_"+randomHex(8)
+		if err := r.clearClash(ctx, host, old, c); err != nil {
+			c.took = a.now().Sub(c.start)
+			return c, err
+		}
 	}
 	dirs := runDirs(spec)
 	// The rename goes through the API when it can (no docker CLI to start);

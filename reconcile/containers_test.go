@@ -1,6 +1,9 @@
 package reconcile
 
 import (
+	"context"
+	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -190,5 +193,41 @@ func TestDesiredEnv_SkipsBareKeys(t *testing.T) {
 	got := strings.Join(desiredEnv(spec), " ")
 	if got != "A=1 B=" {
 		t.Errorf("desiredEnv = %q, want A=1 B=", got)
+	}
+}
+
+// argvLog is a Host whose Run records argv and succeeds.
+type argvLog struct {
+	Host
+	runs [][]string
+}
+
+func (f *argvLog) Run(_ context.Context, _ string, argv []string, _ io.Reader) ([]byte, error) {
+	f.runs = append(f.runs, argv)
+	return nil, nil
+}
+
+// TestClearClash: a container holding the new name that was created and
+// never started (a capstan killed between create and start) is removed;
+// one that ran is renamed away, kept for a rollback.
+func TestClearClash(t *testing.T) {
+	f := &argvLog{}
+	r := &applyRun{a: &App{SSH: f}, log: slog.New(slog.DiscardHandler)}
+	c := &created{name: "app-web-v2"}
+	if err := r.clearClash(t.Context(), "h1", &Container{ID: "id1", Name: "app-web-v2", State: "created"}, c); err != nil {
+		t.Fatal(err)
+	}
+	if len(f.runs) != 1 || !slices.Equal(f.runs[0], []string{"docker", "rm", "--", "id1"}) || c.clash != "" {
+		t.Errorf("never started: ran %q, clash %q; want it removed, nothing renamed", f.runs, c.clash)
+	}
+	f.runs = nil
+	for _, state := range []string{"exited", "running", "restarting"} {
+		c := &created{name: "app-web-v2"}
+		if err := r.clearClash(t.Context(), "h1", &Container{ID: "id2", Name: "app-web-v2", State: state}, c); err != nil {
+			t.Fatal(err)
+		}
+		if len(f.runs) != 0 || c.clash != "id2" || !strings.HasPrefix(c.renamed, "app-web-v2_replaced_") {
+			t.Errorf("%s: ran %q, clash %q renamed %q; want it renamed away, nothing removed", state, f.runs, c.clash, c.renamed)
+		}
 	}
 }
