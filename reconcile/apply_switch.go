@@ -90,7 +90,6 @@ func (r *applyRun) deployRole(ctx context.Context, hp *HostPlan, s Step, waited 
 		}
 		r.record(d.host, d.sr)
 	}()
-	r.audit(ctx, d.host, s.Role, "Booted app version "+a.Config.Version.Name())
 	if err := r.startNew(ctx, d); err != nil {
 		return err
 	}
@@ -150,12 +149,19 @@ func serving(hp *HostPlan, s Step, c *created) *liveContainer {
 	return old
 }
 
-// startNew starts the created container and sets d.new and d.started. A
-// container that fails to start is left unstarted: removed at the end,
-// the replaced name given back.
+// startNew starts the created container, once its boot is in the audit
+// log, and sets d.new and d.started. A container that fails to start is
+// left unstarted: removed at the end, the replaced name given back.
 func (r *applyRun) startNew(ctx context.Context, d *roleDeploy) error {
 	a := r.a
 	t0 := a.now()
+	if d.c.audited != nil {
+		select {
+		case <-d.c.audited:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	nw, err := r.startContainer(ctx, d.host, d.c.id)
 	if err != nil {
 		return fmt.Errorf("%w: start %s: %w", ErrHost, d.spec.Name, err)

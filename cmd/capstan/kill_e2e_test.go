@@ -20,9 +20,10 @@ import (
 // failpoint. Each time: the restarted daemon reclaims the deploy lock its
 // dead run held, converges (one running container per role and host,
 // nothing left created-but-never-started, stopped ones within
-// retain_containers), the killed pass is "interrupted" in the history, the
-// new version is announced once, the audit logs are well-formed and end
-// with the version running, and no request fails.
+// retain_containers), the killed pass is "interrupted" in the history and
+// alerted as deploy_interrupted, the new version is announced once, the
+// audit logs are well-formed and end with the version running, and no
+// request fails.
 func TestE2EKill_AtEachStepOfADeploy(t *testing.T) {
 	l, w, d, alerts := truthLab(t, serveOpts{poll: "1s"})
 	a := &e2eApp{t: t, l: l}
@@ -72,8 +73,9 @@ func TestE2EKill_AtEachStepOfADeploy(t *testing.T) {
 				t.Errorf("the restarted daemon did not reclaim the lock its killed run held")
 			}
 			checkInterrupted(t, d, sha)
-			waitFor(t, 10*time.Second, "deploy_succeeded for "+version, func() bool {
-				return alerts.count("event", "deploy_succeeded", "version", version) == 1
+			waitFor(t, 10*time.Second, "deploy_interrupted, then deploy_succeeded for "+version, func() bool {
+				return alerts.count("event", "deploy_interrupted", "revision", sha, "version", version) == 1 &&
+					alerts.count("event", "deploy_succeeded", "version", version) == 1
 			})
 			checkAuditLogs(t, a, version)
 		})
@@ -120,18 +122,6 @@ func waitKilled(t *testing.T, d *serveProc, point string) {
 
 // roles are the lab app's app roles, by host index.
 var roles = []string{"web", "web", "worker"}
-
-// converged reports whether each host runs exactly its role's container of
-// version and nothing else of the service.
-func converged(a *e2eApp, version string) bool {
-	for i, role := range roles {
-		running, _ := a.containers(i)
-		if len(running) != 1 || running["testapp-"+role+"-"+version] == "" {
-			return false
-		}
-	}
-	return true
-}
 
 // fleet describes every host's containers of the service.
 func fleet(a *e2eApp) string {
