@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/capstan-dev/capstan/internal/failpoint"
 )
 
 // Result is what Apply did.
@@ -105,6 +107,25 @@ type applyRun struct {
 
 func createKey(host, role string) string { return host + "\x00" + role }
 
+// The failpoints of an apply (internal/failpoint): a test arms one in
+// CAPSTAN_FAILPOINTS to crash capstan right there.
+const (
+	// FailAfterPull: the image pulled on every host that deploys, the
+	// deploy lock held, nothing booted.
+	FailAfterPull = "apply/after-pull"
+	// FailAfterCreate: a new container created, not started.
+	FailAfterCreate = "apply/after-create"
+	// FailAfterStart: a new container started, not yet healthy or
+	// switched; the old one serves.
+	FailAfterStart = "apply/after-start"
+	// FailAfterSwitch: the traffic moved to the new container, the old one
+	// not stopped yet.
+	FailAfterSwitch = "apply/after-switch"
+	// FailDuringPrune: the first container of a prune removed, the others
+	// not.
+	FailDuringPrune = "apply/during-prune"
+)
+
 // Apply executes plan, the value Plan returned, in Kamal's order. Hosts that
 // fail are reported in the result and converge on the next pass; the error
 // is non-nil when any host failed.
@@ -157,6 +178,7 @@ func (r *applyRun) run(ctx context.Context) {
 		return
 	}
 	defer unlock()
+	failpoint.Hit(FailAfterPull)
 	if r.lockWaited {
 		// Whoever held the lock may have changed the hosts (another
 		// capstan deploying the same revision): the plan is stale.

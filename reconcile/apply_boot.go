@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/capstan-dev/capstan/internal/failpoint"
 	"github.com/capstan-dev/capstan/reconcile/proxy"
 )
 
@@ -359,5 +360,6 @@ func (r *applyRun) createFor(ctx context.Context, hp *HostPlan, s Step) error {
 	r.mu.Lock()
 	r.created[createKey(hp.Host, s.Role)] = c
 	r.mu.Unlock()
+	failpoint.Hit(FailAfterCreate)
 	return nil
 }

@@ -105,25 +105,32 @@ func (a *App) performer() string {
 	return "capstan"
 }
 
-// audit appends a Kamal-format line to the audit log on host; the line goes
-// over stdin. Failures are logged, not fatal (Kamal's audit is best-effort
-// too).
-func (r *applyRun) audit(ctx context.Context, host, role, msg string) {
+// audit appends a Kamal-format line per message to the audit log on host,
+// in one write; the lines go over stdin. It returns at once; the channel is
+// closed once the write is done. Failures are logged, not fatal (Kamal's
+// audit is best-effort too).
+func (r *applyRun) audit(ctx context.Context, host, role string, msgs ...string) <-chan struct{} {
 	a := r.a
-	line := fmt.Sprintf("[%s] [%s]", a.now().UTC().Format(time.RFC3339), a.performer())
+	prefix := fmt.Sprintf("[%s] [%s]", a.now().UTC().Format(time.RFC3339), a.performer())
 	if a.Config.Destination != "" {
-		line += " [" + a.Config.Destination + "]"
+		prefix += " [" + a.Config.Destination + "]"
 	}
 	if role != "" {
-		line += " [" + role + "]"
+		prefix += " [" + role + "]"
 	}
-	line += " " + msg + "\n"
+	var lines strings.Builder
+	for _, msg := range msgs {
+		lines.WriteString(prefix + " " + msg + "\n")
+	}
 	argv := []string{"sh", "-c", `mkdir -p .kamal && cat >> "$1"`, "sh", a.AuditLog()}
+	done := make(chan struct{})
 	r.auditWG.Add(1)
 	go func() {
 		defer r.auditWG.Done()
-		if _, err := a.SSH.Run(context.WithoutCancel(ctx), host, argv, strings.NewReader(line)); err != nil {
+		defer close(done)
+		if _, err := a.SSH.Run(context.WithoutCancel(ctx), host, argv, strings.NewReader(lines.String())); err != nil {
 			r.log.Warn("audit log", "host", host, "err", err)
 		}
 	}()
+	return done
 }

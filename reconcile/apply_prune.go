@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"slices"
+
+	"github.com/capstan-dev/capstan/internal/failpoint"
 )
 
 // tagAndPrune is the last step, once every booted host runs the version:
@@ -41,9 +43,12 @@ func (r *applyRun) cleanup(ctx context.Context, hp *HostPlan) error {
 		case StepStopStale, StepStopUnmanaged:
 			_, err = a.SSH.Run(ctx, hp.Host, []string{"docker", "stop", s.Container}, nil)
 		case StepPrune:
-			for _, c := range s.Remove {
+			for i, c := range s.Remove {
 				if err = r.removeContainer(ctx, hp.Host, c); err != nil {
 					break
+				}
+				if i == 0 {
+					failpoint.Hit(FailDuringPrune)
 				}
 			}
 		default:

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/capstan-dev/capstan/internal/failpoint"
 	"github.com/capstan-dev/capstan/reconcile/kamal"
 	"github.com/capstan-dev/capstan/reconcile/proxy"
 )
@@ -89,7 +90,6 @@ func (r *applyRun) deployRole(ctx context.Context, hp *HostPlan, s Step, waited 
 		}
 		r.record(d.host, d.sr)
 	}()
-	r.audit(ctx, d.host, s.Role, "Booted app version "+a.Config.Version.Name())
 	if err := r.startNew(ctx, d); err != nil {
 		return err
 	}
@@ -111,6 +111,7 @@ func (r *applyRun) deployRole(ctx context.Context, hp *HostPlan, s Step, waited 
 	r.mu.Lock()
 	r.switched = append(r.switched, sw)
 	r.mu.Unlock()
+	failpoint.Hit(FailAfterSwitch)
 	if err := r.stopOld(ctx, d); err != nil {
 		return err
 	}
@@ -151,12 +152,19 @@ func serving(hp *HostPlan, s Step, c *created) *liveContainer {
 	return old
 }
 
-// startNew starts the created container and sets d.new and d.started. A
-// container that fails to start is left unstarted: removed at the end,
-// the replaced name given back.
+// startNew starts the created container, once its boot is in the audit
+// log, and sets d.new and d.started. A container that fails to start is
+// left unstarted: removed at the end, the replaced name given back.
 func (r *applyRun) startNew(ctx context.Context, d *roleDeploy) error {
 	a := r.a
 	t0 := a.now()
+	if d.c.audited != nil {
+		select {
+		case <-d.c.audited:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	nw, err := r.startContainer(ctx, d.host, d.c.id)
 	if err != nil {
 		return fmt.Errorf("%w: start %s: %w", ErrHost, d.spec.Name, err)
@@ -167,6 +175,7 @@ func (r *applyRun) startNew(ctx context.Context, d *roleDeploy) error {
 	d.started = a.now()
 	d.new = nw
 	d.phase(a, "start", t0)
+	failpoint.Hit(FailAfterStart)
 	return nil
 }
 

@@ -208,6 +208,10 @@ type created struct {
 	start   time.Time
 	took    time.Duration
 	started bool
+	// audited is closed once the boot's audit lines are written: the
+	// start waits for it, so that no container runs unrecorded even when
+	// capstan dies right after the start.
+	audited <-chan struct{}
 }
 
 // createScript, run with argv clash renamed envfile ndirs dir… docker
@@ -247,9 +251,39 @@ func createArgv(run []string) ([]string, error) {
 	return append([]string{"docker", "create"}, run[3:]...), nil
 }
 
+// clearClash deals with old, the container holding the new container's
+// name: one created and never started (left by a capstan killed between
+// create and start) is removed, since nothing ever ran in it to roll back
+// to; any other is to be renamed away (c.clash, c.renamed), as Kamal does.
+// So is one that cannot be removed: the start a killed capstan sent may
+// have reached Docker after it was observed.
+func (r *applyRun) clearClash(ctx context.Context, host string, old *Container, c *created) {
+	if old.State == "created" {
+		err := r.removeContainer(ctx, host, old.ID)
+		if err == nil {
+			r.log.Info("removed a container created and never started", "host", host, "container", old.Name)
+			return
+		}
+		r.log.Warn("a container created and never started could not be removed; renaming it away", "host", host, "container", old.Name, "err", err)
+	}
+	c.clash, c.renamed = old.ID, c.name+"_replaced_"+randomHex(8)
+}
+
+// auditBoot writes the audit lines of the boot of c ahead of it, as Kamal
+// does (a line may name a boot that then failed, never the reverse):
+// the rename of a container holding the name, then the boot. The channel
+// is closed once they are written.
+func (r *applyRun) auditBoot(ctx context.Context, host string, s Step, c *created) <-chan struct{} {
+	var msgs []string
+	if c.clash != "" {
+		msgs = append(msgs, fmt.Sprintf("Renaming container %s to %s as already deployed on %s", c.name, c.renamed, host))
+	}
+	return r.audit(ctx, host, s.Role, append(msgs, "Booted app version "+r.a.Config.Version.Name())...)
+}
+
 // create renames, writes the env file and creates the container of step s
-// on hp in one round trip; the container is started by deployRole. The
-// result is never nil.
+// on hp in one round trip, its audit lines written meanwhile (auditBoot);
+// the container is started by deployRole. The result is never nil.
 func (r *applyRun) create(ctx context.Context, hp *HostPlan, s Step) (*created, error) {
 	a := r.a
 	host, spec := hp.Host, s.spec
@@ -260,8 +294,9 @@ func (r *applyRun) create(ctx context.Context, hp *HostPlan, s Step) (*created, 
 		return c, fmt.Errorf("%w: %s: %w", ErrHost, spec.Name, err)
 	}
 	if old := hp.observed.byName(spec.Name); old != nil {
-		c.clash, c.renamed = old.ID, spec.Name+"_replaced_"+randomHex(8)
+		r.clearClash(ctx, host, old, c)
 	}
+	c.audited = r.auditBoot(ctx, host, s, c)
 	dirs := runDirs(spec)
 	// The rename goes through the API when it can (no docker CLI to start);
 	// else the script does it.
@@ -286,9 +321,6 @@ func (r *applyRun) create(ctx context.Context, hp *HostPlan, s Step) (*created, 
 	c.took = a.now().Sub(c.start)
 	if err != nil {
 		return c, fmt.Errorf("%w: create %s: %w", ErrHost, spec.Name, err)
-	}
-	if c.clash != "" {
-		r.audit(ctx, host, s.Role, fmt.Sprintf("Renaming container %s to %s as already deployed on %s", spec.Name, c.renamed, host))
 	}
 	f := strings.Fields(string(out))
 	if len(f) == 0 {

@@ -1,6 +1,10 @@
 package reconcile
 
 import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -190,5 +194,45 @@ func TestDesiredEnv_SkipsBareKeys(t *testing.T) {
 	got := strings.Join(desiredEnv(spec), " ")
 	if got != "A=1 B=" {
 		t.Errorf("desiredEnv = %q, want A=1 B=", got)
+	}
+}
+
+// argvLog is a Host whose Run records argv and returns err.
+type argvLog struct {
+	Host
+	runs [][]string
+	err  error
+}
+
+func (f *argvLog) Run(_ context.Context, _ string, argv []string, _ io.Reader) ([]byte, error) {
+	f.runs = append(f.runs, argv)
+	return nil, f.err
+}
+
+// TestClearClash: a container holding the new name that was created and
+// never started (a capstan killed between create and start) is removed;
+// one that ran, or that cannot be removed (a start sent by the killed
+// capstan came through since), is renamed away, kept for a rollback.
+func TestClearClash(t *testing.T) {
+	f := &argvLog{}
+	r := &applyRun{a: &App{SSH: f}, log: slog.New(slog.DiscardHandler)}
+	c := &created{name: "app-web-v2"}
+	r.clearClash(t.Context(), "h1", &Container{ID: "id1", Name: "app-web-v2", State: "created"}, c)
+	if len(f.runs) != 1 || !slices.Equal(f.runs[0], []string{"docker", "rm", "--", "id1"}) || c.clash != "" {
+		t.Errorf("never started: ran %q, clash %q; want it removed, nothing renamed", f.runs, c.clash)
+	}
+	f.runs = nil
+	for _, state := range []string{"exited", "running", "restarting"} {
+		c := &created{name: "app-web-v2"}
+		r.clearClash(t.Context(), "h1", &Container{ID: "id2", Name: "app-web-v2", State: state}, c)
+		if len(f.runs) != 0 || c.clash != "id2" || !strings.HasPrefix(c.renamed, "app-web-v2_replaced_") {
+			t.Errorf("%s: ran %q, clash %q renamed %q; want it renamed away, nothing removed", state, f.runs, c.clash, c.renamed)
+		}
+	}
+	f.err = &ExitError{Code: 1, Stderr: "You cannot remove a running container", Err: errors.New("exit status 1")}
+	c = &created{name: "app-web-v2"}
+	r.clearClash(t.Context(), "h1", &Container{ID: "id3", Name: "app-web-v2", State: "created"}, c)
+	if len(f.runs) != 1 || c.clash != "id3" || !strings.HasPrefix(c.renamed, "app-web-v2_replaced_") {
+		t.Errorf("started since observed: ran %q, clash %q renamed %q; want a removal tried, then renamed away", f.runs, c.clash, c.renamed)
 	}
 }

@@ -1,10 +1,12 @@
 package state
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -124,15 +126,35 @@ func (s *Store) FinishPass(ctx context.Context, id int64, outcome, errText, plan
 	return tx.Commit()
 }
 
+// AbandonedError is the error of a pass marked interrupted.
+const AbandonedError = "capstan stopped during this pass"
+
 // AbandonRunning marks passes left "running" by a process that died as
-// interrupted; the daemon calls it at start. It returns how many.
-func (s *Store) AbandonRunning(ctx context.Context) (int64, error) {
-	res, err := s.db.ExecContext(ctx, `UPDATE passes SET outcome = ?, finished_at = ?, error = 'capstan stopped during this pass' WHERE outcome = 'running'`,
-		OutcomeAbandoned, unix(time.Now()))
+// interrupted; the daemon calls it at start. It returns them as marked
+// (without steps), oldest first.
+func (s *Store) AbandonRunning(ctx context.Context) ([]Pass, error) {
+	now := time.Now()
+	rows, err := s.db.QueryContext(ctx, `UPDATE passes SET outcome = ?, finished_at = ?, error = ? WHERE outcome = 'running'
+		RETURNING id, app, revision, version, trigger, started_at`, OutcomeAbandoned, unix(now), AbandonedError)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	return res.RowsAffected()
+	defer rows.Close()
+	var out []Pass
+	for rows.Next() {
+		p := Pass{Outcome: OutcomeAbandoned, Error: AbandonedError}
+		var started int64
+		if err := rows.Scan(&p.ID, &p.App, &p.Revision, &p.Version, &p.Trigger, &started); err != nil {
+			return nil, err
+		}
+		p.Started, p.Finished = fromUnix(started), fromUnix(unix(now))
+		out = append(out, p)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	slices.SortFunc(out, func(a, b Pass) int { return cmp.Compare(a.ID, b.ID) })
+	return out, nil
 }
 
 // History returns an app's latest passes, newest first, with their steps

@@ -183,6 +183,35 @@ func TestStore_Converged(t *testing.T) {
 // TestStore_KillDuringWrites kills a writer process with SIGKILL at a random
 // moment, many times, and checks that the store opens and is consistent:
 // a finished pass has all its steps, an unfinished one none.
+// TestStore_AbandonRunning: passes left running are marked interrupted
+// once and returned with what an alert needs; finished ones are left
+// alone.
+func TestStore_AbandonRunning(t *testing.T) {
+	s := open(t)
+	ctx := context.Background()
+	done, _ := s.StartPass(ctx, Pass{App: "app", Revision: "r1", Version: "v1", Trigger: "poll"})
+	if err := s.FinishPass(ctx, done, OutcomeSucceeded, "", "", nil); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := s.StartPass(ctx, Pass{App: "app", Revision: "r2", Version: "v2", Trigger: "webhook"})
+	b, _ := s.StartPass(ctx, Pass{App: "other", Revision: "r9", Version: "v9", Trigger: "poll"})
+	got, err := s.AbandonRunning(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].ID != a || got[1].ID != b || got[0].App != "app" || got[0].Revision != "r2" || got[0].Version != "v2" ||
+		got[0].Trigger != "webhook" || got[0].Outcome != OutcomeAbandoned || got[0].Started.IsZero() || got[0].Finished.IsZero() {
+		t.Fatalf("AbandonRunning = %+v", got)
+	}
+	if again, err := s.AbandonRunning(ctx); err != nil || len(again) != 0 {
+		t.Errorf("a second AbandonRunning = %v, %v; want none", again, err)
+	}
+	h, _ := s.History(ctx, "app", 10)
+	if len(h) != 2 || h[0].Outcome != OutcomeAbandoned || h[0].Error != AbandonedError || h[1].Outcome != OutcomeSucceeded {
+		t.Errorf("history after AbandonRunning: %+v", h)
+	}
+}
+
 func TestStore_KillDuringWrites(t *testing.T) {
 	if os.Getenv("CAPSTAN_STATE_WRITER") != "" {
 		writer(os.Getenv("CAPSTAN_STATE_WRITER"))

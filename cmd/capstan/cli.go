@@ -10,6 +10,8 @@ import (
 	"os"
 	"sort"
 	"strings"
+
+	"github.com/capstan-dev/capstan/internal/failpoint"
 )
 
 // Exit codes, decided in one place (exitCode).
@@ -96,6 +98,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return usageError("%v", err)
 	}
 	slog.SetDefault(logger)
+	if err := warnFailpoints(logger); err != nil {
+		return usageError("%v", err)
+	}
 	e := &env{stdout: stdout, stderr: stderr, log: logger, logLevel: level, getenv: os.Getenv, lookupEnv: os.LookupEnv, knownHosts: *knownHosts, identity: *identity}
 
 	rest := fs.Args()
@@ -118,6 +123,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return usageError("unknown command %q (run 'capstan help')", name)
 	}
 	return c.run(ctx, e, rest[1:])
+}
+
+// warnFailpoints logs the failpoints CAPSTAN_FAILPOINTS armed (for tests
+// only), and returns its error when it is malformed.
+func warnFailpoints(log *slog.Logger) error {
+	points, err := failpoint.Check()
+	if len(points) > 0 {
+		log.Warn(failpoint.EnvVar+" is set: capstan will fail on purpose at these points (tests only)", "points", points)
+	}
+	return err
 }
 
 func printHelp(w io.Writer, fs *flag.FlagSet) {

@@ -11,6 +11,8 @@
 //     no production package imports it.
 //  5. internal/redact imports nothing of capstan's (everyone may use it).
 //  6. Nothing but cmd/capstan imports internal/daemon.
+//  7. internal/failpoint imports nothing of capstan's (any package may
+//     hit a failpoint).
 package archtest
 
 import (
@@ -51,6 +53,7 @@ var rules = []rule{
 	{from: "", to: "cmd", tests: true, why: "nothing imports a command"},
 	{from: "", to: "internal/lab", except: "cmd/capstan-lab", why: "the lab is test-only"},
 	{from: "internal/redact", to: "", tests: false, why: "the redactor is a leaf"},
+	{from: "internal/failpoint", to: "", tests: true, why: "failpoints are a leaf: any package may hit one"},
 	{from: "", to: "internal/daemon", tests: true, except: "cmd/capstan", why: "only cmd/capstan runs the daemon"},
 }
 

@@ -128,8 +128,11 @@ func New(ctx context.Context, cfg *Config, deps Deps) (*Daemon, error) {
 		return nil, err
 	}
 	d.store = store
-	if n, err := store.AbandonRunning(ctx); err == nil && n > 0 {
-		d.log.Warn("passes interrupted by the last stop were marked", "count", n)
+	abandoned, err := store.AbandonRunning(ctx)
+	if err != nil {
+		d.log.Error("mark the passes the last stop interrupted", "err", err)
+	} else if len(abandoned) > 0 {
+		d.log.Warn("passes interrupted by the last stop were marked", "count", len(abandoned))
 	}
 	if d.instance, err = instanceID(cfg.StateDir); err != nil {
 		store.Close()
@@ -146,6 +149,7 @@ func New(ctx context.Context, cfg *Config, deps Deps) (*Daemon, error) {
 		d.apps[ac.Name] = r
 		d.order = append(d.order, ac.Name)
 	}
+	d.alertInterrupted(abandoned)
 	d.handler = d.routes()
 	return d, nil
 }
@@ -199,6 +203,22 @@ func (d *Daemon) Close() error {
 		d.notif.Close()
 	}
 	return d.store.Close()
+}
+
+// alertInterrupted sends a deploy_interrupted alert for each pass a
+// previous process left running (it was killed, or the machine stopped):
+// its hosts may be between versions until the next pass converges them.
+func (d *Daemon) alertInterrupted(passes []state.Pass) {
+	repos := map[string]AppConfig{}
+	for _, ac := range d.cfg.Apps {
+		repos[ac.Name] = ac
+	}
+	for _, p := range passes {
+		ac := repos[p.App]
+		d.notif.Notify(notify.Event{Event: "deploy_interrupted", App: p.App, Revision: p.Revision, Version: p.Version,
+			Detail: fmt.Sprintf("capstan stopped during the %s pass started %s; the next pass converges the hosts", p.Trigger, p.Started.UTC().Format(time.RFC3339)),
+			Time:   time.Now(), Repo: ac.Repo, Environment: ac.Destination})
+	}
 }
 
 // instanceID returns the daemon's persistent ID (its deploy locks carry it,

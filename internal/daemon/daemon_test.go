@@ -19,9 +19,11 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/object"
 
 	"github.com/capstan-dev/capstan/hostexec"
+	"github.com/capstan-dev/capstan/internal/notify"
 	"github.com/capstan-dev/capstan/internal/redact"
 	"github.com/capstan-dev/capstan/reconcile"
 	"github.com/capstan-dev/capstan/reconcile/kamal"
+	"github.com/capstan-dev/capstan/state"
 )
 
 // gitRepo makes a repository in a temporary directory with one commit on
@@ -64,8 +66,14 @@ type testDaemon struct {
 
 func newTestDaemon(t *testing.T, extra string, env map[string]string) *testDaemon {
 	t.Helper()
+	return newTestDaemonIn(t, t.TempDir(), extra, env)
+}
+
+// newTestDaemonIn is newTestDaemon with its capstan.yml and state (in
+// dir/state) in dir, where a test may have left a state store.
+func newTestDaemonIn(t *testing.T, dir, extra string, env map[string]string) *testDaemon {
+	t.Helper()
 	repo := gitRepo(t)
-	dir := t.TempDir()
 	yml := fmt.Sprintf("listen: %s\nstate_dir: %s\n%sapps:\n  - {name: demo, repo: %s, poll: 1s, drift_schedule: \"@every 1h\"}\n",
 		freeAddr(t), filepath.Join(dir, "state"), extra, repo)
 	p := filepath.Join(dir, "capstan.yml")
@@ -94,6 +102,42 @@ func newTestDaemon(t *testing.T, extra string, env map[string]string) *testDaemo
 	}
 	t.Cleanup(func() { _ = d.Close() })
 	return &testDaemon{Daemon: d, cfg: cfg, repo: repo, env: env}
+}
+
+// TestDaemon_AlertsPassesAKilledProcessLeftRunning: a pass the state store
+// holds as running when the daemon starts (its process was killed) is
+// marked interrupted and alerted once as deploy_interrupted.
+func TestDaemon_AlertsPassesAKilledProcessLeftRunning(t *testing.T) {
+	dir := t.TempDir()
+	store, err := state.Open(filepath.Join(dir, "state", "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.StartPass(context.Background(), state.Pass{App: "demo", Revision: "abc123", Version: "v7", Trigger: "webhook"}); err != nil {
+		t.Fatal(err)
+	}
+	store.Close()
+	events := make(chan notify.Event, 10)
+	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var e notify.Event
+		_ = json.NewDecoder(r.Body).Decode(&e)
+		events <- e
+	}))
+	defer sink.Close()
+	newTestDaemonIn(t, dir, "alerts:\n  - {type: webhook, url: "+sink.URL+"}\n", nil)
+	select {
+	case e := <-events:
+		if e.Event != "deploy_interrupted" || e.App != "demo" || e.Revision != "abc123" || e.Version != "v7" || !strings.Contains(e.Detail, "webhook pass") {
+			t.Errorf("alert %+v, want deploy_interrupted of demo abc123 v7", e)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no alert for the interrupted pass")
+	}
+	select {
+	case e := <-events:
+		t.Errorf("a second alert: %+v", e)
+	case <-time.After(300 * time.Millisecond):
+	}
 }
 
 // freeAddr returns a loopback address nothing listens on.
