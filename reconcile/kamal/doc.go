@@ -45,8 +45,9 @@
 // Config.Plan and Config.Plans return a HostPlan per host. Commands are
 // argv (Command.Argv); Command.String prints them the way Kamal does, which
 // is what the golden tests compare with Kamal's own output
-// (testdata/transcript). Arguments starting with HomePrefix ("$PWD/") are
-// paths under the SSH user's login directory; ExpandHome resolves them.
+// (testdata/transcript). Paths under the SSH user's login directory start
+// with HomePrefix ("$PWD/"); Command.Expand resolves them in a command
+// (and leaves every other argument alone), ExpandHome in a list of paths.
 //
 // Secret values live only in Secret values (and Config.SecretValues, for
 // the redactor): they print, marshal and format as Redacted.

@@ -55,6 +55,7 @@ func Load(fsys fs.FS, opts LoadOptions) (*Config, error) {
 	b := &builder{c: c, errs: errs, root: merged, opts: opts}
 	if b.build() {
 		b.checkHooks(fsys)
+		b.checkRepoPaths(fsys)
 		b.resolveSecrets(fsys)
 	}
 	if err := errs.result(); err != nil {
@@ -163,6 +164,8 @@ func (b *builder) build() bool {
 	v := &validator{errs: b.errs}
 	v.checkStruct(root, rootSpec, "")
 	v.checkLabels(root.get("labels"), "labels")
+	v.checkNUL(root, "")
+	v.checkNames(root)
 	b.versionBlock()
 	b.capstanBlock(root.get("x-capstan"))
 	b.sshBlock()
