@@ -88,7 +88,7 @@ func readConfigFile(fsys fs.FS, file string, ectx *erbContext, budget *int, errs
 		if errors.Is(err, fs.ErrNotExist) {
 			errs.add(ErrMissingFile, file, 0, "", "configuration file not found")
 		} else {
-			errs.add(ErrMissingFile, file, 0, "", "cannot read: %v", err)
+			errs.add(ErrMissingFile, file, 0, "", "%s", readProblem(err))
 		}
 		return nil
 	}

@@ -314,8 +314,15 @@ func (b *builder) checkRepoPaths(fsys fs.FS) {
 // repoPathErr explains why a repository path could not be used, without
 // quoting anything read from it.
 func repoPathErr(p string, err error) string {
-	if strings.Contains(err.Error(), "escapes") {
-		return strconv.Quote(p) + " leads outside the repository (a symbolic link), which capstan does not follow"
+	return strconv.Quote(p) + " " + readProblem(err)
+}
+
+// readProblem says why a repository file could not be read: os.Root
+// refuses a path that a symbolic link (or "..") leads out of the
+// checkout.
+func readProblem(err error) string {
+	if strings.Contains(err.Error(), "path escapes from parent") {
+		return "leads outside the repository (a symbolic link), which capstan does not follow"
 	}
-	return "cannot read " + strconv.Quote(p) + ": " + err.Error()
+	return "cannot be read: " + err.Error()
 }
