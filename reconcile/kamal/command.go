@@ -326,6 +326,8 @@ func splitCmd(s string) (words []string, bad string) {
 	for i := 0; i < len(s); i++ {
 		ch := s[i]
 		switch {
+		case ch == '\n' && strings.TrimLeft(s[i:], " \t\n") != "":
+			return nil, "a line break (a second command)"
 		case ch == ' ' || ch == '\t' || ch == '\n':
 			if inWord {
 				words = append(words, cur.String())
@@ -346,7 +348,11 @@ func splitCmd(s string) (words []string, bad string) {
 				if s[i] == '$' || s[i] == '`' {
 					return nil, string(s[i])
 				}
-				if s[i] == '\\' && i+1 < len(s) && strings.IndexByte("\"\\$`\n", s[i+1]) >= 0 {
+				if s[i] == '\\' && i+1 < len(s) && s[i+1] == '\n' {
+					i++ // line continuation: both go
+					continue
+				}
+				if s[i] == '\\' && i+1 < len(s) && strings.IndexByte("\"\\$`", s[i+1]) >= 0 {
 					i++
 				}
 				cur.WriteByte(s[i])
@@ -356,7 +362,13 @@ func splitCmd(s string) (words []string, bad string) {
 			}
 			inWord = true
 		case ch == '\\':
-			if i+1 < len(s) {
+			switch {
+			case i+1 == len(s): // a last backslash stays, as in sh
+				cur.WriteByte(ch)
+			case s[i+1] == '\n': // line continuation: both go
+				i++
+				continue
+			default:
 				i++
 				cur.WriteByte(s[i])
 			}
