@@ -412,3 +412,19 @@ func TestEnvFile_NoInjection(t *testing.T) {
 		t.Errorf("env file defines %q, want exactly A and B", names)
 	}
 }
+
+// TestLoad_CommandLineTooLong: two 64 KiB values in one container make a
+// docker run line the host would refuse (one argument of at most 128 KiB
+// for the login shell); Load says so instead of the deploy failing.
+func TestLoad_CommandLineTooLong(t *testing.T) {
+	big := strings.Repeat("v", 64<<10)
+	cfg := minimal + "env:\n  clear:\n    A: " + big + "\n    B: " + big + "\n"
+	_, err := load(t, map[string]string{"config/deploy.yml": cfg, ".kamal/secrets": "KAMAL_REGISTRY_PASSWORD=pw\n"}, LoadOptions{})
+	if !errors.Is(err, ErrTooLarge) || !strings.Contains(err.Error(), "docker run command of app-web-v1") {
+		t.Fatalf("err = %v, want ErrTooLarge naming the container", err)
+	}
+	cfg = minimal + "env:\n  clear:\n    A: " + big + "\n"
+	if _, err := load(t, map[string]string{"config/deploy.yml": cfg, ".kamal/secrets": "KAMAL_REGISTRY_PASSWORD=pw\n"}, LoadOptions{}); err != nil {
+		t.Fatalf("one 64 KiB value: %v", err)
+	}
+}

@@ -57,6 +57,9 @@ func Load(fsys fs.FS, opts LoadOptions) (*Config, error) {
 		b.checkHooks(fsys)
 		b.checkRepoPaths(fsys)
 		b.resolveSecrets(fsys)
+		if len(errs.errs) == 0 {
+			c.checkLineLengths(errs)
+		}
 	}
 	if err := errs.result(); err != nil {
 		return nil, err

@@ -5,6 +5,7 @@ import (
 	"io/fs"
 	"path"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode"
@@ -325,4 +326,36 @@ func readProblem(err error) string {
 		return "leads outside the repository (a symbolic link), which capstan does not follow"
 	}
 	return "cannot be read: " + err.Error()
+}
+
+// MaxCommandLine bounds the length of a remote command line. sshd hands
+// the whole line to the login shell as a single argument, and Linux
+// limits one argument to 128 KiB; the rest is room for what capstan wraps
+// around a docker run.
+const MaxCommandLine = 120 << 10
+
+// checkLineLengths reports a container whose docker run or kamal-proxy
+// deploy line, quoted for the shell, would be longer than MaxCommandLine:
+// each value fits, but together they would make the host refuse the
+// command at deploy time. Env file contents are not on the line.
+func (c *Config) checkLineLengths(errs *collector) {
+	cc := *c
+	cc.key, cc.secretsSkipped = []byte("length check"), false
+	plans, err := cc.Plans()
+	if err != nil {
+		return
+	}
+	for _, p := range plans {
+		for _, ct := range append(slices.Clone(p.Accessories), p.Apps...) {
+			lines := []Command{ct.Run}
+			if ct.Proxy != nil {
+				lines = append(lines, ct.Proxy.Command(ContainerIDPlaceholder))
+			}
+			for _, cmd := range lines {
+				if n := len(ShellLine(cmd.Argv)); n > MaxCommandLine {
+					errs.add(ErrTooLarge, c.Files[0], 0, "", "the %s %s command of %s would be %d bytes long, more than a remote command line can hold (%d); shorten its longest values", cmd.Argv[0], cmd.Argv[1], ct.Name, n, MaxCommandLine)
+				}
+			}
+		}
+	}
 }
