@@ -346,6 +346,11 @@ func TestLoad_HostileNamesRefused(t *testing.T) {
 		{"accessory label key", web + "accessories:\n  db:\n    image: i\n    host: 192.0.2.1\n    labels:\n      \"a\\tb\": x #<\n", "accessories.db.labels.a\tb"},
 		{"log option key", web + "logging:\n  options:\n    \"max-size=1k\": x #<\n", "logging.options.max-size=1k"},
 		{"option with =", hostileHead + "servers:\n  web:\n    hosts: [192.0.2.1]\n    options:\n      \"env=X=1\": y #<\n", "servers.web.options.env=X=1"},
+		{"image option", "service: app\nimage: -v/:/host #<\n" + web[len("service: app\nimage: org/app\n"):], "image"},
+		{"image space", "service: app\nimage: \"org/app latest\" #<\n" + web[len("service: app\nimage: org/app\n"):], "image"},
+		{"registry server", "service: app\nimage: org/app\nregistry:\n  server: \"-v/:/h\" #<\n" + web[len("service: app\nimage: org/app\nregistry:\n"):], "registry.server"},
+		{"accessory image", web + "accessories:\n  db:\n    image: --privileged #<\n    host: 192.0.2.1\n", "accessories.db.image"},
+		{"proxy run option", web + "proxy:\n  run:\n    options:\n      \"publish=1:1\": x #<\n", "proxy.run.options.publish=1:1"},
 		{"option with dash", web + "accessories:\n  db:\n    image: i\n    host: 192.0.2.1\n    options:\n      \"-v\": \"/:/host\" #<\n", "accessories.db.options.-v"},
 	}
 	for _, tc := range cases {

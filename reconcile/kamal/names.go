@@ -58,6 +58,10 @@ func nameRule(kind, s string) string {
 		if !reHost.MatchString(s) {
 			return "invalid host: use a host name or IP address ([user@]host[:port]), without white space, shell characters or a leading \"-\""
 		}
+	case "image":
+		if s == "" || s[0] == '-' || hasSpaceOrControl(s) {
+			return "invalid image reference: it may not start with \"-\" (Docker would read it as an option) or hold white space or control characters"
+		}
 	case "option":
 		if s == "" || s[0] == '-' || strings.ContainsRune(s, '=') || hasSpaceOrControl(s) {
 			return "invalid docker option name: write it without leading dashes, \"=\", white space or control characters (value: separately)"
@@ -109,6 +113,9 @@ func (v *validator) checkNUL(n *node, p string) {
 // host. It runs after the schema check, so shapes are as expected where
 // it looks (and it looks only where they are).
 func (v *validator) checkNames(root *node) {
+	v.image(root.get("image"), "image")
+	v.image(root.get("registry").get("server"), "registry.server")
+	v.proxyRun(root.get("proxy"), "proxy")
 	v.keys(root.get("labels"), "labels", "label")
 	v.logOpts(root.get("logging"), "logging")
 	v.env(root.get("env"), "env")
@@ -126,6 +133,7 @@ func (v *validator) checkNames(root *node) {
 			v.hosts(rn.get("hosts"), joinPath(p, "hosts"))
 			v.keys(rn.get("labels"), joinPath(p, "labels"), "label")
 			v.keys(rn.get("options"), joinPath(p, "options"), "option")
+			v.proxyRun(rn.get("proxy"), joinPath(p, "proxy"))
 			v.logOpts(rn.get("logging"), joinPath(p, "logging"))
 			v.env(rn.get("env"), joinPath(p, "env"))
 		}
@@ -147,6 +155,9 @@ func (v *validator) checkNames(root *node) {
 		v.hosts(an.get("hosts"), joinPath(p, "hosts"))
 		v.keys(an.get("labels"), joinPath(p, "labels"), "label")
 		v.keys(an.get("options"), joinPath(p, "options"), "option")
+		v.proxyRun(an.get("proxy"), joinPath(p, "proxy"))
+		v.image(an.get("image"), joinPath(p, "image"))
+		v.image(an.get("registry").get("server"), joinPath(p, "registry.server"))
 		v.env(an.get("env"), joinPath(p, "env"))
 		v.checkMounts(an.get("files"), joinPath(p, "files"), true)
 		v.checkMounts(an.get("directories"), joinPath(p, "directories"), false)
@@ -167,6 +178,19 @@ func (v *validator) keys(n *node, p, kind string) {
 	for i, k := range n.keys {
 		v.name(n.kfiles[i], n.klines[i], joinPath(p, k), kind, k)
 	}
+}
+
+// image checks an image reference; an empty one is reported as missing
+// by the builder.
+func (v *validator) image(n *node, p string) {
+	if n.isScalar() && n.value != "" {
+		v.name(n.file, n.line, p, "image", scalarString(n))
+	}
+}
+
+// proxyRun checks the docker option names of a proxy block's run.options.
+func (v *validator) proxyRun(n *node, p string) {
+	v.keys(n.get("run").get("options"), joinPath(p, "run.options"), "option")
 }
 
 func (v *validator) logOpts(n *node, p string) {
