@@ -244,6 +244,17 @@ func TestPlan_64KBValuesVerbatim(t *testing.T) {
 	}
 }
 
+// TestPlan_64KBNamesVerbatim: env and label names may hold shell syntax
+// and be 64 KiB long; they reach Docker as written.
+func TestPlan_64KBNamesVerbatim(t *testing.T) {
+	name := strings.Repeat("N$(id);'\"`|&<>*?~#!\\", 64<<10/20)
+	for _, block := range []string{"env:\n  clear:\n    ", "labels:\n  "} {
+		indent := block[strings.LastIndexByte(block, '\n')+1:]
+		cfg := strings.Replace(minimal, "builder:", block+"? "+yamlQuote(name)+"\n"+indent+": v\nbuilder:", 1)
+		checkVerbatim(t, cfg, name+"=v")
+	}
+}
+
 // TestPlan_HomePrefixOnlyInPaths: "$PWD/" in a value is not a path.
 // Command.Expand puts the login directory only in the volumes and
 // directories capstan derives (and in a volume that starts with $PWD/,
@@ -321,6 +332,11 @@ func TestLoad_HostileNamesRefused(t *testing.T) {
 		{"role dots", hostileHead + "servers:\n  web:\n    hosts: [192.0.2.1]\n  \"..\": [192.0.2.2] #<\n", "servers..."},
 		{"role metachar", hostileHead + "servers:\n  web:\n    hosts: [192.0.2.1]\n  \"w$(id)\": [192.0.2.2] #<\n", "servers.w$(id)"},
 		{"role newline", hostileHead + "servers:\n  web:\n    hosts: [192.0.2.1]\n  \"w\\nx\": [192.0.2.2] #<\n", "servers.w\nx"},
+		{"role unicode", hostileHead + "servers:\n  web:\n    hosts: [192.0.2.1]\n  wéb: [192.0.2.2] #<\n", "servers.wéb"},
+		{"role 64 KiB", hostileHead + "servers:\n  web:\n    hosts: [192.0.2.1]\n  ? " + strings.Repeat("r", 64<<10) + " #<\n  : [192.0.2.2]\n", "servers." + strings.Repeat("r", 64<<10)},
+		{"host unicode", hostileHead + "servers:\n  - bücher.example #<\n", "servers[0]"},
+		{"host 64 KiB", hostileHead + "servers:\n  - " + strings.Repeat("h", 64<<10) + " #<\n", "servers[0]"},
+		{"accessory name 64 KiB", web + "accessories:\n  ? " + strings.Repeat("a", 64<<10) + " #<\n  :\n    image: i\n    host: 192.0.2.1\n", "accessories." + strings.Repeat("a", 64<<10)},
 		{"primary role slash", hostileHead + "primary_role: a/b\nservers:\n  a/b: #<\n    hosts: [192.0.2.1]\n", "servers.a/b"},
 		{"host semicolon", hostileHead + "servers:\n  - \"192.0.2.1;id\" #<\n", "servers[0]"},
 		{"host option", hostileHead + "servers:\n  - -oProxyCommand=id #<\n", "servers[0]"},

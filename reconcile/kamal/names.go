@@ -43,8 +43,22 @@ var (
 	reHost          = regexp.MustCompile(`^[A-Za-z0-9\[][A-Za-z0-9_.:%@\[\]-]*$`)
 )
 
+// Longest names accepted: a role or accessory name ends up in a file name
+// on the host (NAME.env, at most 255 bytes with the rest), a host name has
+// at most 253 characters (plus user@ and :port).
+const (
+	maxNameLen = 128
+	maxHostLen = 512
+)
+
 // nameRule says why s is not a valid name of the kind given ("" when it is).
 func nameRule(kind, s string) string {
+	switch {
+	case (kind == "role" || kind == "accessory" || kind == "container") && len(s) > maxNameLen:
+		return kind + " name longer than " + strconv.Itoa(maxNameLen) + " bytes (it becomes a container name and a file name on the hosts)"
+	case kind == "host" && len(s) > maxHostLen:
+		return "host longer than " + strconv.Itoa(maxHostLen) + " bytes"
+	}
 	switch kind {
 	case "role", "accessory":
 		if !reName.MatchString(s) {
