@@ -449,3 +449,25 @@ func TestLoad_CommandLineTooLong(t *testing.T) {
 		t.Fatalf("one 64 KiB value: %v", err)
 	}
 }
+
+// TestLoad_HostileNamesInDestinationFile: a name from the destination
+// file is reported at its line in that file.
+func TestLoad_HostileNamesInDestinationFile(t *testing.T) {
+	files := map[string]string{
+		"config/deploy.yml":    minimal,
+		"config/deploy.st.yml": "env:\n  clear:\n    OK: 1\n    \"A=B\": x\nlabels:\n  l: \"\\0\"\n",
+		".kamal/secrets":       "KAMAL_REGISTRY_PASSWORD=pw\n",
+	}
+	_, err := load(t, files, LoadOptions{Destination: "st"})
+	var got []string
+	for _, e := range asErrors(t, err) {
+		got = append(got, e.Error())
+	}
+	want := []string{
+		"config/deploy.st.yml:4: env.clear.A=B: invalid env name: it contains \"=\", so Docker would split NAME=value elsewhere",
+		"config/deploy.st.yml:6: labels.l: value contains a NUL byte, which no command argument can carry",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("errors:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
