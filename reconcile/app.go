@@ -433,7 +433,7 @@ func desiredEnv(spec *kamal.Container) []string {
 // runTail returns the command after the image and the --volume values of
 // a docker run argv, with HomePrefix expanded.
 func runTail(spec *kamal.Container, home string) (cmd, vols []string) {
-	argv := kamal.ExpandHome(spec.Run.Argv, home)
+	argv := spec.Run.Expand(home)
 	for i := 0; i < len(argv); i++ {
 		if argv[i] == "--volume" && i+1 < len(argv) {
 			vols = append(vols, argv[i+1])

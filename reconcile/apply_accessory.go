@@ -64,7 +64,7 @@ func (r *applyRun) bootAccessory(ctx context.Context, hp *HostPlan, s Step) erro
 	if err := r.uploadRunFiles(ctx, hp, spec); err != nil {
 		return err
 	}
-	if _, err := a.SSH.Run(ctx, host, kamal.ExpandHome(spec.Run.Argv, hp.observed.Home), nil); err != nil {
+	if _, err := a.SSH.Run(ctx, host, spec.Run.Expand(hp.observed.Home), nil); err != nil {
 		return fmt.Errorf("%w: docker run accessory %s: %w", ErrHost, spec.Name, err)
 	}
 	r.audit(ctx, host, "", "Booted "+s.Role+" accessory")

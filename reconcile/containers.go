@@ -289,7 +289,7 @@ func (r *applyRun) create(ctx context.Context, hp *HostPlan, s Step) (*created, 
 	host, spec := hp.Host, s.spec
 	c := &created{start: a.now(), name: spec.Name}
 	home := hp.observed.Home
-	runArgv, err := createArgv(kamal.ExpandHome(spec.Run.Argv, home))
+	runArgv, err := createArgv(spec.Run.Expand(home))
 	if err != nil {
 		return c, fmt.Errorf("%w: %s: %w", ErrHost, spec.Name, err)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"os"
 	"regexp"
@@ -103,7 +104,10 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind != yaml.ScalarNode {
 		return errors.New("should be a duration like 60s or 5m")
 	}
-	if s, err := strconv.Atoi(n.Value); err == nil {
+	if s, err := strconv.ParseInt(n.Value, 10, 64); err == nil {
+		if s < 0 || s > int64(math.MaxInt64/time.Second) { // negative, or past time.Duration
+			return fmt.Errorf("%q is not a duration like 60s or 5m", n.Value)
+		}
 		*d = Duration(time.Duration(s) * time.Second)
 		return nil
 	}

@@ -7,9 +7,9 @@ import (
 	"unicode/utf8"
 )
 
-// Command is one command to run on a host. Argv is what an executor runs
-// (never through a shell, except that an argument beginning with HomePrefix
-// names a path under the SSH user's login directory; see ExpandHome).
+// Command is one command to run on a host. Argv is what an executor runs,
+// never interpreted by a shell, after Expand has put the SSH user's login
+// directory in the arguments that name a path under it.
 // String renders the line the way Kamal prints it, quoting included, which
 // is what the golden tests compare with Kamal's own output.
 type Command struct {
@@ -24,6 +24,7 @@ const (
 	quoteAll                    // "value"
 	quoteTail                   // key="value" (or bare key)
 	shellWord                   // POSIX single-quote if needed
+	homePath                    // as is; a leading HomePrefix is expanded by Expand
 )
 
 // HomePrefix starts arguments that are paths relative to the SSH user's
@@ -31,12 +32,40 @@ const (
 // shell). Executors that do not run through a shell use ExpandHome.
 const HomePrefix = "$PWD/"
 
-// ExpandHome returns argv with a leading HomePrefix in any argument (or
-// after a "=" or ":"-free volume spec start) replaced by home + "/".
-func ExpandHome(argv []string, home string) []string {
-	out := make([]string, len(argv))
-	for i, a := range argv {
-		out[i] = strings.Replace(a, HomePrefix, strings.TrimRight(home, "/")+"/", 1)
+// ExpandHome returns paths with a leading HomePrefix replaced by home +
+// "/" (Container.Directories, FileUpload.Remote). A HomePrefix anywhere
+// else is left alone. For a Command use Command.Expand, which knows which
+// arguments capstan made relative to the login directory.
+func ExpandHome(paths []string, home string) []string {
+	out := make([]string, len(paths))
+	for i, p := range paths {
+		out[i] = expandHome(p, home)
+	}
+	return out
+}
+
+func expandHome(p, home string) string {
+	if strings.HasPrefix(p, HomePrefix) {
+		return strings.TrimRight(home, "/") + "/" + p[len(HomePrefix):]
+	}
+	return p
+}
+
+// Expand returns the argv to run for an SSH user whose login directory is
+// home. Only the arguments that name a path under that directory (a
+// volume capstan derives, an accessory directory, or a volume that the
+// configuration starts with HomePrefix, which Kamal's remote shell would
+// expand) get home in place of HomePrefix; every other argument is
+// returned byte for byte, even one that holds "$PWD/" (an env value, a
+// label, an option, a cmd word: Kamal quotes those, so no shell expands
+// them).
+func (c Command) Expand(home string) []string {
+	out := make([]string, len(c.Argv))
+	for i, a := range c.Argv {
+		if i < len(c.style) && c.style[i] == homePath {
+			a = expandHome(a, home)
+		}
+		out[i] = a
 	}
 	return out
 }
@@ -93,6 +122,16 @@ func asDocker(labels []KV) []KV {
 		}
 	}
 	return out
+}
+
+// volume adds --volume v, marking v as a path under the login directory
+// when it starts with HomePrefix.
+func (b *cmdBuilder) volume(v string) *cmdBuilder {
+	b.add(plain, "--volume")
+	if strings.HasPrefix(v, HomePrefix) {
+		return b.add(homePath, v)
+	}
+	return b.add(plain, v)
 }
 
 func (b *cmdBuilder) build() Command { return b.c }
@@ -287,6 +326,8 @@ func splitCmd(s string) (words []string, bad string) {
 	for i := 0; i < len(s); i++ {
 		ch := s[i]
 		switch {
+		case ch == '\n' && strings.TrimLeft(s[i:], " \t\n") != "":
+			return nil, "a line break (a second command)"
 		case ch == ' ' || ch == '\t' || ch == '\n':
 			if inWord {
 				words = append(words, cur.String())
@@ -307,7 +348,11 @@ func splitCmd(s string) (words []string, bad string) {
 				if s[i] == '$' || s[i] == '`' {
 					return nil, string(s[i])
 				}
-				if s[i] == '\\' && i+1 < len(s) && strings.IndexByte("\"\\$`\n", s[i+1]) >= 0 {
+				if s[i] == '\\' && i+1 < len(s) && s[i+1] == '\n' {
+					i++ // line continuation: both go
+					continue
+				}
+				if s[i] == '\\' && i+1 < len(s) && strings.IndexByte("\"\\$`", s[i+1]) >= 0 {
 					i++
 				}
 				cur.WriteByte(s[i])
@@ -317,7 +362,13 @@ func splitCmd(s string) (words []string, bad string) {
 			}
 			inWord = true
 		case ch == '\\':
-			if i+1 < len(s) {
+			switch {
+			case i+1 == len(s): // a last backslash stays, as in sh
+				cur.WriteByte(ch)
+			case s[i+1] == '\n': // line continuation: both go
+				i++
+				continue
+			default:
 				i++
 				cur.WriteByte(s[i])
 			}

@@ -45,8 +45,9 @@
 // Config.Plan and Config.Plans return a HostPlan per host. Commands are
 // argv (Command.Argv); Command.String prints them the way Kamal does, which
 // is what the golden tests compare with Kamal's own output
-// (testdata/transcript). Arguments starting with HomePrefix ("$PWD/") are
-// paths under the SSH user's login directory; ExpandHome resolves them.
+// (testdata/transcript). Paths under the SSH user's login directory start
+// with HomePrefix ("$PWD/"); Command.Expand resolves them in a command
+// (and leaves every other argument alone), ExpandHome in a list of paths.
 //
 // Secret values live only in Secret values (and Config.SecretValues, for
 // the redactor): they print, marshal and format as Redacted.
@@ -70,4 +71,19 @@
 //     them with the accessory env).
 //   - A digest version "sha256:<hex>" runs REPO@sha256:<hex> in containers
 //     named with "sha256-" plus the first 12 hex digits.
+//   - Names and values are checked where Kamal checks only the service
+//     name (names.go): a NUL byte anywhere, role, accessory and container
+//     names outside Docker's alphabet, hosts with shell characters or a
+//     leading "-", env, label and option names that Docker would split
+//     elsewhere, and an image starting with "-" are refused at load.
+//     Every other value reaches Docker byte for byte: a clear env value
+//     with a line break keeps it (Kamal's double-quoted shell line would
+//     make it a literal \n), and a volume or value holding $VAR is not
+//     expanded (except a volume's leading $PWD/, the login directory).
+//   - Accessory files must come from inside the repository (Kamal reads
+//     any local path); their remote path, and a relative host directory,
+//     may not leave the accessory's directory with "..". A repository file
+//     that a symbolic link leads out of the checkout is refused (LoadDir).
+//   - A container whose docker run line would not fit a remote command
+//     line (MaxCommandLine) is refused at load; Kamal fails on the host.
 package kamal

@@ -4,7 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Sentinel errors. Every *Error wraps exactly one of them, so callers can
@@ -53,11 +56,36 @@ func (e *Error) Error() string {
 		b.WriteString(": ")
 	}
 	if e.Path != "" {
-		b.WriteString(e.Path)
+		b.WriteString(safePath(e.Path))
 		b.WriteString(": ")
 	}
-	b.WriteString(e.Msg)
+	b.WriteString(oneLine(e.Msg))
 	return b.String()
+}
+
+// safePath returns a key path fit for one line of a log: quoted (Go
+// syntax) when a key in it holds a control character, a quote or invalid
+// UTF-8, so a hostile key cannot forge further error lines.
+func safePath(p string) string {
+	for _, r := range p {
+		if r == utf8.RuneError || r == '"' || unicode.IsControl(r) {
+			return strconv.Quote(p)
+		}
+	}
+	return p
+}
+
+// oneLine escapes control characters and invalid UTF-8 in a message (which
+// may quote a hostile name) the way Go quotes strings, so an error stays on
+// one line.
+func oneLine(s string) string {
+	for _, r := range s {
+		if r == utf8.RuneError || unicode.IsControl(r) {
+			q := strconv.Quote(s)
+			return q[1 : len(q)-1]
+		}
+	}
+	return s
 }
 
 // Unwrap returns the sentinel classifying e.

@@ -55,7 +55,11 @@ func Load(fsys fs.FS, opts LoadOptions) (*Config, error) {
 	b := &builder{c: c, errs: errs, root: merged, opts: opts}
 	if b.build() {
 		b.checkHooks(fsys)
+		b.checkRepoPaths(fsys)
 		b.resolveSecrets(fsys)
+		if len(errs.errs) == 0 {
+			c.checkLineLengths(errs)
+		}
 	}
 	if err := errs.result(); err != nil {
 		return nil, err
@@ -87,7 +91,7 @@ func readConfigFile(fsys fs.FS, file string, ectx *erbContext, budget *int, errs
 		if errors.Is(err, fs.ErrNotExist) {
 			errs.add(ErrMissingFile, file, 0, "", "configuration file not found")
 		} else {
-			errs.add(ErrMissingFile, file, 0, "", "cannot read: %v", err)
+			errs.add(ErrMissingFile, file, 0, "", "%s", readProblem(err))
 		}
 		return nil
 	}
@@ -163,6 +167,8 @@ func (b *builder) build() bool {
 	v := &validator{errs: b.errs}
 	v.checkStruct(root, rootSpec, "")
 	v.checkLabels(root.get("labels"), "labels")
+	v.checkNUL(root, "")
+	v.checkNames(root)
 	b.versionBlock()
 	b.capstanBlock(root.get("x-capstan"))
 	b.sshBlock()

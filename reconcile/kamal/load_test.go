@@ -330,13 +330,16 @@ func TestSplitCmd(t *testing.T) {
 		`sh -c 'a && b'`:                 "sh|-c|a && b",
 		`echo "x y" z\ w`:                "echo|x y|z w",
 		`a=b#c`:                          "a=b#c",
+		"a\\\nb \"c\\\nd\"":              "ab|cd", // line continuations
+		`a\`:                             `a\`,    // a last backslash stays
+		"run\n":                          "run",   // a trailing line break
 	} {
 		words, bad := splitCmd(in)
 		if bad != "" || strings.Join(words, "|") != want {
 			t.Errorf("splitCmd(%q) = %q, %q; want %q", in, words, bad, want)
 		}
 	}
-	for _, in := range []string{"a && b", "a | b", "a; b", "a $X", "a `b`", `a "$X"`, "a > f"} {
+	for _, in := range []string{"a && b", "a | b", "a; b", "a $X", "a `b`", `a "$X"`, "a > f", "a\n. /tmp/x"} {
 		if _, bad := splitCmd(in); bad == "" {
 			t.Errorf("splitCmd(%q) accepted shell syntax", in)
 		}

@@ -283,10 +283,10 @@ func (c *Config) appContainer(r *Role, h string) *Container {
 		b.add(plain, "--env-file", ct.EnvFile.Path)
 		loggingArgs(b, r.Logging, true)
 		for _, v := range c.Volumes {
-			b.add(plain, "--volume", v)
+			b.volume(v)
 		}
 		if r.AssetPath != "" && r.Proxy != nil {
-			b.add(plain, "--volume", HomePrefix+c.AppDir()+"/assets/volumes/"+r.Name+"-"+c.Version.Name()+":"+r.AssetPath)
+			b.volume(HomePrefix + c.AppDir() + "/assets/volumes/" + r.Name + "-" + c.Version.Name() + ":" + r.AssetPath)
 		}
 		for _, kv := range ct.Labels {
 			if kv.Key != FingerprintLabel {
@@ -352,7 +352,7 @@ func (c *Config) accessoryContainer(a *Accessory, h string) *Container {
 		}
 		b.add(plain, "--env-file", ct.EnvFile.Path)
 		for _, v := range volumes {
-			b.add(plain, "--volume", v)
+			b.volume(v)
 		}
 		for _, kv := range ct.Labels {
 			if kv.Key != FingerprintLabel {
@@ -540,8 +540,8 @@ func proxyRunArgs(r *ProxyRun) []string {
 
 func proxyBoot(r *ProxyRun) *ProxyBoot {
 	pb := &ProxyBoot{Legacy: r == nil}
-	b := newCmd("docker", "run", "--name", ProxyContainer, "--network", DefaultNetwork, "--detach", "--restart", "unless-stopped",
-		"--volume", ProxyConfigVol, "--volume", HomePrefix+ProxyAppsConfig+":"+proxyAppsInProxy)
+	b := newCmd("docker", "run", "--name", ProxyContainer, "--network", DefaultNetwork, "--detach", "--restart", "unless-stopped")
+	b.volume(ProxyConfigVol).volume(HomePrefix + ProxyAppsConfig + ":" + proxyAppsInProxy)
 	args := proxyRunArgs(r)
 	for i, a := range args {
 		if a == "\x00" {

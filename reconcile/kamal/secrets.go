@@ -72,13 +72,15 @@ func (b *builder) resolveSecrets(fsys fs.FS) {
 	}
 	files := c.secretFiles()
 	var parsed []*dotenvFile
+	unreadable := false // a file exists but could not be read: "not found" would mislead
 	for _, name := range files {
 		fh, err := fsys.Open(name)
 		if errors.Is(err, fs.ErrNotExist) {
 			continue // missing files are fine until a secret is requested
 		}
 		if err != nil { // e.g. a symlink out of the checkout
-			b.errs.add(ErrMissingFile, name, 0, "", "cannot read: %v", err)
+			b.errs.add(ErrMissingFile, name, 0, "", "%s", readProblem(err))
+			unreadable = true
 			continue
 		}
 		data, err := readLimited(fh)
@@ -104,6 +106,7 @@ func (b *builder) resolveSecrets(fsys fs.FS) {
 			}
 		}
 		switch {
+		case found == nil && unreadable:
 		case found == nil:
 			b.errs.add(ErrSecret, use.file, use.line, use.path, "secret %s not found in %s", use.key, strings.Join(files, ", "))
 		case found.problem != nil:
