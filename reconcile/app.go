@@ -335,13 +335,14 @@ type inspected struct {
 }
 
 // inspectUnfingerprinted inspects the running containers that already have
-// their desired name but no capstan fingerprint (deployed by kamal), so the
-// plan can adopt them by comparing their actual spec.
+// their desired name but no fingerprint made with this capstan's key
+// (deployed by kamal, or by another capstan), so the plan can adopt them by
+// comparing their actual spec.
 func (a *App) inspectUnfingerprinted(ctx context.Context, want *kamal.HostPlan, o *Observed) error {
 	var ids []string
 	for _, spec := range want.Apps {
 		for _, c := range o.Containers {
-			if c.Name == spec.Name && c.Fingerprint == "" && c.Running() {
+			if c.Name == spec.Name && !comparable(c.Fingerprint, spec.Fingerprint) && c.Running() {
 				ids = append(ids, c.ID)
 			}
 		}
@@ -362,6 +363,13 @@ func (a *App) inspectUnfingerprinted(ctx context.Context, want *kamal.HostPlan, 
 		o.inspected[list[i].ID] = &list[i]
 	}
 	return nil
+}
+
+// comparable reports whether two fingerprints were made with the same key
+// (so equal means the same spec). A fingerprint without a key id (made
+// before they carried one) is compared by what the container runs.
+func comparable(fp, want string) bool {
+	return fp != "" && kamal.FingerprintKeyID(fp) != "" && kamal.FingerprintKeyID(fp) == kamal.FingerprintKeyID(want)
 }
 
 // adopted reports whether c, a container without capstan's fingerprint

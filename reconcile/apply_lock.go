@@ -57,7 +57,7 @@ func (r *applyRun) lock(ctx context.Context) (func(), error) {
 			return nil, fmt.Errorf("%w on %s (%s) after waiting %s: %s", ErrLocked, host, dir, timeout, strings.ReplaceAll(held, "\n", "; "))
 		}
 		r.lockWaited = true
-		r.log.Info("deploy lock held, waiting", "host", host, "holder", firstLine(held))
+		r.log.Info("deploy lock held, waiting", "host", host, "holder", strings.ReplaceAll(held, "\n", "; "))
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()

@@ -259,7 +259,7 @@ func (a *App) planHost(want *kamal.HostPlan, o *Observed) *HostPlan {
 		case !c.Running():
 			step(Step{Kind: StepBootAccessory, Role: acc.Role, Container: acc.Name, Reason: "not running (" + c.State + ")", spec: acc})
 			drift(DriftStopped, acc.Role, "accessory %s is %s", acc.Name, c.State)
-		case c.Fingerprint != "" && c.Fingerprint != acc.Fingerprint:
+		case comparable(c.Fingerprint, acc.Fingerprint) && c.Fingerprint != acc.Fingerprint:
 			drift(DriftAccessoryChanged, acc.Role, "accessory %s runs an older spec", acc.Name)
 			if a.RebootAccessories {
 				step(Step{Kind: StepRebootAccessory, Role: acc.Role, Container: acc.Name, Reason: "spec changed", spec: acc})
@@ -312,10 +312,10 @@ func (a *App) planHost(want *kamal.HostPlan, o *Observed) *HostPlan {
 		case cur.Name != spec.Name:
 			deploy("version changed")
 			drift(DriftWrongVersion, spec.Role, "%s runs, want %s", cur.Name, spec.Name)
-		case cur.Fingerprint == "" && !a.adopted(cur, spec, o):
-			deploy("spec changed (container deployed without capstan differs from the config)")
+		case !comparable(cur.Fingerprint, spec.Fingerprint) && !a.adopted(cur, spec, o):
+			deploy("spec changed (container deployed without this capstan's key differs from the config)")
 			drift(DriftSpecChanged, spec.Role, "%s differs from the config", cur.Name)
-		case cur.Fingerprint != "" && cur.Fingerprint != spec.Fingerprint:
+		case comparable(cur.Fingerprint, spec.Fingerprint) && cur.Fingerprint != spec.Fingerprint:
 			deploy("spec changed (image, env, options, labels, cmd or volumes)")
 			drift(DriftSpecChanged, spec.Role, "%s runs an older spec of the same version", cur.Name)
 		case cur.State == "restarting":

@@ -334,3 +334,22 @@ func TestPlan_DetachedFromNetwork(t *testing.T) {
 		t.Errorf("drift kinds %s", k)
 	}
 }
+
+// TestComparable: fingerprints say the same spec only under the same key;
+// one without a key id (older capstan) or of another key is compared by
+// what the container runs.
+func TestComparable(t *testing.T) {
+	for _, c := range []struct {
+		fp, want string
+		ok       bool
+	}{
+		{"aaaa0001.ff", "aaaa0001.ee", true},
+		{"aaaa0001.ff", "bbbb0002.ff", false},
+		{"ff", "aaaa0001.ff", false},
+		{"", "aaaa0001.ff", false},
+	} {
+		if got := comparable(c.fp, c.want); got != c.ok {
+			t.Errorf("comparable(%q, %q) = %v, want %v", c.fp, c.want, got, c.ok)
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -344,4 +345,73 @@ func TestE2EFault_ApplyWhileTheDaemonDeploys(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestE2EFault_TwoDaemonsOnTheSameHosts: a second daemon, with its own
+// state directory (so its own fingerprint key and instance ID), pointed at
+// hosts the first one converged by mistake. It finds them converged
+// (fingerprints of another key are compared by what the containers run)
+// and deploys nothing. Asked to sync a new commit at the same moment, the
+// two meet at Kamal's lock: one waits, naming the holder (its performer
+// and instance ID), and re-plans once it has the lock: every container is
+// booted once; nothing is deployed twice.
+func TestE2EFault_TwoDaemonsOnTheSameHosts(t *testing.T) {
+	l, w, a, _ := truthLab(t, serveOpts{poll: "1h"})
+	app := &e2eApp{t: t, l: l}
+	before := map[int]string{}
+	for i := range l.Hosts {
+		running, _ := app.containers(i)
+		before[i] = fmt.Sprint(running)
+	}
+	b := startServe(t, l, serveOpts{repo: a.repo, poll: "1h"})
+	b.waitIdle("noop", "succeeded")
+	if strings.Contains(b.logs.String(), `"msg":"applying"`) {
+		t.Errorf("the second daemon deployed onto converged hosts")
+	}
+	for i := range l.Hosts {
+		if running, _ := app.containers(i); fmt.Sprint(running) != before[i] {
+			t.Errorf("host %d: the second daemon changed %s into %v", i, before[i], running)
+		}
+	}
+
+	ld := startLoad(webAddrs)
+	w.commit(deployYML(t, "v2"), "v2")
+	auth := func(d *serveProc) map[string]string { return map[string]string{"Authorization": "Bearer " + d.token} }
+	go a.post("/api/v1/apps/testapp/sync", nil, auth(a))
+	b.post("/api/v1/apps/testapp/sync", nil, auth(b))
+	waitServing(t, "v2", 60*time.Second)
+	a.waitIdle("succeeded", "noop")
+	b.waitIdle("succeeded", "noop")
+	ld.finish(t, "two daemons syncing the same commit")
+
+	logs := a.logs.String() + b.logs.String()
+	ids := []string{instanceOf(t, a), instanceOf(t, b)}
+	if !strings.Contains(logs, "deploy lock held, waiting") ||
+		!(strings.Contains(logs, "(capstan "+ids[0]+")") || strings.Contains(logs, "(capstan "+ids[1]+")")) {
+		t.Errorf("neither daemon waited on the other's lock naming it (ids %v)", ids)
+	}
+	for i := range l.Hosts {
+		running, all := app.containers(i)
+		if len(running) != 1 {
+			t.Errorf("host %d runs %v", i, running)
+		}
+		for name := range all {
+			if strings.Contains(name, "_replaced_") {
+				t.Errorf("host %d: %s: a container was deployed twice", i, name)
+			}
+		}
+		if n := strings.Count(app.sh(i, "cat /root/.kamal/testapp-audit.log"), "Booted app version v2"); n != 1 {
+			t.Errorf("host %d: %d \"Booted app version v2\" audit lines, want 1", i, n)
+		}
+	}
+}
+
+// instanceOf is a daemon's instance ID (its deploy locks carry it).
+func instanceOf(t *testing.T, d *serveProc) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(filepath.Dir(d.cfg), "state", "instance.id"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
 }

@@ -410,8 +410,12 @@ func hostname(h, container string) string {
 	return h + "-" + hex.EncodeToString(sum[:])[:12]
 }
 
-// fingerprint is HMAC-SHA256 keyed with the capstan key over the run argv
-// (without hostname and fingerprint label) and the env file content.
+// fingerprint is "KEYID.HMAC": HMAC-SHA256 keyed with the capstan key over
+// the run argv (without hostname and fingerprint label) and the env file
+// content, after the key's id (FingerprintKeyID). Two capstans with
+// different keys (two daemons, each with its own state directory) compute
+// different fingerprints for the same spec; the id tells them so, and they
+// compare such a container by what it runs instead.
 func (c *Config) fingerprint(argv []string, envFile string) string {
 	m := hmac.New(sha256.New, c.key)
 	m.Write([]byte("capstan-spec-v1\x00"))
@@ -422,7 +426,19 @@ func (c *Config) fingerprint(argv []string, envFile string) string {
 	}
 	m.Write([]byte("\x00env\x00"))
 	m.Write([]byte(envFile))
-	return hex.EncodeToString(m.Sum(nil))
+	id := sha256.Sum256(append([]byte("capstan-key-id\x00"), c.key...))
+	return hex.EncodeToString(id[:4]) + "." + hex.EncodeToString(m.Sum(nil))
+}
+
+// FingerprintKeyID is the id of the key a fingerprint was made with, ""
+// for one made before fingerprints carried it. Fingerprints with the same
+// id can be compared; others say nothing about each other.
+func FingerprintKeyID(fp string) string {
+	id, _, ok := strings.Cut(fp, ".")
+	if !ok {
+		return ""
+	}
+	return id
 }
 
 func secs(v int) string { return strconv.Itoa(v) + "s" }

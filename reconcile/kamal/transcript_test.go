@@ -12,7 +12,7 @@ import (
 var (
 	reHostnameHex = regexp.MustCompile(`(--hostname \S+)-[0-9a-f]{12}`)
 	reTargetID    = regexp.MustCompile(`--target="[^":]+:`)
-	reFingerprint = regexp.MustCompile(` --label capstan\.fingerprint="[0-9a-f]{64}"`)
+	reFingerprint = regexp.MustCompile(` --label capstan\.fingerprint="[0-9a-f]{8}\.[0-9a-f]{64}"`)
 )
 
 // normalize removes what legitimately differs between a Kamal run and a
