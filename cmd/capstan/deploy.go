@@ -121,6 +121,11 @@ func loadDeploy(ctx context.Context, e *env, f *deployFlags) (*kamal.Config, err
 type poolOptions struct {
 	AcceptNew                      bool
 	ConnectTimeout, CommandTimeout time.Duration
+	// NoRepoKeyFiles ignores deploy.yml's ssh.keys and ssh.config (files on
+	// the deploying machine): the daemon does not let a repository pick
+	// which of its files to use as a key (another app's, say); it uses its
+	// own identity and the app's key_data secrets.
+	NoRepoKeyFiles bool
 }
 
 func newPool(e *env, cfg *kamal.Config, o poolOptions) (*hostexec.Pool, *redact.Redactor, error) {
@@ -141,12 +146,19 @@ func newPool(e *env, cfg *kamal.Config, o poolOptions) (*hostexec.Pool, *redact.
 	}
 	s := cfg.SSH
 	pc.User, pc.Port, pc.Proxy, pc.KeysOnly = s.User, s.Port, s.Proxy, s.KeysOnly
-	pc.Keys = append(pc.Keys, s.Keys...)
 	for _, k := range s.KeyData {
 		pc.KeyData = append(pc.KeyData, k.Reveal())
 	}
-	if s.Config {
-		pc.SSHConfig = append([]string{"~/.ssh/config"}, s.ConfigFiles...)
+	switch {
+	case o.NoRepoKeyFiles && (len(s.Keys) > 0 || s.Config):
+		if e.log != nil {
+			e.log.Warn("deploy.yml's ssh.keys and ssh.config name files on the deploying machine; the daemon ignores them and uses its own identity and ssh.key_data", "service", cfg.Service)
+		}
+	case !o.NoRepoKeyFiles:
+		pc.Keys = append(pc.Keys, s.Keys...)
+		if s.Config {
+			pc.SSHConfig = append([]string{"~/.ssh/config"}, s.ConfigFiles...)
+		}
 	}
 	pool, err := hostexec.New(pc)
 	return pool, red, err

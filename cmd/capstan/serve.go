@@ -63,7 +63,7 @@ func daemonDeps(e *env, cfg *daemon.Config) (daemon.Deps, error) {
 	return daemon.Deps{
 		Log: e.log, Getenv: e.getenv, LookupEnv: e.lookup, Key: key, PoolKey: poolKey,
 		NewPool: func(c *kamal.Config) (*hostexec.Pool, *redact.Redactor, error) {
-			return newPool(&ee, c, poolOptions{AcceptNew: cfg.SSH.AcceptNew,
+			return newPool(&ee, c, poolOptions{AcceptNew: cfg.SSH.AcceptNew, NoRepoKeyFiles: true,
 				ConnectTimeout: time.Duration(cfg.SSH.ConnectTimeout), CommandTimeout: time.Duration(cfg.SSH.CommandTimeout)})
 		},
 		NewApp: func(c *kamal.Config, pool *hostexec.Pool, red *redact.Redactor) (*reconcile.App, error) {
