@@ -1,7 +1,6 @@
 package gitwatch
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -12,19 +11,19 @@ import (
 	"github.com/go-git/go-billy/v5"
 	"github.com/go-git/go-git/v5/plumbing/filemode"
 	"github.com/go-git/go-git/v5/plumbing/object"
-	"github.com/go-git/go-git/v5/storage/filesystem"
 )
 
 // ErrTooLarge: a checkout went over one of the Source's limits (MaxBytes,
-// MaxFiles). The partial checkout is removed; the same commit will fail
+// MaxFiles, MaxObjectBytes). The partial checkout is removed; the same commit will fail
 // again, so the caller should wait for a new one.
 var ErrTooLarge = errors.New("git repository too large")
 
 // Defaults for the limits of a Source, sized for a repository of
 // deployment configuration.
 const (
-	DefaultMaxBytes = 256 << 20
-	DefaultMaxFiles = 100_000
+	DefaultMaxBytes       = 256 << 20
+	DefaultMaxFiles       = 100_000
+	DefaultMaxObjectBytes = 32 << 20
 )
 
 // A pack may hold packObjectsPerFile objects per file allowed in the
@@ -41,6 +40,9 @@ type limiter struct {
 	url      string
 	maxBytes int64
 	maxFiles int
+	// maxObject bounds each object of the pack, as go-git holds a whole
+	// object in memory to resolve it.
+	maxObject int64
 	// maxObjects bounds the objects of the downloaded pack: the parser
 	// holds every one of them in memory.
 	maxObjects uint32
@@ -50,9 +52,12 @@ type limiter struct {
 }
 
 func newLimiter(src Source) *limiter {
-	l := &limiter{url: redactURL(src.URL), maxBytes: src.MaxBytes, maxFiles: src.MaxFiles}
+	l := &limiter{url: redactURL(src.URL), maxBytes: src.MaxBytes, maxFiles: src.MaxFiles, maxObject: src.MaxObjectBytes}
 	if l.maxBytes <= 0 {
 		l.maxBytes = DefaultMaxBytes
+	}
+	if l.maxObject <= 0 {
+		l.maxObject = DefaultMaxObjectBytes
 	}
 	if l.maxFiles <= 0 {
 		l.maxFiles = DefaultMaxFiles
@@ -94,6 +99,15 @@ func (l *limiter) objects(n uint32) error {
 	if n > l.maxObjects {
 		return l.fail(fmt.Errorf("%w: %s: the pack holds %d objects, over %d (%d per file of MaxFiles %d, plus %d)",
 			ErrTooLarge, l.url, n, l.maxObjects, packObjectsPerFile, l.maxFiles, packObjectsSlack))
+	}
+	return nil
+}
+
+// object checks the size of one object of the pack.
+func (l *limiter) object(size int64) error {
+	if size > l.maxObject {
+		return l.fail(fmt.Errorf("%w: %s: an object of %d bytes (a file, directory listing or commit), over MaxObjectBytes %d",
+			ErrTooLarge, l.url, size, l.maxObject))
 	}
 	return nil
 }
@@ -177,44 +191,4 @@ func (f limitFile) Write(p []byte) (int, error) {
 		return 0, err
 	}
 	return f.File.Write(p)
-}
-
-// limitStorage is a repository storage whose pack writer checks the
-// pack's object count before the pack is parsed.
-type limitStorage struct {
-	*filesystem.Storage
-	l *limiter
-}
-
-// PackfileWriter wraps the storage's pack writer (the fetch writes the
-// whole pack through it).
-func (s limitStorage) PackfileWriter() (io.WriteCloser, error) {
-	w, err := s.Storage.PackfileWriter()
-	if err != nil {
-		return nil, err
-	}
-	return &packWriter{WriteCloser: w, l: s.l}, nil
-}
-
-// packHeaderLen is "PACK", a version and the object count, 4 bytes each.
-const packHeaderLen = 12
-
-// packWriter reads the object count from a pack's header as it arrives
-// and refuses the pack when it is over the limit.
-type packWriter struct {
-	io.WriteCloser
-	l      *limiter
-	header []byte
-}
-
-func (w *packWriter) Write(p []byte) (int, error) {
-	if len(w.header) < packHeaderLen {
-		w.header = append(w.header, p[:min(packHeaderLen-len(w.header), len(p))]...)
-		if len(w.header) == packHeaderLen {
-			if err := w.l.objects(binary.BigEndian.Uint32(w.header[8:])); err != nil {
-				return 0, err
-			}
-		}
-	}
-	return w.WriteCloser.Write(p)
 }

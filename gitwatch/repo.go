@@ -60,6 +60,11 @@ type Source struct {
 	// is written. Zero means DefaultMaxFiles. Going over it fails the
 	// checkout with ErrTooLarge.
 	MaxFiles int
+	// MaxObjectBytes bounds any one object fetched (a file's content, a
+	// directory listing, a commit), checked as the pack arrives; it bounds
+	// the memory a checkout takes too. Zero means DefaultMaxObjectBytes.
+	// Going over it fails the checkout with ErrTooLarge.
+	MaxObjectBytes int64
 }
 
 // Auth holds the credentials of a Source. The zero value is anonymous.
@@ -309,7 +314,8 @@ func (r *Repo) clone(ctx context.Context, dir string, depth int) (*git.Repositor
 	if err != nil {
 		return nil, err
 	}
-	st := limitStorage{Storage: filesystem.NewStorage(dot, cache.NewObjectLRUDefault()), l: lim}
+	st := limitStorage{Storage: filesystem.NewStorageWithOptions(dot, cache.NewObjectLRUDefault(),
+		filesystem.Options{LargeObjectThreshold: largeObject}), l: lim, drain: isLocal(r.src.URL)}
 	opts := &git.CloneOptions{URL: r.src.URL, Auth: auth, ReferenceName: r.ref(), SingleBranch: true,
 		Depth: depth, Tags: git.NoTags, NoCheckout: true}
 	repo, err := git.CloneContext(ctx, st, wt, opts)
@@ -325,6 +331,10 @@ func (r *Repo) clone(ctx context.Context, dir string, depth int) (*git.Repositor
 	}
 	return repo, nil
 }
+
+// largeObject is the size above which a checkout streams a file from the
+// pack instead of reading it whole into memory.
+const largeObject = 1 << 20
 
 // checkoutHead writes the worktree of a clone made with NoCheckout, once
 // its tree is known to be within the file limit.
@@ -394,6 +404,12 @@ func (r *Repo) prune(keep string) {
 			_ = os.RemoveAll(p)
 		}
 	}
+}
+
+// isLocal reports whether url is served by a local git-upload-pack.
+func isLocal(url string) bool {
+	ep, err := transport.NewEndpoint(url)
+	return err == nil && ep.Protocol == "file"
 }
 
 func isShallowUnsupported(err error) bool {
