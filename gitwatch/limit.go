@@ -88,8 +88,8 @@ func (l *limiter) exceeded() error {
 // maxBytes.
 func (l *limiter) write(n int) error {
 	if total := l.written.Add(int64(n)); total > l.maxBytes {
-		return l.fail(fmt.Errorf("%w: %s: more than %d bytes written (downloaded pack and checkout), over MaxBytes %d",
-			ErrTooLarge, l.url, l.maxBytes, l.maxBytes))
+		return l.fail(fmt.Errorf("%w: %s: the pack and checkout reached %d bytes, over MaxBytes %d",
+			ErrTooLarge, l.url, total, l.maxBytes))
 	}
 	return nil
 }
@@ -131,7 +131,7 @@ func (l *limiter) countFiles(tree *object.Tree) (int, error) {
 			continue
 		}
 		if n++; n > l.maxFiles {
-			return n, l.fail(fmt.Errorf("%w: %s: more than %d files in the tree, over MaxFiles %d",
+			return n, l.fail(fmt.Errorf("%w: %s: the tree holds more than %d files, over MaxFiles %d",
 				ErrTooLarge, l.url, l.maxFiles, l.maxFiles))
 		}
 	}

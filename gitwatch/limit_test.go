@@ -180,10 +180,15 @@ func peakRSS() int64 {
 	return 0
 }
 
+// maxRSS bounds the memory of a refused checkout: what the test process
+// holds anyway, plus a little.
+const maxRSS = 192 << 20
+
 // tooLarge syncs src into a fresh cache and checks the result: ErrTooLarge
 // naming want and the URL, nothing left in the cache, and at most
-// maxDisk bytes on disk at any time. It logs time, peak disk and peak RSS.
-func tooLarge(t *testing.T, src Source, want string, maxDisk int64) {
+// maxDisk bytes on disk at any time, at most maxRSS in memory. It logs time, peak disk and peak RSS,
+// and returns the error.
+func tooLarge(t *testing.T, src Source, want string, maxDisk int64) error {
 	t.Helper()
 	cache := t.TempDir()
 	r, err := Open(cache, src)
@@ -215,6 +220,10 @@ func tooLarge(t *testing.T, src Source, want string, maxDisk int64) {
 	if peak > maxDisk {
 		t.Errorf("peak disk use %d bytes, want at most %d", peak, maxDisk)
 	}
+	if rssOK && rss > maxRSS {
+		t.Errorf("peak RSS %d MiB, want at most %d MiB", rss>>20, maxRSS>>20)
+	}
+	return err
 }
 
 // The small cases run always; each limit is set low.
@@ -333,8 +342,11 @@ func TestRepo_TooLargeOverHTTP(t *testing.T) {
 	srv := httptest.NewServer(&cgi.Handler{Path: gitPath, Args: []string{"http-backend"},
 		Env: []string{"GIT_PROJECT_ROOT=" + filepath.Dir(g.dir), "GIT_HTTP_EXPORT_ALL=1"}})
 	defer srv.Close()
-	url := srv.URL + "/" + filepath.Base(g.dir) + "/.git"
-	tooLarge(t, Source{URL: url, MaxBytes: 1 << 20}, "MaxBytes 1048576", 1<<20)
+	url := "http://x:s3cret@" + strings.TrimPrefix(srv.URL, "http://") + "/" + filepath.Base(g.dir) + "/.git"
+	err := tooLarge(t, Source{URL: url, MaxBytes: 1 << 20}, "MaxBytes 1048576", 1<<20)
+	if strings.Contains(err.Error(), "s3cret") {
+		t.Errorf("the error shows the password: %v", err)
+	}
 	r, _ := Open(t.TempDir(), Source{URL: url})
 	if _, _, err := r.Sync(context.Background()); err != nil {
 		t.Fatalf("within the limits: %v", err)

@@ -220,3 +220,41 @@ func TestRepo_RewriteBeyondDepth(t *testing.T) {
 	other := g.commits(HistoryDepth+10, "other")
 	wantRewrite(t, syncRev(t, r, other), long, "")
 }
+
+// BenchmarkRepo_CloneDepth compares the cost of a checkout of a config
+// repository of 200 commits (30 files, one changed per commit) at depth 1,
+// at HistoryDepth and in full.
+func BenchmarkRepo_CloneDepth(b *testing.B) {
+	g := newGitRepo(b)
+	var s strings.Builder
+	for i := 0; i < 200; i++ {
+		msg := fmt.Sprintf("commit %d", i)
+		fmt.Fprintf(&s, "commit refs/heads/main\ncommitter Ada <ada@example.com> %d +0000\ndata %d\n%s\n", 1700000000+i, len(msg), msg)
+		for f := 0; f < 30; f++ {
+			if i > 0 && f != i%30 {
+				continue
+			}
+			c := strings.Repeat(fmt.Sprintf("key%d: value %d %d\n", f, f, i), 60)
+			fmt.Fprintf(&s, "M 100644 inline config/file%02d.yml\ndata %d\n%s\n", f, len(c), c)
+		}
+	}
+	g.fastImport(s.String())
+	for _, depth := range []int{1, HistoryDepth, 0} {
+		b.Run(fmt.Sprintf("depth=%d", depth), func(b *testing.B) {
+			r, err := Open(b.TempDir(), Source{URL: g.dir})
+			if err != nil {
+				b.Fatal(err)
+			}
+			var size int64
+			for i := 0; i < b.N; i++ {
+				dir := filepath.Join(r.dir, fmt.Sprint(i))
+				if _, err := r.clone(context.Background(), dir, depth); err != nil {
+					b.Fatal(err)
+				}
+				size = dirSize(filepath.Join(dir, ".git"))
+				os.RemoveAll(dir)
+			}
+			b.ReportMetric(float64(size), "git-bytes")
+		})
+	}
+}
