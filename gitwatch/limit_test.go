@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"math/rand/v2"
+	"net/http"
 	"net/http/cgi"
 	"net/http/httptest"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -187,8 +189,8 @@ const maxRSS = 192 << 20
 // tooLarge syncs src into a fresh cache and checks the result: ErrTooLarge
 // naming want and the URL, nothing left in the cache, and at most
 // maxDisk bytes on disk at any time, at most maxRSS in memory. It logs time, peak disk and peak RSS,
-// and returns the error.
-func tooLarge(t *testing.T, src Source, want string, maxDisk int64) error {
+// and returns the Repo and the error.
+func tooLarge(t *testing.T, src Source, want string, maxDisk int64) (*Repo, error) {
 	t.Helper()
 	cache := t.TempDir()
 	r, err := Open(cache, src)
@@ -214,6 +216,12 @@ func tooLarge(t *testing.T, src Source, want string, maxDisk int64) error {
 	if r.Current() != nil {
 		t.Errorf("Current = %+v after a failed checkout", r.Current())
 	}
+	// The same head is not fetched again.
+	start = time.Now()
+	if _, _, again := r.Sync(ctx); again == nil || again.Error() != err.Error() {
+		t.Errorf("second Sync = %v, want the same error", again)
+	}
+	t.Logf("the second Sync took %v", time.Since(start).Round(time.Millisecond))
 	if ents, _ := os.ReadDir(cache); len(ents) != 0 {
 		t.Errorf("the cache keeps %d entries after the failure (%s …)", len(ents), ents[0].Name())
 	}
@@ -223,7 +231,7 @@ func tooLarge(t *testing.T, src Source, want string, maxDisk int64) error {
 	if rssOK && rss > maxRSS {
 		t.Errorf("peak RSS %d MiB, want at most %d MiB", rss>>20, maxRSS>>20)
 	}
-	return err
+	return r, err
 }
 
 // The small cases run always; each limit is set low.
@@ -231,11 +239,18 @@ func tooLarge(t *testing.T, src Source, want string, maxDisk int64) error {
 func TestRepo_TooManyFilesSmall(t *testing.T) {
 	g := newGitRepo(t)
 	g.importTree(emptyFiles(10))
-	tooLarge(t, Source{URL: g.dir, MaxFiles: 10}, "MaxFiles 10", 1<<20)
+	r, _ := tooLarge(t, Source{URL: g.dir, MaxFiles: 10}, "MaxFiles 10", 1<<20)
 	// At the limit it is fine (10 files and "keep" is 11, so 11 is).
-	r, _ := Open(t.TempDir(), Source{URL: g.dir, MaxFiles: 11})
-	if _, _, err := r.Sync(context.Background()); err != nil {
+	r11, _ := Open(t.TempDir(), Source{URL: g.dir, MaxFiles: 11})
+	if _, _, err := r11.Sync(context.Background()); err != nil {
 		t.Fatalf("at the limit: %v", err)
+	}
+	// Once the branch moves to a smaller tree, the refused Repo takes it.
+	g.git("reset", "-q", "--hard", "main")
+	g.git("rm", "-q", "keep")
+	sha := g.commit("d0000/f0000000", "now 10 files", "smaller")
+	if rev, changed, err := r.Sync(context.Background()); err != nil || !changed || rev.SHA != sha {
+		t.Fatalf("after the branch moved: %+v, %v, %v", rev, changed, err)
 	}
 }
 
@@ -339,13 +354,23 @@ func TestRepo_TooLargeOverHTTP(t *testing.T) {
 	g := newGitRepo(t)
 	g.importTree(randomFiles(4, 1<<20))
 	gitPath, _ := exec.LookPath("git")
-	srv := httptest.NewServer(&cgi.Handler{Path: gitPath, Args: []string{"http-backend"},
-		Env: []string{"GIT_PROJECT_ROOT=" + filepath.Dir(g.dir), "GIT_HTTP_EXPORT_ALL=1"}})
+	backend := &cgi.Handler{Path: gitPath, Args: []string{"http-backend"},
+		Env: []string{"GIT_PROJECT_ROOT=" + filepath.Dir(g.dir), "GIT_HTTP_EXPORT_ALL=1"}}
+	var fetches atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/git-upload-pack") {
+			fetches.Add(1)
+		}
+		backend.ServeHTTP(w, r)
+	}))
 	defer srv.Close()
 	url := "http://x:s3cret@" + strings.TrimPrefix(srv.URL, "http://") + "/" + filepath.Base(g.dir) + "/.git"
-	err := tooLarge(t, Source{URL: url, MaxBytes: 1 << 20}, "MaxBytes 1048576", 1<<20)
+	_, err := tooLarge(t, Source{URL: url, MaxBytes: 1 << 20}, "MaxBytes 1048576", 1<<20)
 	if strings.Contains(err.Error(), "s3cret") {
 		t.Errorf("the error shows the password: %v", err)
+	}
+	if n := fetches.Load(); n != 1 {
+		t.Errorf("%d fetches for two Syncs of a refused head, want 1", n)
 	}
 	r, _ := Open(t.TempDir(), Source{URL: url})
 	if _, _, err := r.Sync(context.Background()); err != nil {

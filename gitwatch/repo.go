@@ -2,8 +2,8 @@
 // the remote head (ls-remote), and a shallow checkout (HistoryDepth
 // commits) of a new head into a cache directory only when it moved. The
 // new head's history is compared with the previous revision's to tell a
-// force-push (RewriteKind). A checkout is bounded in bytes and files
-// (ErrTooLarge). Authentication: HTTPS tokens and SSH deploy keys with host
+// force-push (RewriteKind). A checkout is bounded in bytes, files and
+// object size (ErrTooLarge). Authentication: HTTPS tokens and SSH deploy keys with host
 // keys verified against known_hosts files.
 //
 // gitwatch knows nothing of deployments; the daemon turns its revisions into
@@ -115,6 +115,12 @@ type Repo struct {
 	mu    sync.Mutex
 	cur   *Revision
 	last  string // from SetLast, compared with while cur is nil
+	// tooLarge is the last head refused with ErrTooLarge, and why: it is
+	// not fetched again.
+	tooLarge struct {
+		sha string
+		err error
+	}
 }
 
 // Open prepares a Repo caching its checkouts under dir (created if
@@ -233,7 +239,8 @@ func (r *Repo) Current() *Revision {
 // Checkouts other than the new one are then removed. It returns the
 // current revision and whether it changed. Errors: ErrAuth,
 // ErrBranchNotFound, ErrUnreachable, ErrTooLarge, or ctx's error; the
-// current revision stays as it was.
+// current revision stays as it was. A head refused with ErrTooLarge is
+// not fetched again: Sync returns the same error until the branch moves.
 func (r *Repo) Sync(ctx context.Context) (*Revision, bool, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -244,11 +251,17 @@ func (r *Repo) Sync(ctx context.Context) (*Revision, bool, error) {
 	if r.cur != nil && r.cur.SHA == head {
 		return r.cur, false, nil
 	}
+	if head == r.tooLarge.sha {
+		return r.cur, false, r.tooLarge.err
+	}
 	prev := r.last
 	if r.cur != nil {
 		prev = r.cur.SHA
 	}
 	rev, repo, err := r.checkout(ctx, head)
+	if errors.Is(err, ErrTooLarge) {
+		r.tooLarge.sha, r.tooLarge.err = head, err
+	}
 	if err != nil {
 		return r.cur, false, err
 	}
