@@ -1,7 +1,10 @@
 // Package gitwatch follows a branch of a git repository: a cheap check of
-// the remote head (ls-remote), and a shallow checkout of a new head into a
-// cache directory only when it moved. Authentication: HTTPS tokens and SSH
-// deploy keys with host keys verified against known_hosts files.
+// the remote head (ls-remote), and a shallow checkout (HistoryDepth
+// commits) of a new head into a cache directory only when it moved. The
+// new head's history is compared with the previous revision's to tell a
+// force-push (RewriteKind). A checkout is bounded in bytes, files and
+// object size (ErrTooLarge). Authentication: HTTPS tokens and SSH deploy keys with host
+// keys verified against known_hosts files.
 //
 // gitwatch knows nothing of deployments; the daemon turns its revisions into
 // reconcile passes.
@@ -17,12 +20,15 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-git/go-billy/v5/osfs"
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/config"
 	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/cache"
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
 	gitssh "github.com/go-git/go-git/v5/plumbing/transport/ssh"
+	"github.com/go-git/go-git/v5/storage/filesystem"
 	"github.com/go-git/go-git/v5/storage/memory"
 	"golang.org/x/crypto/ssh/knownhosts"
 )
@@ -46,6 +52,19 @@ type Source struct {
 	URL    string
 	Branch string
 	Auth   Auth
+	// MaxBytes bounds what one checkout writes under the cache directory:
+	// the downloaded pack, its index and the worktree. Zero means
+	// DefaultMaxBytes. Going over it fails the checkout with ErrTooLarge.
+	MaxBytes int64
+	// MaxFiles bounds the files in a checked-out tree, counted before any
+	// is written. Zero means DefaultMaxFiles. Going over it fails the
+	// checkout with ErrTooLarge.
+	MaxFiles int
+	// MaxObjectBytes bounds any one object fetched (a file's content, a
+	// directory listing, a commit), checked as the pack arrives; it bounds
+	// the memory a checkout takes too. Zero means DefaultMaxObjectBytes.
+	// Going over it fails the checkout with ErrTooLarge.
+	MaxObjectBytes int64
 }
 
 // Auth holds the credentials of a Source. The zero value is anonymous.
@@ -75,15 +94,33 @@ type Revision struct {
 	// Dir holds the commit's tree (a worktree). It stays valid until the
 	// Repo checks out a newer revision and prunes old ones.
 	Dir string
+	// Previous is the SHA this revision replaced: the Repo's revision
+	// before it, or the one given to SetLast. Empty for a first checkout.
+	Previous string
+	// Rewrite is how the branch was force-pushed from Previous to SHA;
+	// empty for a fast-forward, or when it could not be told (the two
+	// histories did not meet within HistoryDepth commits).
+	Rewrite RewriteKind
+	// Rewritten is a one-line account of Rewrite naming both short SHAs,
+	// for logs and alerts; empty when Rewrite is.
+	Rewritten string
 }
 
 // Repo follows one Source into a cache directory. It is safe for
 // concurrent use; operations are serialized.
 type Repo struct {
-	src Source
-	dir string
-	mu  sync.Mutex
-	cur *Revision
+	src   Source
+	dir   string
+	depth int // commits fetched per checkout; 0 means the full history
+	mu    sync.Mutex
+	cur   *Revision
+	last  string // from SetLast, compared with while cur is nil
+	// tooLarge is the last head refused with ErrTooLarge, and why: it is
+	// not fetched again.
+	tooLarge struct {
+		sha string
+		err error
+	}
 }
 
 // Open prepares a Repo caching its checkouts under dir (created if
@@ -98,7 +135,25 @@ func Open(dir string, src Source) (*Repo, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	return &Repo{src: src, dir: dir}, nil
+	return &Repo{src: src, dir: dir, depth: HistoryDepth}, nil
+}
+
+// SetLast tells a Repo with no current revision (in a new process) the
+// SHA it last handed out, as recorded by the caller. The next Sync
+// reports that SHA as Revision.Previous and compares the new head's
+// history with it, using its checkout when the cache directory still holds
+// it. Call it before the first Sync; once a Sync has checked out a
+// revision, SetLast does nothing. sha must be a full hex SHA-1.
+func (r *Repo) SetLast(sha string) error {
+	if len(sha) != 40 || !plumbing.IsHash(sha) {
+		return fmt.Errorf("gitwatch: SetLast: %q is not a full commit SHA", sha)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cur == nil {
+		r.last = strings.ToLower(sha)
+	}
+	return nil
 }
 
 // Source returns what the Repo follows.
@@ -179,8 +234,13 @@ func (r *Repo) Current() *Revision {
 }
 
 // Sync checks the remote head and, only when it differs from the current
-// checkout, clones the new head shallowly into a fresh directory. It
-// returns the current revision and whether it changed.
+// checkout, clones the new head shallowly into a fresh directory and
+// compares its history with the previous revision's (Revision.Rewrite).
+// Checkouts other than the new one are then removed. It returns the
+// current revision and whether it changed. Errors: ErrAuth,
+// ErrBranchNotFound, ErrUnreachable, ErrTooLarge, or ctx's error; the
+// current revision stays as it was. A head refused with ErrTooLarge is
+// not fetched again: Sync returns the same error until the branch moves.
 func (r *Repo) Sync(ctx context.Context) (*Revision, bool, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -191,46 +251,48 @@ func (r *Repo) Sync(ctx context.Context) (*Revision, bool, error) {
 	if r.cur != nil && r.cur.SHA == head {
 		return r.cur, false, nil
 	}
-	rev, err := r.checkout(ctx, head)
+	if head == r.tooLarge.sha {
+		return r.cur, false, r.tooLarge.err
+	}
+	prev := r.last
+	if r.cur != nil {
+		prev = r.cur.SHA
+	}
+	rev, repo, err := r.checkout(ctx, head)
+	if errors.Is(err, ErrTooLarge) {
+		r.tooLarge.sha, r.tooLarge.err = head, err
+	}
 	if err != nil {
 		return r.cur, false, err
 	}
+	r.compare(rev, repo, prev)
 	r.cur = rev
 	r.prune(rev.Dir)
 	return rev, true, nil
 }
 
-// checkout clones the branch at depth 1 into dir/<sha> (reusing a
-// complete earlier checkout of the same SHA).
-func (r *Repo) checkout(ctx context.Context, sha string) (*Revision, error) {
+// checkout clones the branch into dir/<sha> (reusing a complete earlier
+// checkout of the same SHA) and returns the revision with its repository.
+func (r *Repo) checkout(ctx context.Context, sha string) (*Revision, *git.Repository, error) {
 	dst := filepath.Join(r.dir, sha)
 	if repo, err := git.PlainOpen(dst); err == nil {
 		if rev, err := revisionOf(repo, sha, r.src.Branch, dst); err == nil {
-			return rev, nil
+			return rev, repo, nil
 		}
 	}
 	_ = os.RemoveAll(dst)
 	tmp := dst + ".tmp"
-	_ = os.RemoveAll(tmp)
-	auth, err := r.auth()
-	if err != nil {
-		return nil, err
-	}
-	opts := &git.CloneOptions{URL: r.src.URL, Auth: auth, ReferenceName: r.ref(), SingleBranch: true, Depth: 1, Tags: git.NoTags}
-	repo, err := git.PlainCloneContext(ctx, tmp, false, opts)
-	if err != nil && isShallowUnsupported(err) {
-		_ = os.RemoveAll(tmp)
-		opts.Depth = 0
-		repo, err = git.PlainCloneContext(ctx, tmp, false, opts)
+	repo, err := r.clone(ctx, tmp, r.depth)
+	if err != nil && r.depth > 0 && isShallowUnsupported(err) {
+		repo, err = r.clone(ctx, tmp, 0)
 	}
 	if err != nil {
-		_ = os.RemoveAll(tmp)
-		return nil, classify(r.src.URL, err)
+		return nil, nil, err
 	}
 	head, err := repo.Head()
 	if err != nil {
 		_ = os.RemoveAll(tmp)
-		return nil, err
+		return nil, nil, err
 	}
 	if head.Hash().String() != sha {
 		// The branch moved between ls-remote and clone: take what we got.
@@ -239,13 +301,99 @@ func (r *Repo) checkout(ctx context.Context, sha string) (*Revision, error) {
 		_ = os.RemoveAll(dst)
 	}
 	if err := os.Rename(tmp, dst); err != nil {
-		return nil, err
+		_ = os.RemoveAll(tmp)
+		return nil, nil, err
 	}
 	repo, err = git.PlainOpen(dst)
 	if err != nil {
+		return nil, nil, err
+	}
+	rev, err := revisionOf(repo, sha, r.src.Branch, dst)
+	return rev, repo, err
+}
+
+// clone fetches depth commits of the branch (0: all) into dir, counts the
+// files of the head's tree, and only then writes the worktree, everything
+// written through the Source's limits. On error nothing is left in dir.
+func (r *Repo) clone(ctx context.Context, dir string, depth int) (*git.Repository, error) {
+	_ = os.RemoveAll(dir)
+	auth, err := r.auth()
+	if err != nil {
 		return nil, err
 	}
-	return revisionOf(repo, sha, r.src.Branch, dst)
+	lim := newLimiter(r.src)
+	wt := limitFS{Filesystem: osfs.New(dir), l: lim}
+	dot, err := wt.Chroot(git.GitDirName)
+	if err != nil {
+		return nil, err
+	}
+	st := limitStorage{Storage: filesystem.NewStorageWithOptions(dot, cache.NewObjectLRUDefault(),
+		filesystem.Options{LargeObjectThreshold: largeObject}), l: lim, drain: isLocal(r.src.URL)}
+	opts := &git.CloneOptions{URL: r.src.URL, Auth: auth, ReferenceName: r.ref(), SingleBranch: true,
+		Depth: depth, Tags: git.NoTags, NoCheckout: true}
+	repo, err := git.CloneContext(ctx, st, wt, opts)
+	if err == nil {
+		err = checkoutHead(repo, lim)
+	}
+	if err != nil {
+		_ = os.RemoveAll(dir)
+		if lerr := lim.exceeded(); lerr != nil {
+			return nil, lerr
+		}
+		return nil, classify(r.src.URL, err)
+	}
+	return repo, nil
+}
+
+// largeObject is the size above which a checkout streams a file from the
+// pack instead of reading it whole into memory.
+const largeObject = 1 << 20
+
+// checkoutHead writes the worktree of a clone made with NoCheckout, once
+// its tree is known to be within the file limit.
+func checkoutHead(repo *git.Repository, lim *limiter) error {
+	head, err := repo.Head()
+	if err != nil {
+		return err
+	}
+	c, err := repo.CommitObject(head.Hash())
+	if err != nil {
+		return err
+	}
+	tree, err := c.Tree()
+	if err != nil {
+		return err
+	}
+	if _, err := lim.countFiles(tree); err != nil {
+		return err
+	}
+	w, err := repo.Worktree()
+	if err != nil {
+		return err
+	}
+	return w.Reset(&git.ResetOptions{Commit: head.Hash(), Mode: git.HardReset})
+}
+
+// compare fills rev's Previous and Rewrite from prev's history, read from
+// its checkout when the cache still holds it. A history that cannot be
+// read makes no claim.
+func (r *Repo) compare(rev *Revision, repo *git.Repository, prev string) {
+	if prev == "" || prev == rev.SHA {
+		return
+	}
+	rev.Previous = prev
+	headID, prevID := plumbing.NewHash(rev.SHA), plumbing.NewHash(prev)
+	head, err := walkHistory(repo, headID)
+	if err != nil {
+		return
+	}
+	var old *history
+	if prepo, err := git.PlainOpen(filepath.Join(r.dir, prev)); err == nil {
+		old, _ = walkHistory(prepo, prevID)
+	}
+	kind, base := rewrite(head, headID, prevID, old)
+	rev.Rewrite = kind
+	rev.Rewritten = describeRewrite(r.src.Branch, kind, prevID, headID, base)
 }
 
 func revisionOf(repo *git.Repository, sha, branch, dir string) (*Revision, error) {
@@ -269,6 +417,12 @@ func (r *Repo) prune(keep string) {
 			_ = os.RemoveAll(p)
 		}
 	}
+}
+
+// isLocal reports whether url is served by a local git-upload-pack.
+func isLocal(url string) bool {
+	ep, err := transport.NewEndpoint(url)
+	return err == nil && ep.Protocol == "file"
 }
 
 func isShallowUnsupported(err error) bool {
