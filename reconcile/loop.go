@@ -17,6 +17,9 @@ type Revision struct {
 	Message string
 	Time    time.Time
 	Dir     string
+	// Rewritten, when the branch was force-pushed to this revision, says
+	// how (one line naming both commits); "" for a fast-forward.
+	Rewritten string
 }
 
 // Source follows an app's repository. Sync fetches only when the remote
@@ -74,7 +77,7 @@ type DriftScope struct {
 
 // Event is what the loop tells people about.
 type Event struct {
-	Kind     string    `json:"event"` // deploy_succeeded, deploy_failed, drift_opened, drift_resolved, git_unreachable, git_recovered
+	Kind     string    `json:"event"` // deploy_succeeded, deploy_failed, drift_opened, drift_resolved, git_unreachable, git_recovered, history_rewritten
 	App      string    `json:"app"`
 	Host     string    `json:"host,omitempty"`
 	Revision string    `json:"revision,omitempty"`

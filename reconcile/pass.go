@@ -35,6 +35,12 @@ func (l *Loop) syncOnce(ctx context.Context, log *slog.Logger, tr trigger) error
 			log.Error("record revision", "err", err)
 		}
 		log.Info("new revision", "author", rev.Author, "message", firstLine(rev.Message))
+		if rev.Rewritten != "" {
+			// It deploys like any new revision (the branch head is what
+			// git says to run), but people should know.
+			log.Warn("history rewritten", "detail", rev.Rewritten)
+			l.notify(Event{Kind: "history_rewritten", App: l.Name, Revision: rev.SHA, Detail: rev.Rewritten})
+		}
 	}
 	last, lastFailed, err := l.Record.LastAttempt(ctx, l.Name)
 	if err != nil {

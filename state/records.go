@@ -18,17 +18,20 @@ type Revision struct {
 	Message   string    `json:"message"`
 	Committed time.Time `json:"committed"`
 	Seen      time.Time `json:"seen"`
+	// Rewritten says how the branch was force-pushed to this revision
+	// ("" for a fast-forward), the last time it was seen that way.
+	Rewritten string `json:"rewritten,omitempty"`
 }
 
 // RecordRevision stores a revision once (later calls keep the first
-// sighting).
+// sighting, but a rewrite note replaces the one kept).
 func (s *Store) RecordRevision(ctx context.Context, r Revision) error {
 	if r.Seen.IsZero() {
 		r.Seen = time.Now()
 	}
-	_, err := s.db.ExecContext(ctx, `INSERT INTO revisions (app, sha, author, message, committed_at, seen_at)
-		VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (app, sha) DO NOTHING`,
-		r.App, r.SHA, r.Author, r.Message, unix(r.Committed), unix(r.Seen))
+	_, err := s.db.ExecContext(ctx, `INSERT INTO revisions (app, sha, author, message, committed_at, seen_at, rewritten)
+		VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (app, sha) DO UPDATE SET rewritten = excluded.rewritten WHERE excluded.rewritten != ''`,
+		r.App, r.SHA, r.Author, r.Message, unix(r.Committed), unix(r.Seen), r.Rewritten)
 	return err
 }
 
@@ -36,8 +39,8 @@ func (s *Store) RecordRevision(ctx context.Context, r Revision) error {
 func (s *Store) Revision(ctx context.Context, app, sha string) (Revision, error) {
 	r := Revision{App: app, SHA: sha}
 	var c, seen int64
-	err := s.db.QueryRowContext(ctx, `SELECT author, message, committed_at, seen_at FROM revisions WHERE app = ? AND sha = ?`, app, sha).
-		Scan(&r.Author, &r.Message, &c, &seen)
+	err := s.db.QueryRowContext(ctx, `SELECT author, message, committed_at, seen_at, rewritten FROM revisions WHERE app = ? AND sha = ?`, app, sha).
+		Scan(&r.Author, &r.Message, &c, &seen, &r.Rewritten)
 	if errors.Is(err, sql.ErrNoRows) {
 		return r, fmt.Errorf("revision %s of %s: %w", sha, app, ErrNotFound)
 	}

@@ -106,6 +106,8 @@ var migrations = []string{
 		converged_at INTEGER NOT NULL,
 		PRIMARY KEY (app, host)
 	);`,
+	// 3: a revision that a force-push brought (history rewritten).
+	`ALTER TABLE revisions ADD COLUMN rewritten TEXT NOT NULL DEFAULT '';`,
 }
 
 // Open opens (creating if needed) the store at path and migrates it.

@@ -286,3 +286,27 @@ func writer(path string) {
 		}
 	}
 }
+
+// TestStore_RevisionRewritten: a revision keeps its first sighting; a
+// force-push back to it adds (or replaces) the rewrite note, and a later
+// plain sighting does not erase it.
+func TestStore_RevisionRewritten(t *testing.T) {
+	s := open(t)
+	ctx := context.Background()
+	rec := func(note string) {
+		t.Helper()
+		if err := s.RecordRevision(ctx, Revision{App: "a", SHA: "abc", Author: "Ada", Message: "m", Rewritten: note}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rec("")
+	rec("branch main was force-pushed back from def to an older commit abc")
+	rec("")
+	r, err := s.Revision(ctx, "a", "abc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Rewritten != "branch main was force-pushed back from def to an older commit abc" || r.Author != "Ada" {
+		t.Errorf("revision %+v", r)
+	}
+}

@@ -415,3 +415,60 @@ func instanceOf(t *testing.T, d *serveProc) string {
 	}
 	return strings.TrimSpace(string(b))
 }
+
+// TestE2EFault_ForcePushed: the branch force-pushed back to an older
+// commit, then to a history unrelated to it, then (with the daemon
+// stopped) to an amended commit. Each time capstan follows the branch
+// head, deploys it as a new revision and says history was rewritten: a
+// warning, a history_rewritten alert naming both commits, and the note
+// kept with the revision.
+func TestE2EFault_ForcePushed(t *testing.T) {
+	_, w, d, alerts := truthLab(t, serveOpts{poll: "1s"})
+	ld := startLoad(webAddrs)
+	branch := w.git("rev-parse", "--abbrev-ref", "HEAD")
+	v1 := w.git("rev-parse", "HEAD")
+	v2 := w.commit(deployYML(t, "v2"), "v2")
+	waitServing(t, "v2", 60*time.Second)
+	d.waitIdle("succeeded")
+
+	rewritten := func(sha, kind string) {
+		t.Helper()
+		waitFor(t, 60*time.Second, kind+": the alert", func() bool {
+			return alerts.count("event", "history_rewritten", "revision", sha) == 1
+		})
+		waitFor(t, 30*time.Second, kind+": the daemon follows the branch head", func() bool {
+			return d.status("testapp")["revision"] == sha
+		})
+		if !strings.Contains(d.logs.String(), kind) {
+			t.Errorf("%q is not in the log", kind)
+		}
+	}
+	// Back to v1's commit.
+	w.git("push", "-q", "--force", "origin", v1+":refs/heads/"+branch)
+	rewritten(v1, "force-pushed back from "+v2[:7]+" to an older commit "+v1[:7])
+	waitServing(t, "v1", 60*time.Second)
+
+	// An unrelated history (an orphan branch) serving v3.
+	w.git("checkout", "-q", "--orphan", "other")
+	orphan := w.commit(deployYML(t, "v3"), "unrelated history")
+	w.git("push", "-q", "--force", "origin", orphan+":refs/heads/"+branch)
+	rewritten(orphan, "an unrelated history")
+	waitServing(t, "v3", 60*time.Second)
+	d.waitIdle("succeeded")
+
+	// A commit amended while the daemon is down: told after the restart.
+	w.git("commit", "-q", "--allow-empty", "-m", "a commit to amend")
+	w.git("push", "-q", "origin", "HEAD:"+branch)
+	waitFor(t, 30*time.Second, "the daemon sees the commit to amend", func() bool {
+		return d.status("testapp")["revision"] == w.git("rev-parse", "HEAD")
+	})
+	d.waitIdle("succeeded", "noop")
+	d.stop()
+	w.git("commit", "-q", "--allow-empty", "--amend", "-m", "amended")
+	amended := w.git("rev-parse", "HEAD")
+	w.git("push", "-q", "--force", "origin", amended+":refs/heads/"+branch)
+	d.start()
+	rewritten(amended, "diverged")
+	d.waitIdle("succeeded", "noop")
+	ld.finish(t, "force-pushes")
+}

@@ -43,19 +43,23 @@ func (g gitSource) Sync(ctx context.Context) (reconcile.Revision, bool, error) {
 	rev, changed, err := g.repo.Sync(ctx)
 	if err != nil {
 		g.metrics.gitErrors.WithLabelValues(g.app).Inc()
-		if errors.Is(err, gitwatch.ErrAuth) || errors.Is(err, gitwatch.ErrBranchNotFound) {
+		if errors.Is(err, gitwatch.ErrAuth) || errors.Is(err, gitwatch.ErrBranchNotFound) || errors.Is(err, gitwatch.ErrTooLarge) {
 			err = fmt.Errorf("%w: %w", reconcile.ErrPermanent, err)
 		}
 		return reconcile.Revision{}, false, err
 	}
-	return reconcile.Revision{SHA: rev.SHA, Author: rev.Author + " <" + rev.Email + ">", Message: rev.Message, Time: rev.Time, Dir: rev.Dir}, changed, nil
+	out := reconcile.Revision{SHA: rev.SHA, Author: rev.Author + " <" + rev.Email + ">", Message: rev.Message, Time: rev.Time, Dir: rev.Dir}
+	if changed {
+		out.Rewritten = rev.Rewritten
+	}
+	return out, changed, nil
 }
 
 // stateRecorder adapts state.Store to reconcile.Recorder.
 type stateRecorder struct{ store *state.Store }
 
 func (s stateRecorder) RecordRevision(ctx context.Context, app string, rev reconcile.Revision) error {
-	return s.store.RecordRevision(ctx, state.Revision{App: app, SHA: rev.SHA, Author: rev.Author, Message: rev.Message, Committed: rev.Time})
+	return s.store.RecordRevision(ctx, state.Revision{App: app, SHA: rev.SHA, Author: rev.Author, Message: rev.Message, Committed: rev.Time, Rewritten: rev.Rewritten})
 }
 
 func (s stateRecorder) StartPass(ctx context.Context, app, revision, version, trigger string) (int64, error) {

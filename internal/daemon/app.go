@@ -55,6 +55,12 @@ func (d *Daemon) newAppRunner(ac AppConfig) (*appRunner, error) {
 	if err != nil {
 		return nil, err
 	}
+	// After a restart the repository compares the branch head with the
+	// revision last worked on, so a force-push while capstan was down is
+	// still told.
+	if st, err := d.store.AppState(context.Background(), ac.Name); err == nil && st.LastAttempted != "" {
+		_ = repo.SetLast(st.LastAttempted)
+	}
 	r := &appRunner{cfg: ac, repo: repo}
 	log := d.log.With("app", ac.Name)
 	r.loop = &reconcile.Loop{

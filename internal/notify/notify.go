@@ -22,7 +22,7 @@ import (
 // Event is one thing that happened. JSON field names are the generic
 // webhook's contract.
 type Event struct {
-	Event    string    `json:"event"` // deploy_succeeded, deploy_failed, deploy_interrupted, drift_opened, drift_resolved, git_unreachable, git_recovered, drift_reminder
+	Event    string    `json:"event"` // deploy_succeeded, deploy_failed, deploy_interrupted, history_rewritten, drift_opened, drift_resolved, git_unreachable, git_recovered, drift_reminder
 	App      string    `json:"app"`
 	Host     string    `json:"host,omitempty"`
 	Revision string    `json:"revision,omitempty"`
@@ -199,7 +199,7 @@ type Slack struct{ URL string }
 func (s Slack) Name() string { return "slack" }
 
 func (s Slack) Send(ctx context.Context, e Event) error {
-	icon := map[string]string{"deploy_succeeded": ":white_check_mark:", "deploy_failed": ":x:", "deploy_interrupted": ":warning:", "drift_opened": ":warning:",
+	icon := map[string]string{"deploy_succeeded": ":white_check_mark:", "deploy_failed": ":x:", "deploy_interrupted": ":warning:", "history_rewritten": ":warning:", "drift_opened": ":warning:",
 		"drift_resolved": ":large_green_circle:", "git_unreachable": ":warning:", "git_recovered": ":large_green_circle:"}[e.Event]
 	text := fmt.Sprintf("%s *%s* %s", icon, e.App, strings.ReplaceAll(e.Event, "_", " "))
 	if e.Host != "" {
