@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/capstan-dev/capstan/internal/lab"
 )
 
 // Faults production does to a deploy, with traffic running through the
@@ -59,23 +61,7 @@ func TestE2EFault_BadRelease(t *testing.T) {
 	l, w, d, alerts := truthLab(t, serveOpts{})
 	ld := startLoad(webAddrs)
 	sha := w.commit(deployYML(t, "bad"), "a release that never gets healthy")
-	waitFor(t, 60*time.Second, "the bad release fails", func() bool {
-		st := d.status("testapp")
-		return st["revision"] == sha && st["last_outcome"] == "failed" && st["running"] == false
-	})
-	applying := strings.Count(d.logs.String(), `"msg":"applying"`)
-	time.Sleep(6 * time.Second) // three polls
-	if n := strings.Count(d.logs.String(), `"msg":"applying"`); n != applying {
-		t.Errorf("the failed release was retried for the same revision (%d → %d passes applying)", applying, n)
-	}
-	if n := alerts.count("event", "deploy_failed", "revision", sha); n != 1 {
-		t.Errorf("%d deploy_failed alerts, want 1: %s", n, alerts)
-	}
-	for i := range l.Hosts {
-		if running, _ := (&e2eApp{t: t, l: l}).containers(i); len(running) != 1 {
-			t.Errorf("host %d after the bad release runs %v", i, running)
-		}
-	}
+	badReleaseOnce(t, l, d, alerts, sha)
 	w.commit(deployYML(t, "v2"), "fix")
 	waitServing(t, "v2", 60*time.Second)
 	d.waitIdle("succeeded")
@@ -92,31 +78,39 @@ func TestE2EFault_CrashAfterSwitch(t *testing.T) {
 	l, w, d, alerts := truthLab(t, serveOpts{})
 	ld := startLoad(webAddrs)
 	sha := w.commit(deployYML(t, "crash"), "a release that crashes 2 s after it starts")
-	waitFor(t, 60*time.Second, "the crashing release fails", func() bool {
-		st := d.status("testapp")
-		return st["revision"] == sha && st["last_outcome"] == "failed" && st["running"] == false
-	})
+	badReleaseOnce(t, l, d, alerts, sha)
 	if !strings.Contains(d.logs.String(), "after it took the traffic") {
 		t.Errorf("the failure does not say the container crashed after the switch")
 	}
+	w.commit(deployYML(t, "v2"), "fix")
+	waitServing(t, "v2", 60*time.Second)
+	d.waitIdle("succeeded")
+	ld.finishWithin(t, "a release crashing after the switch, then a good one", 1500*time.Millisecond)
+}
+
+// badReleaseOnce waits for the pass of revision sha to fail as a bad
+// release and checks it stays failed: not retried over three polls, one
+// deploy_failed alert, every host back to one running container of v1.
+func badReleaseOnce(t *testing.T, l *lab.Lab, d *serveProc, alerts *alertSink, sha string) {
+	t.Helper()
+	waitFor(t, 60*time.Second, "the bad release fails", func() bool {
+		st := d.status("testapp")
+		return st["revision"] == sha && st["last_outcome"] == "failed" && st["running"] == false
+	})
 	waitServing(t, "v1", 10*time.Second)
 	applying := strings.Count(d.logs.String(), `"msg":"applying"`)
 	time.Sleep(6 * time.Second) // three polls
 	if n := strings.Count(d.logs.String(), `"msg":"applying"`); n != applying {
-		t.Errorf("the crashing release was retried for the same revision (%d → %d passes applying)", applying, n)
+		t.Errorf("the failed release was retried for the same revision (%d → %d passes applying)", applying, n)
 	}
 	if n := alerts.count("event", "deploy_failed", "revision", sha); n != 1 {
 		t.Errorf("%d deploy_failed alerts, want 1: %s", n, alerts)
 	}
 	for i := range l.Hosts {
 		if running, _ := (&e2eApp{t: t, l: l}).containers(i); len(running) != 1 || !strings.Contains(fmt.Sprint(running), "v1") {
-			t.Errorf("host %d after the crashing release runs %v", i, running)
+			t.Errorf("host %d after the bad release runs %v", i, running)
 		}
 	}
-	w.commit(deployYML(t, "v2"), "fix")
-	waitServing(t, "v2", 60*time.Second)
-	d.waitIdle("succeeded")
-	ld.finishWithin(t, "a release crashing after the switch, then a good one", 1500*time.Millisecond)
 }
 
 // TestE2EFault_ProxyRemoved: with self_heal on, the proxy container

@@ -149,15 +149,7 @@ func TestE2EFault_RegistryFailsDuringThePull(t *testing.T) {
 			}
 		}
 		fr.mode.Store("")
-		waitFor(t, 60*time.Second, mode+": the registry is back, the same commit deploys", func() bool {
-			for h := range l.Hosts {
-				running, _ := a.containers(h)
-				if len(running) != 1 || !strings.Contains(fmt.Sprint(running), tag) {
-					return false
-				}
-			}
-			return true
-		})
+		waitRunning(t, a, tag, mode+": the registry is back, the same commit deploys")
 		d.waitIdle("succeeded")
 		if i == 0 {
 			waitServing(t, "v2", 10*time.Second) // the unique images answer v2
@@ -208,8 +200,16 @@ func TestE2EFault_DiskFullDuringThePull(t *testing.T) {
 		t.Errorf("the full host runs %v", running)
 	}
 	unmount()
-	waitFor(t, 60*time.Second, "there is room again: the same commit deploys", func() bool {
-		for h := range l.Hosts {
+	waitRunning(t, a, tag, "there is room again: the same commit deploys")
+	d.waitIdle("succeeded")
+	ld.finish(t, "the disk full on one host during the pull")
+}
+
+// waitRunning waits until every host runs one container, of version tag.
+func waitRunning(t *testing.T, a *e2eApp, tag, what string) {
+	t.Helper()
+	waitFor(t, 60*time.Second, what, func() bool {
+		for h := range a.l.Hosts {
 			running, _ := a.containers(h)
 			if len(running) != 1 || !strings.Contains(fmt.Sprint(running), tag) {
 				return false
@@ -217,6 +217,4 @@ func TestE2EFault_DiskFullDuringThePull(t *testing.T) {
 		}
 		return true
 	})
-	d.waitIdle("succeeded")
-	ld.finish(t, "the disk full on one host during the pull")
 }
