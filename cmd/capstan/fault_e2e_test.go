@@ -371,7 +371,7 @@ func TestE2EFault_TwoDaemonsOnTheSameHosts(t *testing.T) {
 	ld := startLoad(webAddrs)
 	w.commit(deployYML(t, "v2"), "v2")
 	auth := func(d *serveProc) map[string]string { return map[string]string{"Authorization": "Bearer " + d.token} }
-	go a.post("/api/v1/apps/testapp/sync", nil, auth(a))
+	a.post("/api/v1/apps/testapp/sync", nil, auth(a)) // answered at once (202): the two passes start together
 	b.post("/api/v1/apps/testapp/sync", nil, auth(b))
 	waitServing(t, "v2", 60*time.Second)
 	a.waitIdle("succeeded", "noop")
