@@ -17,7 +17,7 @@ var hostileValues = map[string]string{
 	"H_CHAIN":   "x; touch /root/pwned-chain && echo y | cat > /root/pwned-pipe",
 	"H_QUOTES":  `it's "quoted" \" \\ '\''`,
 	"H_NEWLINE": "line one\nline two\r\n\ttabbed",
-	"H_UNICODE": "ünïcødé ‮ ∑ 😀",
+	"H_UNICODE": "ünïcødé \u202e ∑ 😀",
 	"H_VARS":    "$HOME ${PATH} $PWD/bin ~root",
 	"H_GLOB":    "* ? [a-z] ~ # !",
 	"H_LONG":    strings.Repeat("$(touch /root/pwned-long);", 2400), // 62 KB
