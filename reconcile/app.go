@@ -289,11 +289,16 @@ func (a *App) Plan(ctx context.Context) (*Plan, error) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				if live, err := a.Proxy.Routes(ctx, host); err == nil {
-					routes = map[string]proxy.LiveRoute{}
-					for _, r := range live {
-						routes[r.Name] = r
-					}
+				live, err := a.Proxy.Routes(ctx, host)
+				if err != nil {
+					// The plan then checks no route (the proxy's own
+					// state decides: proxy-down when it is not running).
+					a.log().Debug("proxy routes unreadable", "host", host, "err", err)
+					return
+				}
+				routes = map[string]proxy.LiveRoute{}
+				for _, r := range live {
+					routes[r.Name] = r
 				}
 			}()
 		}
