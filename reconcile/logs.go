@@ -91,6 +91,13 @@ func (a *App) logSpecs(roles, hosts []string) (map[string][]*kamal.Container, []
 // role on each (see roleContainers). A host that cannot be observed, and
 // a role that runs no container, are reported to warn (nil: discarded).
 func (a *App) LogTargets(ctx context.Context, roles, hosts []string, warn func(string, error)) ([]LogTarget, error) {
+	all, err := a.logTargets(ctx, roles, hosts, warn)
+	return slices.DeleteFunc(all, func(t LogTarget) bool { return t.ID == "" }), err
+}
+
+// logTargets is LogTargets with the roles that run no container, or whose
+// host could not be observed, kept with an empty ID.
+func (a *App) logTargets(ctx context.Context, roles, hosts []string, warn func(string, error)) ([]LogTarget, error) {
 	specs, order, err := a.logSpecs(roles, hosts)
 	if err != nil {
 		return nil, err
@@ -103,15 +110,17 @@ func (a *App) LogTargets(ctx context.Context, roles, hosts []string, warn func(s
 		o, err := a.observe(octx, host)
 		if err != nil {
 			warn(host, err)
-			return
 		}
 		for _, spec := range specs[host] {
-			cur, _ := a.roleContainers(spec, o)
-			if cur == nil {
-				warn(host, fmt.Errorf("no %s container runs", spec.Role))
-				continue
+			t := LogTarget{Host: host, Role: spec.Role}
+			if o != nil {
+				if cur, _ := a.roleContainers(spec, o); cur != nil {
+					t.ID, t.Name = cur.ID, cur.Name
+				} else {
+					warn(host, fmt.Errorf("no %s container runs", spec.Role))
+				}
 			}
-			found[i] = append(found[i], LogTarget{Host: host, Role: spec.Role, ID: cur.ID, Name: cur.Name})
+			found[i] = append(found[i], t)
 		}
 	})
 	return slices.Concat(found...), ctx.Err()
@@ -139,20 +148,22 @@ func (a *App) currentOn(ctx context.Context, host, role string) (*Container, err
 // secrets of the configuration masked (Redact, and each line of a
 // multi-line secret), filtered by o.Grep. Without o.Follow the lines of
 // every container are merged by Docker's timestamps and written once all
-// are read; with it, lines are written as they arrive until ctx ends.
-// Hosts and containers that cannot be read are reported to o.Warn. The
+// are read; with it, lines are written as they arrive until ctx ends, and
+// a role that runs no container, or whose host cannot be reached, is
+// waited for. Hosts and containers that cannot be read are reported to
+// o.Warn. The
 // error is ErrUnknownTarget for a role or host not in the configuration,
 // or ctx's.
 func (a *App) Logs(ctx context.Context, o LogOptions, w io.Writer) error {
 	o.Warn = orDiscard(o.Warn)
-	targets, err := a.LogTargets(ctx, o.Roles, o.Hosts, o.Warn)
+	targets, err := a.logTargets(ctx, o.Roles, o.Hosts, o.Warn)
 	if err != nil {
 		return err
 	}
 	out := &logOut{w: w, mask: a.logMask(), grep: o.Grep, timestamps: o.Timestamps}
 	first := logArgs{tail: o.Lines, since: sinceArg(o.Since)}
 	if !o.Follow {
-		return a.readLogs(ctx, targets, first, out, o.Warn)
+		return a.readLogs(ctx, slices.DeleteFunc(targets, func(t LogTarget) bool { return t.ID == "" }), first, out, o.Warn)
 	}
 	st, ok := a.SSH.(Streamer)
 	if !ok {

@@ -41,23 +41,32 @@ func (f *follower) follow(ctx context.Context, t LogTarget, first logArgs) {
 			f.warn(t.Host, err)
 		}
 	}
+	started := f.now()
 	for {
-		started := f.now()
-		lw := &lineWriter{out: f.out, t: t, after: after}
-		err := f.stream(ctx, t.Host, logsArgv(t.ID, args), lw)
-		lw.flush()
-		if ctx.Err() != nil {
-			return
-		}
-		if err != nil {
-			warn(fmt.Errorf("logs of %s: %w", t.Name, err))
-		}
-		if lw.last.After(after) {
-			after = lw.last
+		if t.ID != "" { // "": nothing ran when the follow started
+			started = f.now()
+			lw := &lineWriter{out: f.out, t: t, after: after}
+			err := f.stream(ctx, t.Host, logsArgv(t.ID, args), lw)
+			lw.flush()
+			if ctx.Err() != nil {
+				return
+			}
+			if err != nil {
+				warn(fmt.Errorf("logs of %s: %w", t.Name, err))
+			}
+			if lw.last.After(after) {
+				after = lw.last
+			}
 		}
 		next := f.next(ctx, t, warn)
 		if next == nil {
 			return // ctx ended
+		}
+		if t.ID == "" {
+			f.note(t, "capstan: now following "+next.Name)
+			t.ID, t.Name = next.ID, next.Name
+			args = logArgs{follow: true, since: unixArg(started)}
+			continue
 		}
 		if next.ID == t.ID {
 			// The same container: on from its last written line.

@@ -314,3 +314,42 @@ func TestFollower_FollowsTheNextContainer(t *testing.T) {
 	default:
 	}
 }
+
+// TestFollower_WaitsForAFirstContainer: a role that ran no container (or
+// whose host did not answer) when the follow started is followed once one
+// runs, from when the follow started.
+func TestFollower_WaitsForAFirstContainer(t *testing.T) {
+	got := make(chanWriter, 10)
+	s := &streamScript{
+		chunks:  map[string][]string{"C": {"2026-11-29T10:00:01Z c1\n"}},
+		block:   map[string]bool{"C": true},
+		current: []*Container{nil, {ID: "C", Name: "app-worker-v3"}},
+	}
+	f := &follower{stream: s.stream, lookup: s.lookup, out: &logOut{w: got, mask: func(x string) string { return x }},
+		warn: func(string, error) {}, pause: time.Millisecond, now: func() time.Time { return time.Unix(1700000000, 0) }}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f.follow(ctx, LogTarget{Host: "h3", Role: "worker"}, logArgs{tail: 10})
+	}()
+	want := []string{
+		"h3 worker | capstan: no worker container runs; waiting for one\n",
+		"h3 worker | capstan: now following app-worker-v3\n",
+		"h3 worker | c1\n",
+	}
+	var lines []string
+	for len(lines) < len(want) {
+		select {
+		case l := <-got:
+			lines = append(lines, l)
+		case <-time.After(5 * time.Second):
+			t.Fatalf("lines so far:\n%s", strings.Join(lines, ""))
+		}
+	}
+	cancel()
+	<-done
+	if !slices.Equal(lines, want) || len(s.argv) != 1 || s.argv[0] != "--timestamps --tail all --since 1700000000.000000000 --follow C" {
+		t.Errorf("lines:\n%s\nargv %q", strings.Join(lines, ""), s.argv)
+	}
+}
