@@ -151,9 +151,8 @@ func (a *App) currentOn(ctx context.Context, host, role string) (*Container, err
 // are read; with it, lines are written as they arrive until ctx ends, and
 // a role that runs no container, or whose host cannot be reached, is
 // waited for. Hosts and containers that cannot be read are reported to
-// o.Warn. The
-// error is ErrUnknownTarget for a role or host not in the configuration,
-// or ctx's.
+// o.Warn. The error is ErrUnknownTarget for a role or host not in the
+// configuration, or ctx's.
 func (a *App) Logs(ctx context.Context, o LogOptions, w io.Writer) error {
 	o.Warn = orDiscard(o.Warn)
 	targets, err := a.logTargets(ctx, o.Roles, o.Hosts, o.Warn)
