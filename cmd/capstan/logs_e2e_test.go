@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -67,6 +68,7 @@ func TestE2ELogs_MergedMaskedAndFollowsARedeploy(t *testing.T) {
 		t.Fatal("logs -f did not end after the cancel")
 	}
 	got := buf.String()
+	t.Logf("capstan logs -f:\n%s", got)
 	auditSecrets(t, "the output of capstan logs -f", []byte(got))
 	if strings.Count(got, "10.231.0.11 web | testapp: SECRET_KEY=[REDACTED]") != 2 || strings.Contains(got, "10.231.0.12") {
 		t.Errorf("logs -f output (want both containers' masked secret lines, only 10.231.0.11):\n%s", got)
@@ -131,7 +133,10 @@ func checkDetails(t *testing.T, a *e2eApp, version string) {
 		}
 	}
 	table, err := a.capstan("details")
-	if err != nil || !strings.Contains(table, "testapp-web-"+version+"  app") || !strings.Contains(table, "running (current)") {
-		t.Errorf("details table (%v):\n%s", err, table)
+	for _, role := range []string{"web", "worker"} {
+		row := regexp.MustCompile(`(?m)^  testapp-` + role + `-` + version + ` +app +` + role + ` +` + version + ` +running \(current\) `)
+		if err != nil || len(row.FindAllString(table, -1)) != map[string]int{"web": 2, "worker": 1}[role] {
+			t.Errorf("details table (%v) lacks the %s rows:\n%s", err, role, table)
+		}
 	}
 }
