@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -138,5 +139,37 @@ func checkDetails(t *testing.T, a *e2eApp, version string) {
 		if err != nil || len(row.FindAllString(table, -1)) != map[string]int{"web": 2, "worker": 1}[role] {
 			t.Errorf("details table (%v) lacks the %s rows:\n%s", err, role, table)
 		}
+	}
+}
+
+// TestE2EServe_LogsAPI: the daemon answers the logs of the app it deployed
+// (both web hosts and the worker, the secret the app prints masked), a
+// selection by role and line count, and refuses a request without the
+// token.
+func TestE2EServe_LogsAPI(t *testing.T) {
+	l := startLab(t, 3)
+	if err := l.Reset(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	bare, w := localRemote(t)
+	w.commit(strings.Replace(deployYML(t, "v1"), "    GREETING: hello\n", logEnv, 1), "v1")
+	srv := gitHTTP(t, filepath.Dir(bare))
+	defer srv.Close()
+	d := startServe(t, l, serveOpts{repo: srv.URL + "/app.git"})
+	waitServing(t, "v1", 90*time.Second)
+	d.waitIdle("succeeded")
+	code, body := d.get("/api/v1/apps/testapp/logs", "Bearer "+d.token)
+	t.Logf("GET /api/v1/apps/testapp/logs: %d\n%s", code, body)
+	auditSecrets(t, "GET /api/v1/apps/testapp/logs", body)
+	for _, host := range []string{"10.231.0.11 web", "10.231.0.12 web", "10.231.0.13 worker"} {
+		if code != 200 || !strings.Contains(string(body), host+" | testapp: SECRET_KEY=[REDACTED]\n") || !strings.Contains(string(body), host+" | testapp v1 listening on :3000\n") {
+			t.Errorf("the logs lack %s's lines", host)
+		}
+	}
+	if code, body := d.get("/api/v1/apps/testapp/logs?role=worker&lines=1", "Bearer "+d.token); code != 200 || string(body) != "10.231.0.13 worker | testapp v1 listening on :3000\n" {
+		t.Errorf("role=worker&lines=1: %d %q", code, body)
+	}
+	if code, body := d.get("/api/v1/apps/testapp/logs", ""); code != 401 || strings.Contains(string(body), "testapp v1") {
+		t.Errorf("without the token: %d %q", code, body)
 	}
 }
