@@ -270,27 +270,10 @@ func (a *App) planHost(want *kamal.HostPlan, o *Observed) *HostPlan {
 	// App roles.
 	managed := map[string]bool{} // container names this plan accounts for
 	for _, spec := range want.Apps {
-		prefix := strings.TrimSuffix(spec.Name, "-"+a.Config.Version.Name()) + "-"
-		var cands []*Container
-		for i := range o.Containers {
-			c := &o.Containers[i]
-			if c.Service == a.Config.Service && c.Role == spec.Role && c.Destination == a.Config.Destination && strings.HasPrefix(c.Name, prefix) {
-				cands = append(cands, c)
-				managed[c.Name] = true
-			}
-		}
-		// The current container: the one with the desired name if it runs,
-		// else the newest running one (Kamal's current_running_version).
-		var cur *Container
-		if c := byName[spec.Name]; c != nil && contains(cands, c) && (c.Running() || c.State == "restarting") {
-			cur = c
-		} else {
-			for _, c := range cands {
-				if c.Running() || c.State == "restarting" {
-					cur = c
-					break
-				}
-			}
+		prefix := a.rolePrefix(spec)
+		cur, cands := a.roleContainers(spec, o)
+		for _, c := range cands {
+			managed[c.Name] = true
 		}
 		from, fromVersion := "", ""
 		if cur != nil {
@@ -388,6 +371,39 @@ func (a *App) planHost(want *kamal.HostPlan, o *Observed) *HostPlan {
 	return hp
 }
 
+// rolePrefix is the name of spec's containers without the version
+// ("testapp-web-"): every version of the role starts with it.
+func (a *App) rolePrefix(spec *kamal.Container) string {
+	return strings.TrimSuffix(spec.Name, "-"+a.Config.Version.Name()) + "-"
+}
+
+// roleContainers returns the containers of spec's role on o (this service
+// and destination, any version, newest first) and, among them, the
+// current one: the one with the desired name if it runs, else the newest
+// running one (Kamal's current_running_version); nil when none runs. A
+// restarting container counts as running.
+func (a *App) roleContainers(spec *kamal.Container, o *Observed) (cur *Container, cands []*Container) {
+	prefix := a.rolePrefix(spec)
+	for i := range o.Containers {
+		c := &o.Containers[i]
+		if c.Service == a.Config.Service && c.Role == spec.Role && c.Destination == a.Config.Destination && strings.HasPrefix(c.Name, prefix) {
+			cands = append(cands, c)
+		}
+	}
+	up := func(c *Container) bool { return c.Running() || c.State == "restarting" }
+	for _, c := range cands {
+		if c.Name == spec.Name && up(c) {
+			return c, cands
+		}
+	}
+	for _, c := range cands {
+		if up(c) {
+			return c, cands
+		}
+	}
+	return nil, cands
+}
+
 // routeProblem says why the proxy's route name does not send traffic to c
 // alone ("" when it does).
 func routeProblem(routes map[string]proxy.LiveRoute, name string, c *Container) string {
@@ -429,15 +445,6 @@ func movedFrom(t proxy.Target, c *Container) string {
 		return ""
 	}
 	return t.IP.String()
-}
-
-func contains(list []*Container, c *Container) bool {
-	for _, x := range list {
-		if x == c {
-			return true
-		}
-	}
-	return false
 }
 
 var stepOrder = map[StepKind]int{StepConnect: -1, StepBootProxy: 0, StepBootAccessory: 1, StepRebootAccessory: 2, StepDeploy: 3, StepReassert: 4, StepStopStale: 5, StepStopUnmanaged: 6, StepPrune: 7}

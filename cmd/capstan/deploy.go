@@ -250,20 +250,27 @@ func openApp(ctx context.Context, e *env, name string, args []string, f *deployF
 	if help, err := parseFlags(fs, args); help || err != nil {
 		return nil, nil, help, err
 	}
+	app, close, err = loadApp(ctx, e, f)
+	return app, close, false, err
+}
+
+// loadApp loads deploy.yml as f's parsed flags say and wires an App on a
+// new SSH pool; close releases the pool.
+func loadApp(ctx context.Context, e *env, f *deployFlags) (app *reconcile.App, close func(), err error) {
 	cfg, err := loadDeploy(ctx, e, f)
 	if err != nil {
-		return nil, nil, false, err
+		return nil, nil, err
 	}
 	pool, red, err := newPool(e, cfg, poolOptions{})
 	if err != nil {
-		return nil, nil, false, err
+		return nil, nil, err
 	}
 	app, err = newApp(e, cfg, pool, red)
 	if err != nil {
 		pool.Close()
-		return nil, nil, false, err
+		return nil, nil, err
 	}
-	return app, func() { pool.Close() }, false, nil
+	return app, func() { pool.Close() }, nil
 }
 
 func runPlan(ctx context.Context, e *env, args []string) error {
