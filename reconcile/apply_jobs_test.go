@@ -298,3 +298,15 @@ func TestPlan_NoJobsWithoutDeploy(t *testing.T) {
 		t.Errorf("jobs %+v for a plan without deploy", plan.Jobs)
 	}
 }
+
+// TestLoop_TriggerRerunJobs: rerun_jobs is a forced pass that reruns the
+// jobs, and is not lost behind a plain trigger.
+func TestLoop_TriggerRerunJobs(t *testing.T) {
+	l := &Loop{}
+	l.Trigger(TriggerPoll, false)
+	l.TriggerRerunJobs(TriggerManual)
+	tr := <-l.wake
+	if !tr.force || !tr.rerunJobs || tr.kind != TriggerManual {
+		t.Errorf("trigger %+v", tr)
+	}
+}
