@@ -270,11 +270,18 @@ func (r *applyRun) failed(host string) bool {
 	return r.hostRes[host].Error != ""
 }
 
-// record appends an executed step to host's result.
+// record appends an executed step to host's result (a host outside the
+// plan, where a release job ran, gets one).
 func (r *applyRun) record(host string, sr *StepResult) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.hostRes[host].Steps = append(r.hostRes[host].Steps, sr)
+	hr := r.hostRes[host]
+	if hr == nil {
+		hr = &HostResult{Host: host}
+		r.hostRes[host] = hr
+		r.res.Hosts = append(r.res.Hosts, hr)
+	}
+	hr.Steps = append(hr.Steps, sr)
 }
 
 // hostsWith returns the reachable, not yet failed hosts with a step of one

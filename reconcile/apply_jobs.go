@@ -126,14 +126,30 @@ func (r *applyRun) runJob(ctx context.Context, j PlannedJob) error {
 	return errors.Join(errs...)
 }
 
-// jobHost returns the planned, reachable host a job runs on.
-func (r *applyRun) jobHost(host string) (*HostPlan, error) {
+// jobHost returns the host a job runs on, observed: from the plan, or,
+// for a host this pass does not converge (it runs the revision already,
+// another host is being caught up), observed now.
+func (r *applyRun) jobHost(ctx context.Context, host string) (*HostPlan, error) {
 	for _, hp := range r.plan.Hosts {
-		if hp.Host == host && hp.Error == "" && hp.observed != nil {
+		if hp.Host == host {
+			if hp.Error != "" || hp.observed == nil {
+				return nil, fmt.Errorf("%w: %s: %s", ErrUnreachable, host, hp.Error)
+			}
 			return hp, nil
 		}
 	}
-	return nil, fmt.Errorf("%w: %s is not reachable in this pass", ErrUnreachable, host)
+	for _, want := range r.a.Hosts {
+		if want.Host == host {
+			octx, cancel := context.WithTimeout(ctx, r.a.observeTimeout())
+			defer cancel()
+			o, err := r.a.observe(octx, host)
+			if err != nil {
+				return nil, fmt.Errorf("%w: %s: %w", ErrUnreachable, host, err)
+			}
+			return &HostPlan{Host: host, observed: o, desired: want, Steps: []Step{}, Drift: []Drift{}}, nil
+		}
+	}
+	return nil, fmt.Errorf("%w: %s is not a host of the app", ErrHost, host)
 }
 
 // runJobOn runs j in a one-off container on host: the image there (pulled
@@ -155,7 +171,7 @@ func (r *applyRun) runJobOn(ctx context.Context, j PlannedJob, host string) (err
 	if err != nil {
 		return fmt.Errorf("%w: job %s: %w", ErrHost, j.Name, err)
 	}
-	hp, err := r.jobHost(host)
+	hp, err := r.jobHost(ctx, host)
 	if err != nil {
 		return fmt.Errorf("job %s: %w", j.Name, err)
 	}

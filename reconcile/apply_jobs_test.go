@@ -310,3 +310,41 @@ func TestLoop_TriggerRerunJobs(t *testing.T) {
 		t.Errorf("trigger %+v", tr)
 	}
 }
+
+// TestApply_JobOnHostOutsideThePass: a pass that catches up one host (the
+// others run the revision already) runs a job whose host it does not
+// converge there, observing it first.
+func TestApply_JobOnHostOutsideThePass(t *testing.T) {
+	a, h := jobApp(t, "    - {name: warm, role: web, cmd: warm, when: post_deploy}\n", exitWith(4, "cold\n"))
+	ctx := context.Background()
+	plan, err := a.Plan(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub := plan.only(func(hp *HostPlan) bool { return hp.Host == "10.0.0.2" })
+	r := newApplyRun(a, sub)
+	if err := r.runJobs(ctx, kamal.JobPreDeploy); err != nil || len(h.commands()) != 0 {
+		t.Fatalf("pre_deploy ran a post_deploy job: %v %q", err, h.commands())
+	}
+	err = r.runJobs(ctx, kamal.JobPostDeploy)
+	if !errors.Is(err, ErrJobFailed) || !strings.Contains(err.Error(), "warm on 10.0.0.1: exit 4") {
+		t.Fatalf("error %v", err)
+	}
+	if index(h.commands(), "10.0.0.1: docker run --rm") < 0 {
+		t.Errorf("not run on 10.0.0.1: %q", h.commands())
+	}
+	r.jobErr = err
+	res, err := r.summary()
+	if outcome, permanent := classifyResult(res, err); outcome != OutcomeFailed || !permanent || res.Failed() {
+		t.Errorf("a failed post_deploy job: %s permanent=%v, hosts failed=%v", outcome, permanent, res.Failed())
+	}
+	var found bool
+	for _, hr := range res.Hosts {
+		for _, s := range hr.Steps {
+			found = found || (hr.Host == "10.0.0.1" && s.Kind == StepJob && s.Logs == "cold\n")
+		}
+	}
+	if !found {
+		t.Errorf("the job's step is not recorded on 10.0.0.1: %+v", res.Hosts)
+	}
+}
