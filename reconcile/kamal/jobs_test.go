@@ -56,6 +56,10 @@ func TestConfig_Jobs(t *testing.T) {
 	if pre[1].Timeout != DefaultJobTimeout {
 		t.Errorf("default timeout %s", pre[1].Timeout)
 	}
+	var sum strings.Builder
+	if err := c.WriteSummary(&sum); err != nil || !strings.Contains(sum.String(), "release jobs:\n  migrate (pre_deploy, web on 1.1.1.1, timeout 1m30s): bin/rails db:migrate\n") {
+		t.Errorf("summary %v:\n%s", err, sum.String())
+	}
 	post := c.Jobs(JobPostDeploy)
 	if len(post) != 1 || post[0].Name != "warm-cache" || post[0].Timeout != 30*time.Second || !post[0].AllHosts {
 		t.Errorf("post_deploy jobs %+v", post)
