@@ -126,7 +126,7 @@ func TestE2EJobs_PreDeploy(t *testing.T) {
 		t.Fatalf("job at %s, first answer of the new version at %s", ran.Format(time.StampMicro), firstNew.Format(time.StampMicro))
 	}
 	t.Logf("job %s before the first answer of the new version", firstNew.Sub(ran))
-	if audit := a.sh(0, "cat .kamal/testapp-audit.log"); !strings.Contains(audit, "[web] Executed cmd 'job "+rcv.url+"/migrate 0' on app version "+good) {
+	if audit := a.sh(0, "cat /root/.kamal/testapp-audit.log"); !strings.Contains(audit, "[web] Executed cmd 'job "+rcv.url+"/migrate 0' on app version "+good) {
 		t.Errorf("audit log lacks the job:\n%s", audit)
 	}
 
