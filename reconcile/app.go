@@ -70,6 +70,11 @@ type App struct {
 	// from a host (a failed container's log lines); nil keeps it as is.
 	Redact func(string) string
 
+	// Jobs ties the release jobs of an Apply to a revision so each runs
+	// once per revision; the zero value runs them on every apply that
+	// deploys.
+	Jobs JobScope
+
 	apiOnce sync.Once
 	api     *dockerAPI // what the observe script taught about each host, and the API channels
 }
@@ -322,6 +327,7 @@ func (a *App) Plan(ctx context.Context) (*Plan, error) {
 			p.Hosts[i] = &HostPlan{Host: hosts[i], Error: ctx.Err().Error(), Steps: []Step{}, Drift: []Drift{}}
 		}
 	}
+	p.Jobs = a.plannedJobs(p.Hosts)
 	return p, ctx.Err()
 }
 

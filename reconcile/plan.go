@@ -76,6 +76,8 @@ func (s Step) String() string {
 		return fmt.Sprintf("stop unmanaged %s: %s", s.Container, s.Reason)
 	case StepPrune:
 		return fmt.Sprintf("prune %d containers beyond retain_containers", len(s.Remove))
+	case StepJob:
+		return fmt.Sprintf("run %s (%s) in %s", s.Reason, s.Role, s.Container)
 	}
 	return string(s.Kind) + ": " + s.Reason
 }
@@ -136,7 +138,11 @@ type Plan struct {
 	Version     string      `json:"version"`
 	Image       string      `json:"image"`
 	Hosts       []*HostPlan `json:"hosts"`
-	CreatedAt   time.Time   `json:"created_at"`
+	// Jobs are the release jobs apply runs with the deploy (none when the
+	// plan deploys nothing): pre_deploy before any container of the new
+	// version boots, post_deploy after every host switched.
+	Jobs      []PlannedJob `json:"jobs,omitempty"`
+	CreatedAt time.Time    `json:"created_at"`
 
 	app *App
 }
@@ -202,6 +208,9 @@ func (p *Plan) WriteText(w io.Writer) {
 		for _, d := range h.Drift {
 			fmt.Fprintf(w, "    drift %s: %s\n", d.Kind, d.Detail)
 		}
+	}
+	for _, j := range p.Jobs {
+		fmt.Fprintf(w, "  run %s\n", j)
 	}
 }
 

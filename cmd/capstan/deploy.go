@@ -361,7 +361,11 @@ func writeResult(e *env, res *reconcile.Result, took time.Duration) {
 			}
 			fmt.Fprintf(w, "  %-60s %6s  %s\n", s.Step.String(), s.End.Sub(s.Start).Round(time.Millisecond), status)
 			if s.Logs != "" {
-				fmt.Fprintf(w, "    last log lines of the new container:\n")
+				what := "last log lines of the new container"
+				if s.Kind == reconcile.StepJob {
+					what = "output of the job"
+				}
+				fmt.Fprintf(w, "    %s:\n", what)
 				for _, l := range strings.Split(strings.TrimRight(s.Logs, "\n"), "\n") {
 					fmt.Fprintf(w, "      %s\n", l)
 				}
