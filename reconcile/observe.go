@@ -164,10 +164,11 @@ func ParseObserve(host string, out []byte) (*Observed, error) {
 	o.Home, o.DockerHost = strings.TrimSpace(lines[0]), strings.TrimSpace(lines[1])
 	// DOCKER_CONTEXT beats the config file's currentContext.
 	o.DockerContext = strings.TrimSpace(lines[2])
-	if _, v, ok := strings.Cut(lines[3], ":"); ok && o.DockerContext == "" {
+	// The config file's line is there only when grep found it.
+	if k, v, ok := strings.Cut(lines[3], ":"); ok && strings.Contains(k, "currentContext") && o.DockerContext == "" {
 		o.DockerContext = strings.Trim(strings.TrimSpace(v), `"`)
 	}
-	setIPs(o.Containers, lines[4:])
+	setIPs(o.Containers, lines[3:])
 	o.Lock = parseLock(sections[2])
 	return o, nil
 }

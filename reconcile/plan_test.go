@@ -299,17 +299,25 @@ func TestRouteProblem_AddressMoved(t *testing.T) {
 // a container not on the network has none.
 func TestParseObserve_Addresses(t *testing.T) {
 	out := ps(t, Container{ID: "aaa", Name: "web", State: "running"}, Container{ID: "bbb", Name: "worker", State: "running"})
-	out = bytes.Replace(out, []byte("/root\n"), []byte("/root\n\n\n\nip aaa 172.18.0.7/16\nip zzz 172.18.0.9/16\nnot an ip line\n"), 1)
-	o, err := ParseObserve("h", out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]string{}
-	for _, c := range o.Containers {
-		got[c.Name] = c.IP
-	}
-	if got["web"] != "172.18.0.7" || got["worker"] != "" || o.Home != "/root" {
-		t.Errorf("addresses %v, home %q", got, o.Home)
+	// Without a Docker config file grep prints no currentContext line:
+	// the address lines follow DOCKER_CONTEXT's at once.
+	for _, ctxLine := range []string{"", "\"currentContext\": \"rootless\"\n"} {
+		in := bytes.Replace(out, []byte("/root\n"), []byte("/root\n\n\n"+ctxLine+"ip aaa 172.18.0.7/16\nip zzz 172.18.0.9/16\nnot an ip line\n"), 1)
+		o, err := ParseObserve("h", in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]string{}
+		for _, c := range o.Containers {
+			got[c.Name] = c.IP
+		}
+		wantCtx := ""
+		if ctxLine != "" {
+			wantCtx = "rootless"
+		}
+		if got["web"] != "172.18.0.7" || got["worker"] != "" || o.Home != "/root" || o.DockerContext != wantCtx {
+			t.Errorf("context line %q: addresses %v, home %q, context %q", ctxLine, got, o.Home, o.DockerContext)
+		}
 	}
 }
 
