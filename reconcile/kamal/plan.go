@@ -256,7 +256,7 @@ func (c *Config) appContainer(r *Role, h string) *Container {
 	name := c.ContainerName(r)
 	env := c.EnvFor(r, h)
 	ct := &Container{Role: r.Name, Name: name, Image: c.Image(), StopTimeout: r.StopTimeout}
-	ct.EnvFile = EnvFile{Path: c.AppDir() + "/env/roles/" + r.Name + ".env", Mode: 0o600, Names: secretNames(env), Content: NewSecret(c.envFileContent(env))}
+	ct.EnvFile = c.roleEnvFile(r, env)
 	ct.Directories = []string{c.AppDir() + "/env/roles"}
 	if r.StopTimeout == nil && r.Proxy == nil {
 		v := c.DrainTimeout
@@ -277,14 +277,9 @@ func (c *Config) appContainer(r *Role, h string) *Container {
 		if c.Destination != "" {
 			b.kv("--env", "KAMAL_DESTINATION", c.Destination)
 		}
-		for _, kv := range env.Clear {
-			b.pair("--env", kv)
-		}
-		b.add(plain, "--env-file", ct.EnvFile.Path)
+		roleEnvArgs(b, env, ct.EnvFile.Path)
 		loggingArgs(b, r.Logging, true)
-		for _, v := range c.Volumes {
-			b.volume(v)
-		}
+		c.volumeArgs(b)
 		if r.AssetPath != "" && r.Proxy != nil {
 			b.volume(HomePrefix + c.AppDir() + "/assets/volumes/" + r.Name + "-" + c.Version.Name() + ":" + r.AssetPath)
 		}
