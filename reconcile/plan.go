@@ -271,27 +271,11 @@ func (a *App) planHost(want *kamal.HostPlan, o *Observed) *HostPlan {
 	managed := map[string]bool{} // container names this plan accounts for
 	for _, spec := range want.Apps {
 		prefix := strings.TrimSuffix(spec.Name, "-"+a.Config.Version.Name()) + "-"
-		var cands []*Container
-		for i := range o.Containers {
-			c := &o.Containers[i]
-			if c.Service == a.Config.Service && c.Role == spec.Role && c.Destination == a.Config.Destination && strings.HasPrefix(c.Name, prefix) {
-				cands = append(cands, c)
-				managed[c.Name] = true
-			}
+		cands := o.roleContainers(a.Config, spec.Role, prefix)
+		for _, c := range cands {
+			managed[c.Name] = true
 		}
-		// The current container: the one with the desired name if it runs,
-		// else the newest running one (Kamal's current_running_version).
-		var cur *Container
-		if c := byName[spec.Name]; c != nil && contains(cands, c) && (c.Running() || c.State == "restarting") {
-			cur = c
-		} else {
-			for _, c := range cands {
-				if c.Running() || c.State == "restarting" {
-					cur = c
-					break
-				}
-			}
-		}
+		cur := current(cands, byName[spec.Name])
 		from, fromVersion := "", ""
 		if cur != nil {
 			from, fromVersion = cur.Name, strings.TrimPrefix(cur.Name, prefix)
