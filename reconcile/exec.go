@@ -31,6 +31,10 @@ type ExecRequest struct {
 	Interactive bool
 	// Detach starts the new container with --detach instead of --rm.
 	Detach bool
+	// ConfigVersion runs the configuration's version (capstan exec
+	// --version V) instead of the running one: a new container of its
+	// image, or with Reuse its container S-R[-D]-V.
+	ConfigVersion bool
 }
 
 // ExecCommand is a prepared ExecRequest: what to run on the host.
@@ -50,11 +54,13 @@ type ExecCommand struct {
 // (the one a plan sees as current). With Reuse the command is `docker exec
 // [-it] [--env K=V]… CONTAINER CMD…`. Otherwise it is Kamal's exec
 // container (kamal.Config.ExecRun) of the *running* version: the image of
-// the current container, not the configuration's version; the role's env
-// file, which the boot wrote, is written first (as the boot writes it,
-// from the configuration) when it is missing.
+// the current container, not the configuration's version (unless
+// ConfigVersion); the role's env file, which the boot wrote, is written
+// first (as the boot writes it, from the configuration) when it is
+// missing.
 //
-// Errors: ErrNotRunning when no container of the role runs on the host,
+// Errors: ErrNotRunning when no container of the role runs on the host
+// (and ConfigVersion is false),
 // ErrUnreachable when it cannot be observed, ErrHost when the env file
 // cannot be written.
 func (a *App) PrepareExec(ctx context.Context, req ExecRequest) (*ExecCommand, error) {
@@ -68,19 +74,21 @@ func (a *App) PrepareExec(ctx context.Context, req ExecRequest) (*ExecCommand, e
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrUnreachable, req.Host, err)
 	}
-	cur := o.Current(cfg, req.Role)
-	if cur == nil {
-		return nil, fmt.Errorf("%w: %s: role %s", ErrNotRunning, req.Host, req.Role)
-	}
 	r := cfg.Role(req.Role)
-	version := strings.TrimPrefix(cur.Name, cfg.Prefix(r)+"-")
-	out := &ExecCommand{Host: req.Host, Role: req.Role, Version: version, Container: cur.Name}
+	run := *cfg // the configuration at the version to run
+	out := &ExecCommand{Host: req.Host, Role: req.Role, Version: cfg.Version.Name(), Container: cfg.ContainerName(r)}
+	if !req.ConfigVersion {
+		cur := o.Current(cfg, req.Role)
+		if cur == nil {
+			return nil, fmt.Errorf("%w: %s: role %s", ErrNotRunning, req.Host, req.Role)
+		}
+		out.Version, out.Container = strings.TrimPrefix(cur.Name, cfg.Prefix(r)+"-"), cur.Name
+		run.Version = runningVersion(cfg, cur, out.Version)
+	}
 	if req.Reuse {
-		out.Argv = execArgv(cur.Name, req)
+		out.Argv = execArgv(out.Container, req)
 		return out, nil
 	}
-	run := *cfg // the configuration at the running version
-	run.Version = runningVersion(cfg, cur, version)
 	name, cmd, err := run.ExecRun(kamal.ExecOptions{Role: req.Role, Host: req.Host, Cmd: req.Cmd, Env: req.Env, Interactive: req.Interactive, Detach: req.Detach})
 	if err != nil {
 		return nil, err

@@ -254,16 +254,26 @@ func openApp(ctx context.Context, e *env, name string, args []string, f *deployF
 	if err != nil {
 		return nil, nil, false, err
 	}
-	pool, red, err := newPool(e, cfg, poolOptions{})
+	app, pool, err := connectApp(e, cfg)
 	if err != nil {
-		return nil, nil, false, err
-	}
-	app, err = newApp(e, cfg, pool, red)
-	if err != nil {
-		pool.Close()
 		return nil, nil, false, err
 	}
 	return app, func() { pool.Close() }, false, nil
+}
+
+// connectApp builds the SSH pool and the App of cfg for a CLI command;
+// the caller closes the pool.
+func connectApp(e *env, cfg *kamal.Config) (*reconcile.App, *hostexec.Pool, error) {
+	pool, red, err := newPool(e, cfg, poolOptions{})
+	if err != nil {
+		return nil, nil, err
+	}
+	app, err := newApp(e, cfg, pool, red)
+	if err != nil {
+		pool.Close()
+		return nil, nil, err
+	}
+	return app, pool, nil
 }
 
 func runPlan(ctx context.Context, e *env, args []string) error {
