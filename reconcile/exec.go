@@ -57,7 +57,7 @@ type ExecCommand struct {
 // the current container, not the configuration's version (unless
 // ConfigVersion); the role's env file, which the boot wrote, is written
 // first (as the boot writes it, from the configuration) when it is
-// missing.
+// missing. Kamal's "Executed cmd" line goes to the host's audit log.
 //
 // Errors: ErrNotRunning when no container of the role runs on the host
 // (and ConfigVersion is false),
@@ -85,6 +85,7 @@ func (a *App) PrepareExec(ctx context.Context, req ExecRequest) (*ExecCommand, e
 		out.Version, out.Container = strings.TrimPrefix(cur.Name, cfg.Prefix(r)+"-"), cur.Name
 		run.Version = runningVersion(cfg, cur, out.Version)
 	}
+	a.auditExec(ctx, req, out.Version)
 	if req.Reuse {
 		out.Argv = execArgv(out.Container, req)
 		return out, nil
@@ -98,6 +99,16 @@ func (a *App) PrepareExec(ctx context.Context, req ExecRequest) (*ExecCommand, e
 	}
 	out.Container, out.Argv = name, cmd.Expand(o.Home)
 	return out, nil
+}
+
+// auditExec writes Kamal's audit line of `app exec` on req's host (the
+// command as Kamal joins it, secrets masked).
+func (a *App) auditExec(ctx context.Context, req ExecRequest, version string) {
+	cmd := strings.Join(req.Cmd, " ")
+	if a.Redact != nil {
+		cmd = a.Redact(cmd)
+	}
+	a.writeAudit(ctx, req.Host, req.Role, "Executed cmd '"+cmd+"' on app version "+version)
 }
 
 // execArgv is Kamal's execute_in_existing_container.

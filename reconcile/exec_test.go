@@ -110,8 +110,23 @@ func TestApp_PrepareExec(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []string{"docker", "exec", "--env", "X=1", "testapp-web-v2", "/testapp", "env", "X"}
-	if !slices.Equal(cmd.Argv, want) || len(h.calls) != 1 {
-		t.Errorf("reuse argv %q (want %q), %d remote calls (want only the observe)", cmd.Argv, want, len(h.calls))
+	if !slices.Equal(cmd.Argv, want) || len(h.calls) != 2 {
+		t.Errorf("reuse argv %q (want %q), %d remote calls (want the observe and the audit line)", cmd.Argv, want, len(h.calls))
+	}
+
+	// Kamal's audit line for each exec, secrets masked.
+	a.Redact = func(s string) string { return strings.ReplaceAll(s, "s3cret-value", "[REDACTED]") }
+	if _, err := a.PrepareExec(ctx, ExecRequest{Host: "10.0.0.1", Role: "web", Cmd: []string{"echo", "s3cret-value"}, Reuse: true}); err != nil {
+		t.Fatal(err)
+	}
+	audit, _ := os.ReadFile(filepath.Join(h.home, ".kamal/testapp-audit.log"))
+	for _, want := range []string{"[web] Executed cmd 'sh -c echo $SECRET_KEY' on app version v2\n", "[web] Executed cmd '/testapp env X' on app version v2\n", "[web] Executed cmd 'echo [REDACTED]' on app version v2\n"} {
+		if !strings.Contains(string(audit), want) {
+			t.Errorf("audit log lacks %q:\n%s", want, audit)
+		}
+	}
+	if strings.Contains(string(audit), "s3cret-value") {
+		t.Errorf("a secret in the audit log:\n%s", audit)
 	}
 
 	// No running container of the role.
