@@ -31,13 +31,14 @@ type execFlags struct {
 
 func (f *execFlags) register(fs *flag.FlagSet, e *env) {
 	f.configFlags = addConfigFlags(fs, e)
+	fs.Lookup("version").Usage = "run a new container of version `V` (or with --reuse, exec into its container) instead of the version each host runs"
 	for _, n := range []string{"r", "roles"} {
-		fs.Func(n, "roles to run on (comma-separated, * wildcards; default: every role)", func(v string) error {
+		fs.Func(n, "`ROLES` to run on (comma-separated, * wildcards; default: every role)", func(v string) error {
 			f.sel.roles = append(f.sel.roles, splitList(v)...)
 			return nil
 		})
 	}
-	fs.Func("hosts", "hosts to run on (comma-separated, * wildcards; default: every host of the roles)", func(v string) error {
+	fs.Func("hosts", "`HOSTS` to run on (comma-separated, * wildcards; default: every host of the roles)", func(v string) error {
 		f.sel.hosts = append(f.sel.hosts, splitList(v)...)
 		return nil
 	})
