@@ -11,8 +11,7 @@
 // APP_UP_DELAY (a Go duration), APP_EXIT_AFTER (exit 1 after a duration, to
 // simulate a crashing release), APP_LOG_ENV (print that variable's value at
 // start: tests check that capstan masks secrets in the logs it keeps).
-// SIGTERM drains in-flight requests and exits 0. With arguments it is a
-// one-off tool instead (env, exit, tty: see tool), for capstan exec.
+// SIGTERM drains in-flight requests and exits 0.
 package main
 
 import (
@@ -27,11 +26,6 @@ import (
 )
 
 func main() {
-	if len(os.Args) > 1 {
-		if code, ok := tool(os.Args[1:]); ok {
-			os.Exit(code)
-		}
-	}
 	version := envOr("APP_VERSION", "dev")
 	port := envOr("APP_PORT", "3000")
 	host, _ := os.Hostname()

@@ -11,6 +11,16 @@ import (
 	"golang.org/x/term"
 )
 
+// init runs a tool and exits when the arguments name one, before main
+// starts the server.
+func init() {
+	if len(os.Args) > 1 {
+		if code, ok := tool(os.Args[1:]); ok {
+			os.Exit(code)
+		}
+	}
+}
+
 // tool runs testapp as a one-off command when it has arguments (the
 // lab's images are FROM scratch: there is no shell), for `capstan exec`
 // tests. It reports whether args named a tool.
