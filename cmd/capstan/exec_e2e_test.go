@@ -63,7 +63,7 @@ func (a *e2eApp) deployUnique(prefix string) string {
 // container.
 func TestE2EExec(t *testing.T) {
 	a := newE2EApp(t, 3)
-	tag := a.deployUnique("exec")
+	tag := a.deployUnique("oneoff")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	web0, web1 := a.l.Hosts[0].Addr, a.l.Hosts[1].Addr
@@ -102,12 +102,12 @@ func TestE2EExec(t *testing.T) {
 	}
 
 	// A missing env file is written as the boot writes it.
-	a.sh(0, "rm .kamal/apps/testapp/env/roles/web.env")
+	a.sh(0, "rm /root/.kamal/apps/testapp/env/roles/web.env")
 	out.Reset()
 	if _, code := a.capstanIO(ctx, nil, &out, "exec", "-r", "web", "--primary", "--", "env", "SECRET_KEY"); code != 0 || out.String() != "s3cret-value-1\n" {
 		t.Errorf("exec without the env file: exit %d, %q", code, out.String())
 	}
-	if mode := a.sh(0, "stat -c %a .kamal/apps/testapp/env/roles/web.env"); mode != "600" {
+	if mode := a.sh(0, "stat -c %a /root/.kamal/apps/testapp/env/roles/web.env"); mode != "600" {
 		t.Errorf("env file rewritten with mode %s", mode)
 	}
 
@@ -201,7 +201,7 @@ func (s *screen) waitFor(t *testing.T, master *os.File, text, poke string) {
 // the command's status, the terminal restored.
 func TestE2EExecInteractive(t *testing.T) {
 	a := newE2EApp(t, 3)
-	a.deployUnique("exec-i")
+	a.deployUnique("oneoff-i")
 	master, tty := openPTY(t)
 	setSize(t, tty, 100, 30)
 	before, err := unix.IoctlGetTermios(int(tty.Fd()), unix.TCGETS)
@@ -256,6 +256,7 @@ func TestE2EExecInteractive(t *testing.T) {
 	case <-time.After(60 * time.Second):
 		t.Fatalf("capstan exec -i did not return after Ctrl-C:\n%q", scr.String())
 	}
+	t.Logf("the terminal showed:\n%q", scr.String())
 	if !strings.Contains(scr.String(), "interrupted") || r.code != 130 {
 		t.Errorf("Ctrl-C: exit %d (want the container's 130); screen:\n%q\nlogs:\n%s", r.code, scr.String(), r.logs)
 	}
