@@ -56,7 +56,9 @@ type Terminal struct {
 //
 // Errors are as for [Pool.Stream]: a non-zero exit returns an *ExitError
 // (its Stderr is empty: the terminal merges the streams), ctx ending
-// stops the command, and Config.CommandTimeout does not apply.
+// stops the command, and Config.CommandTimeout does not apply. A
+// terminal sshd refuses (PermitTTY no) returns an error naming the host,
+// before the command starts.
 func (p *Pool) Interactive(ctx context.Context, host Host, argv []string, t Terminal) error {
 	out := t.Out
 	if out == nil {
