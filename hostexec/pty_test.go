@@ -147,3 +147,18 @@ func TestPool_InteractiveExitCodeAndCancel(t *testing.T) {
 		t.Fatal("Interactive did not return after cancel")
 	}
 }
+
+func TestPool_InteractiveTerminalRefused(t *testing.T) {
+	s := startSSHD(t, func(_ string, cfg *strings.Builder) { cfg.WriteString("PermitTTY no\n") })
+	p := newPool(t, s.Config())
+	ctx := testCtx(t, 20*time.Second)
+	err := p.Interactive(ctx, s.Host(), []string{"sh", "-c", "echo ran"}, Terminal{})
+	var ee *ExitError
+	if err == nil || errors.As(err, &ee) || !strings.Contains(err.Error(), "terminal refused") || !strings.Contains(err.Error(), s.Host().String()) {
+		t.Fatalf("PermitTTY no: want a refused-terminal error naming the host, got %v", err)
+	}
+	// The connection is fine: a plain command still runs on it.
+	if res, err := p.Run(ctx, s.Host(), []string{"echo", "ok"}, RunOptions{}); err != nil || string(res.Stdout) != "ok\n" {
+		t.Errorf("after a refused terminal: %q, %v", res.Stdout, err)
+	}
+}
