@@ -134,6 +134,14 @@ func TestE2EExec(t *testing.T) {
 		t.Errorf("--detach: container %q named %q", id, name)
 	}
 	a.sh(0, "docker rm -f "+id)
+
+	// A host where the role runs nothing fails alone; the others run.
+	a.sh(1, "docker stop testapp-web-"+tag)
+	out.Reset()
+	logs, code = a.capstanIO(ctx, nil, &out, "exec", "-r", "web", "--", "env", "GREETING")
+	if code != 1 || out.String() != web0+": hello\n" || !strings.Contains(logs, web1+" (web): ") || !strings.Contains(logs, "no running container") {
+		t.Errorf("one web host stopped: exit %d, stdout %q\n%s", code, out.String(), logs)
+	}
 }
 
 // openPTY opens a pseudo-terminal pair: the master (the test's end) and
