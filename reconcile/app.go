@@ -70,6 +70,11 @@ type App struct {
 	// from a host (a failed container's log lines); nil keeps it as is.
 	Redact func(string) string
 
+	// Jobs ties the release jobs of an Apply to a revision so each runs
+	// once per revision; the zero value runs them on every apply that
+	// deploys.
+	Jobs JobScope
+
 	apiOnce sync.Once
 	api     *dockerAPI // what the observe script taught about each host, and the API channels
 }
@@ -289,11 +294,16 @@ func (a *App) Plan(ctx context.Context) (*Plan, error) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				if live, err := a.Proxy.Routes(ctx, host); err == nil {
-					routes = map[string]proxy.LiveRoute{}
-					for _, r := range live {
-						routes[r.Name] = r
-					}
+				live, err := a.Proxy.Routes(ctx, host)
+				if err != nil {
+					// The plan then checks no route (the proxy's own
+					// state decides: proxy-down when it is not running).
+					a.log().Debug("proxy routes unreadable", "host", host, "err", err)
+					return
+				}
+				routes = map[string]proxy.LiveRoute{}
+				for _, r := range live {
+					routes[r.Name] = r
 				}
 			}()
 		}
@@ -317,6 +327,7 @@ func (a *App) Plan(ctx context.Context) (*Plan, error) {
 			p.Hosts[i] = &HostPlan{Host: hosts[i], Error: ctx.Err().Error(), Steps: []Step{}, Drift: []Drift{}}
 		}
 	}
+	p.Jobs = a.plannedJobs(p.Hosts)
 	return p, ctx.Err()
 }
 

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/capstan-dev/capstan/internal/failpoint"
+	"github.com/capstan-dev/capstan/reconcile/kamal"
 )
 
 // Result is what Apply did.
@@ -103,6 +104,8 @@ type applyRun struct {
 	// healthFailure is set when a new container failed its health check:
 	// no further boot group starts.
 	healthFailure atomic.Bool
+	// jobErr is a post_deploy job's failure (the hosts switched already).
+	jobErr error
 }
 
 func createKey(host, role string) string { return host + "\x00" + role }
@@ -165,7 +168,12 @@ func newApplyRun(a *App, plan *Plan) *applyRun {
 //     stopped (deployRole);
 //  4. bootGroupsInTurn: the other boot groups, or, after a health
 //     failure, none of them and a rollback;
-//  5. tagAndPrune: the latest tag, stale and unmanaged containers, prune.
+//  5. tagAndPrune: the latest tag, stale and unmanaged containers, prune;
+//  6. runJobs(post_deploy), once every host switched.
+//
+// runJobs(pre_deploy) runs between 2 and 3: the release jobs before any
+// container of the new version boots; a failure fails every planned host
+// and nothing boots.
 //
 // Each step records its outcome per host; a host that failed takes no part
 // in the steps after. Audit lines are written along the way; run returns
@@ -195,12 +203,19 @@ func (r *applyRun) run(ctx context.Context) {
 		return
 	}
 	r.bootAllAccessories(ctx)
+	if err := r.runJobs(ctx, kamal.JobPreDeploy); err != nil {
+		r.failPlanned(err)
+		return
+	}
 	r.planBootGroups()
 	r.prepareAndBootFirstGroup(ctx)
 	if !r.bootGroupsInTurn(ctx) || ctx.Err() != nil {
 		return
 	}
 	r.tagAndPrune(ctx)
+	if !r.res.Failed() {
+		r.jobErr = r.runJobs(ctx, kamal.JobPostDeploy)
+	}
 }
 
 // summary ends an Apply: it stamps the result finished and returns it,
@@ -221,6 +236,9 @@ func (r *applyRun) err() error {
 		case h.Error != "":
 			errs = append(errs, fmt.Errorf("%s: %s", h.Host, h.Error))
 		}
+	}
+	if r.jobErr != nil {
+		errs = append(errs, r.jobErr)
 	}
 	return errors.Join(errs...)
 }
@@ -252,11 +270,18 @@ func (r *applyRun) failed(host string) bool {
 	return r.hostRes[host].Error != ""
 }
 
-// record appends an executed step to host's result.
+// record appends an executed step to host's result (a host outside the
+// plan, where a release job ran, gets one).
 func (r *applyRun) record(host string, sr *StepResult) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.hostRes[host].Steps = append(r.hostRes[host].Steps, sr)
+	hr := r.hostRes[host]
+	if hr == nil {
+		hr = &HostResult{Host: host}
+		r.hostRes[host] = hr
+		r.res.Hosts = append(r.res.Hosts, hr)
+	}
+	hr.Steps = append(hr.Steps, sr)
 }
 
 // hostsWith returns the reachable, not yet failed hosts with a step of one

@@ -51,7 +51,7 @@ type ExecCommand struct {
 }
 
 // PrepareExec observes req.Host and finds the role's current container
-// (the one a plan sees as current). With Reuse the command is `docker exec
+// (the one a plan sees as current, see roleContainers). With Reuse the command is `docker exec
 // [-it] [--env K=V]… CONTAINER CMD…`. Otherwise it is Kamal's exec
 // container (kamal.Config.ExecRun) of the *running* version: the image of
 // the current container, not the configuration's version (unless
@@ -74,11 +74,14 @@ func (a *App) PrepareExec(ctx context.Context, req ExecRequest) (*ExecCommand, e
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrUnreachable, req.Host, err)
 	}
-	r := cfg.Role(req.Role)
+	r, spec := cfg.Role(req.Role), a.roleSpec(req.Host, req.Role)
+	if spec == nil {
+		return nil, fmt.Errorf("exec: role %s does not run on %s", req.Role, req.Host)
+	}
 	run := *cfg // the configuration at the version to run
 	out := &ExecCommand{Host: req.Host, Role: req.Role, Version: cfg.Version.Name(), Container: cfg.ContainerName(r)}
 	if !req.ConfigVersion {
-		cur := o.Current(cfg, req.Role)
+		cur, _ := a.roleContainers(spec, o)
 		if cur == nil {
 			return nil, fmt.Errorf("%w: %s: role %s", ErrNotRunning, req.Host, req.Role)
 		}
@@ -94,7 +97,7 @@ func (a *App) PrepareExec(ctx context.Context, req ExecRequest) (*ExecCommand, e
 	if err != nil {
 		return nil, err
 	}
-	if err := a.ensureEnvFile(ctx, req.Host, req.Role); err != nil {
+	if err := a.ensureEnvFile(ctx, req.Host, spec.EnvFile); err != nil {
 		return nil, err
 	}
 	out.Container, out.Argv = name, cmd.Expand(o.Home)
@@ -144,26 +147,30 @@ envf=$1
 [ -f "$envf" ] && exit 0
 ` + writeEnvFile
 
-// ensureEnvFile writes role's env file on host, from the configuration,
-// when it is missing.
-func (a *App) ensureEnvFile(ctx context.Context, host, role string) error {
-	var spec *kamal.Container
+// roleSpec is the desired container of role on host (nil when the role
+// does not run there).
+func (a *App) roleSpec(host, role string) *kamal.Container {
 	for _, hp := range a.Hosts {
 		if hp.Host != host {
 			continue
 		}
 		for _, c := range hp.Apps {
 			if c.Role == role {
-				spec = c
+				return c
 			}
 		}
 	}
-	if spec == nil || spec.EnvFile.Path == "" {
-		return fmt.Errorf("exec: no plan of role %s on %s", role, host)
+	return nil
+}
+
+// ensureEnvFile writes env file f on host when it is missing.
+func (a *App) ensureEnvFile(ctx context.Context, host string, f kamal.EnvFile) error {
+	if f.Path == "" {
+		return nil
 	}
-	argv := []string{"sh", "-c", ensureEnvFileScript, "sh", spec.EnvFile.Path}
-	if _, err := a.SSH.Run(ctx, host, argv, strings.NewReader(spec.EnvFile.Content.Reveal())); err != nil {
-		return fmt.Errorf("%w: %s: write env file %s: %w", ErrHost, host, spec.EnvFile.Path, err)
+	argv := []string{"sh", "-c", ensureEnvFileScript, "sh", f.Path}
+	if _, err := a.SSH.Run(ctx, host, argv, strings.NewReader(f.Content.Reveal())); err != nil {
+		return fmt.Errorf("%w: %s: write env file %s: %w", ErrHost, host, f.Path, err)
 	}
 	return nil
 }

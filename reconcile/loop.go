@@ -128,6 +128,9 @@ type Loop struct {
 	Sweep func(now time.Time) time.Time
 	// GitAlertAfter is how many consecutive git failures raise an alert.
 	GitAlertAfter int
+	// Jobs remembers the release jobs that succeeded per revision; nil
+	// runs them on every pass that deploys.
+	Jobs JobLedger
 	// OnPass, when set, learns each applied pass's outcome and duration
 	// (metrics).
 	OnPass func(outcome string, took time.Duration)
@@ -152,6 +155,9 @@ type Loop struct {
 type trigger struct {
 	kind  string
 	force bool
+	// rerunJobs runs the release jobs again even when they succeeded for
+	// the revision (implies force).
+	rerunJobs bool
 }
 
 // LoopStatus is what the loop reports about itself.
@@ -216,17 +222,27 @@ func (l *Loop) init() {
 // Trigger asks for a pass soon. Bursts coalesce into one pass; force
 // retries a revision that failed.
 func (l *Loop) Trigger(kind string, force bool) {
+	l.trigger(trigger{kind: kind, force: force})
+}
+
+// TriggerRerunJobs asks for a forced pass that also runs the release jobs
+// again, even those that succeeded for the revision.
+func (l *Loop) TriggerRerunJobs(kind string) {
+	l.trigger(trigger{kind: kind, force: true, rerunJobs: true})
+}
+
+func (l *Loop) trigger(tr trigger) {
 	l.init()
 	select {
-	case l.wake <- trigger{kind: kind, force: force}:
+	case l.wake <- tr:
 	default:
-		if force { // make sure a forced request is not lost behind a plain one
+		if tr.force { // make sure a forced request is not lost behind a plain one
 			select {
 			case <-l.wake:
 			default:
 			}
 			select {
-			case l.wake <- trigger{kind: kind, force: true}:
+			case l.wake <- tr:
 			default:
 			}
 		}

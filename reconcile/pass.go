@@ -51,7 +51,7 @@ func (l *Loop) syncOnce(ctx context.Context, log *slog.Logger, tr trigger) error
 		log.Debug("revision failed before; waiting for a new commit or a forced sync")
 		return nil
 	}
-	p := &passRun{l: l, log: log, rev: rev, trigger: tr.kind, quiet: quiet}
+	p := &passRun{l: l, log: log, rev: rev, trigger: tr.kind, quiet: quiet, rerunJobs: tr.rerunJobs}
 	return p.run(ctx)
 }
 
@@ -65,6 +65,8 @@ type passRun struct {
 	// quiet: the revision was applied before and nobody forced a sync, so
 	// hosts already converged to it are only observed.
 	quiet bool
+	// rerunJobs: run the release jobs even if they succeeded for rev.
+	rerunJobs bool
 
 	app     *App
 	version string
@@ -254,6 +256,7 @@ func (p *passRun) converge(ctx context.Context) {
 		}
 		p.log.Info("applying", "version", p.version, "trigger", p.trigger, "hosts", len(p.targets))
 	}
+	p.app.Jobs = JobScope{Ledger: p.l.Jobs, App: p.l.Name, Revision: p.rev.SHA, Rerun: p.rerunJobs}
 	p.res, p.applyErr = p.app.Apply(ctx, sub)
 	var done []string
 	if p.res != nil {
@@ -400,7 +403,8 @@ func (l *Loop) load(ctx context.Context, rev Revision) (*App, error) {
 }
 
 // classifyResult: a failed health check, an image without the service
-// label or for another platform, or a barrier is a bad release (permanent:
+// label or for another platform, a barrier, or a release job that failed
+// is a bad release (permanent:
 // not retried for the same revision); a failed pull (the registry or the
 // host failing for now) and a deploy lock someone else holds fail the pass
 // and are retried next poll; other host errors are a partial result
@@ -411,7 +415,7 @@ func classifyResult(res *Result, err error) (outcome string, permanent bool) {
 		return OutcomeSucceeded, false
 	case errors.Is(err, ErrPull) && !errors.Is(err, ErrPermanent):
 		return OutcomeFailed, false
-	case errors.Is(err, ErrUnhealthy) || errors.Is(err, ErrPull) || errors.Is(err, ErrBarrier) || errors.Is(err, ErrRolledBack):
+	case errors.Is(err, ErrUnhealthy) || errors.Is(err, ErrPull) || errors.Is(err, ErrBarrier) || errors.Is(err, ErrRolledBack) || errors.Is(err, ErrJobFailed):
 		return OutcomeFailed, true
 	case errors.Is(err, ErrLocked):
 		return OutcomeFailed, false

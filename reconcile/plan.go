@@ -76,6 +76,8 @@ func (s Step) String() string {
 		return fmt.Sprintf("stop unmanaged %s: %s", s.Container, s.Reason)
 	case StepPrune:
 		return fmt.Sprintf("prune %d containers beyond retain_containers", len(s.Remove))
+	case StepJob:
+		return fmt.Sprintf("run %s (%s) in %s", s.Reason, s.Role, s.Container)
 	}
 	return string(s.Kind) + ": " + s.Reason
 }
@@ -136,7 +138,11 @@ type Plan struct {
 	Version     string      `json:"version"`
 	Image       string      `json:"image"`
 	Hosts       []*HostPlan `json:"hosts"`
-	CreatedAt   time.Time   `json:"created_at"`
+	// Jobs are the release jobs apply runs with the deploy (none when the
+	// plan deploys nothing): pre_deploy before any container of the new
+	// version boots, post_deploy after every host switched.
+	Jobs      []PlannedJob `json:"jobs,omitempty"`
+	CreatedAt time.Time    `json:"created_at"`
 
 	app *App
 }
@@ -202,6 +208,9 @@ func (p *Plan) WriteText(w io.Writer) {
 		for _, d := range h.Drift {
 			fmt.Fprintf(w, "    drift %s: %s\n", d.Kind, d.Detail)
 		}
+	}
+	for _, j := range p.Jobs {
+		fmt.Fprintf(w, "  run %s\n", j)
 	}
 }
 
@@ -270,12 +279,11 @@ func (a *App) planHost(want *kamal.HostPlan, o *Observed) *HostPlan {
 	// App roles.
 	managed := map[string]bool{} // container names this plan accounts for
 	for _, spec := range want.Apps {
-		prefix := strings.TrimSuffix(spec.Name, "-"+a.Config.Version.Name()) + "-"
-		cands := o.roleContainers(a.Config, spec.Role, prefix)
+		prefix := a.rolePrefix(spec)
+		cur, cands := a.roleContainers(spec, o)
 		for _, c := range cands {
 			managed[c.Name] = true
 		}
-		cur := current(cands, byName[spec.Name])
 		from, fromVersion := "", ""
 		if cur != nil {
 			from, fromVersion = cur.Name, strings.TrimPrefix(cur.Name, prefix)
@@ -372,6 +380,39 @@ func (a *App) planHost(want *kamal.HostPlan, o *Observed) *HostPlan {
 	return hp
 }
 
+// rolePrefix is the name of spec's containers without the version
+// ("testapp-web-"): every version of the role starts with it.
+func (a *App) rolePrefix(spec *kamal.Container) string {
+	return strings.TrimSuffix(spec.Name, "-"+a.Config.Version.Name()) + "-"
+}
+
+// roleContainers returns the containers of spec's role on o (this service
+// and destination, any version, newest first) and, among them, the
+// current one: the one with the desired name if it runs, else the newest
+// running one (Kamal's current_running_version); nil when none runs. A
+// restarting container counts as running.
+func (a *App) roleContainers(spec *kamal.Container, o *Observed) (cur *Container, cands []*Container) {
+	prefix := a.rolePrefix(spec)
+	for i := range o.Containers {
+		c := &o.Containers[i]
+		if c.Service == a.Config.Service && c.Role == spec.Role && c.Destination == a.Config.Destination && strings.HasPrefix(c.Name, prefix) {
+			cands = append(cands, c)
+		}
+	}
+	up := func(c *Container) bool { return c.Running() || c.State == "restarting" }
+	for _, c := range cands {
+		if c.Name == spec.Name && up(c) {
+			return c, cands
+		}
+	}
+	for _, c := range cands {
+		if up(c) {
+			return c, cands
+		}
+	}
+	return nil, cands
+}
+
 // routeProblem says why the proxy's route name does not send traffic to c
 // alone ("" when it does).
 func routeProblem(routes map[string]proxy.LiveRoute, name string, c *Container) string {
@@ -413,15 +454,6 @@ func movedFrom(t proxy.Target, c *Container) string {
 		return ""
 	}
 	return t.IP.String()
-}
-
-func contains(list []*Container, c *Container) bool {
-	for _, x := range list {
-		if x == c {
-			return true
-		}
-	}
-	return false
 }
 
 var stepOrder = map[StepKind]int{StepConnect: -1, StepBootProxy: 0, StepBootAccessory: 1, StepRebootAccessory: 2, StepDeploy: 3, StepReassert: 4, StepStopStale: 5, StepStopUnmanaged: 6, StepPrune: 7}

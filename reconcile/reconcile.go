@@ -48,6 +48,10 @@ var (
 	// is reported as drift of kind "unreachable" and converged when it
 	// answers again.
 	ErrUnreachable = errors.New("host unreachable")
+	// ErrJobFailed: a release job (x-capstan.jobs) exited non-zero or
+	// outlived its timeout. Before the deploy it is a bad release: nothing
+	// of the new version booted, the old version serves.
+	ErrJobFailed = errors.New("release job failed")
 	// ErrPermanent marks an error that waiting or retrying cannot fix
 	// (credentials refused, a registry that speaks plain HTTP): adapters
 	// wrap it so the loop alerts at once instead of waiting.

@@ -108,6 +108,14 @@ var migrations = []string{
 	);`,
 	// 3: a revision that a force-push brought (history rewritten).
 	`ALTER TABLE revisions ADD COLUMN rewritten TEXT NOT NULL DEFAULT '';`,
+	// 4: the release jobs that succeeded, per revision.
+	`CREATE TABLE job_runs (
+		app TEXT NOT NULL,
+		revision TEXT NOT NULL,
+		job TEXT NOT NULL,
+		succeeded_at INTEGER NOT NULL,
+		PRIMARY KEY (app, revision, job)
+	);`,
 }
 
 // Open opens (creating if needed) the store at path and migrates it.

@@ -172,8 +172,30 @@ func runHistory(ctx context.Context, e *env, args []string) error {
 		if err := tw.Flush(); err != nil {
 			return err
 		}
+		writeStepOutput(e.stdout, passes)
 	}
 	return nil
+}
+
+// writeStepOutput prints, under the history table, the steps that kept
+// output (a release job's, a failed container's last log lines), already
+// masked by the daemon.
+func writeStepOutput(w io.Writer, passes []state.Pass) {
+	for _, p := range passes {
+		for _, st := range p.Steps {
+			if st.Logs == "" {
+				continue
+			}
+			fmt.Fprintf(w, "#%d %s: %s: %s", p.ID, st.Host, st.Step, st.Result)
+			if st.Error != "" {
+				fmt.Fprintf(w, ": %s", st.Error)
+			}
+			fmt.Fprintln(w)
+			for _, l := range strings.Split(strings.TrimRight(st.Logs, "\n"), "\n") {
+				fmt.Fprintf(w, "    %s\n", l)
+			}
+		}
+	}
 }
 
 func runDrift(ctx context.Context, e *env, args []string) error {

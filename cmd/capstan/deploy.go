@@ -250,15 +250,22 @@ func openApp(ctx context.Context, e *env, name string, args []string, f *deployF
 	if help, err := parseFlags(fs, args); help || err != nil {
 		return nil, nil, help, err
 	}
+	app, close, err = loadApp(ctx, e, f)
+	return app, close, false, err
+}
+
+// loadApp loads deploy.yml as f's parsed flags say and wires an App on a
+// new SSH pool; close releases the pool.
+func loadApp(ctx context.Context, e *env, f *deployFlags) (app *reconcile.App, close func(), err error) {
 	cfg, err := loadDeploy(ctx, e, f)
 	if err != nil {
-		return nil, nil, false, err
+		return nil, nil, err
 	}
 	app, pool, err := connectApp(e, cfg)
 	if err != nil {
-		return nil, nil, false, err
+		return nil, nil, err
 	}
-	return app, func() { pool.Close() }, false, nil
+	return app, func() { pool.Close() }, nil
 }
 
 // connectApp builds the SSH pool and the App of cfg for a CLI command;
@@ -364,7 +371,11 @@ func writeResult(e *env, res *reconcile.Result, took time.Duration) {
 			}
 			fmt.Fprintf(w, "  %-60s %6s  %s\n", s.Step.String(), s.End.Sub(s.Start).Round(time.Millisecond), status)
 			if s.Logs != "" {
-				fmt.Fprintf(w, "    last log lines of the new container:\n")
+				what := "last log lines of the new container"
+				if s.Kind == reconcile.StepJob {
+					what = "output of the job"
+				}
+				fmt.Fprintf(w, "    %s:\n", what)
 				for _, l := range strings.Split(strings.TrimRight(s.Logs, "\n"), "\n") {
 					fmt.Fprintf(w, "      %s\n", l)
 				}

@@ -212,12 +212,14 @@ type load struct {
 	firstFail    time.Time // when the first and last failures happened
 	lastFail     time.Time
 	versions     map[string]int
-	stop         chan struct{}
-	wg           sync.WaitGroup
+	// first is when a response of each version first came back.
+	first map[string]time.Time
+	stop  chan struct{}
+	wg    sync.WaitGroup
 }
 
 func startLoad(targets []string) *load {
-	ld := &load{stop: make(chan struct{}), versions: map[string]int{}}
+	ld := &load{stop: make(chan struct{}), versions: map[string]int{}, first: map[string]time.Time{}}
 	keep := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 4, DisableCompression: true}}
 	fresh := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	for _, target := range targets {
@@ -257,7 +259,11 @@ func startLoad(targets []string) *load {
 						continue
 					}
 					ld.mu.Lock()
-					ld.versions[strings.Fields(string(b))[0]]++
+					v := strings.Fields(string(b))[0]
+					ld.versions[v]++
+					if _, ok := ld.first[v]; !ok {
+						ld.first[v] = time.Now()
+					}
 					ld.mu.Unlock()
 				}
 			}()

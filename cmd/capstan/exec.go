@@ -55,16 +55,6 @@ func (f *execFlags) register(fs *flag.FlagSet, e *env) {
 	fs.BoolVar(&f.detach, "detach", false, "start the new container detached (prints its ID; not removed when it exits)")
 }
 
-func splitList(v string) []string {
-	var out []string
-	for _, s := range strings.Split(v, ",") {
-		if s = strings.TrimSpace(s); s != "" {
-			out = append(out, s)
-		}
-	}
-	return out
-}
-
 // parseEnv turns -e K=V values into the request's env.
 func parseEnv(list []string) ([]kamal.KV, error) {
 	var out []kamal.KV

@@ -118,6 +118,7 @@ func (f *faulting) Write(b []byte) (int, error) {
 // new version is left; once the registry works again the next poll
 // deploys the same commit.
 func TestE2EFault_RegistryFailsDuringThePull(t *testing.T) {
+	startLab(t, 3) // skips without a lab: the proxy listens on the lab bridge
 	fr := newFaultyRegistry(t, lab.RegistryAddr)
 	l, w, d, alerts := truthLab(t, serveOpts{poll: "2s", insecure: lab.RegistryAddr + ", " + fr.addr})
 	ld := startLoad(webAddrs)

@@ -31,7 +31,7 @@ func auditSecrets(t testing.TB, where string, data []byte) {
 // auditLive checks what a running daemon shows: its metrics, status page
 // and API.
 func (d *serveProc) auditLive() {
-	for _, path := range []string{"/metrics", "/", "/api/v1/apps", "/api/v1/drift", "/api/v1/apps/testapp/history"} {
+	for _, path := range []string{"/metrics", "/", "/api/v1/apps", "/api/v1/drift", "/api/v1/apps/testapp/history", "/api/v1/apps/testapp/logs"} {
 		if code, body := d.get(path, "Bearer "+d.token); code == 200 {
 			auditSecrets(d.t, "GET "+path, body)
 		}

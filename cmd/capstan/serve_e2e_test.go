@@ -439,6 +439,7 @@ func TestE2EServe_DeployOnMergeRevertAndWebhooks(t *testing.T) {
 	defer srv.Close()
 	d := startServe(t, l, serveOpts{repo: srv.URL + "/app.git", alertURL: recv.URL, drift: "@every 2s", selfHeal: false})
 	t.Logf("first deploy (startup pass): all hosts serve v1 after %s", waitServing(t, "v1", 90*time.Second))
+	d.waitIdle("succeeded") // the startup pass ends after its bake: the webhook's pass then starts at once
 
 	// Webhooks: a wrong signature changes nothing.
 	sha2 := w.commit(deployYML(t, "v2"), "v2")

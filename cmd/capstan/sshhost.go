@@ -26,6 +26,12 @@ func (s sshHosts) Run(ctx context.Context, host string, argv []string, stdin io.
 	return res.Stdout, exitErr(host, err)
 }
 
+// Stream implements reconcile.Streamer: the command's stdout goes to w as
+// it arrives; only ctx ends it.
+func (s sshHosts) Stream(ctx context.Context, host string, argv []string, w io.Writer) error {
+	return exitErr(host, s.pool.Stream(ctx, s.target(host), argv, w, nil, hostexec.RunOptions{}))
+}
+
 // Upload implements reconcile.Uploader.
 func (s sshHosts) Upload(ctx context.Context, host, path string, mode fs.FileMode, content []byte) error {
 	return exitErr(host, s.pool.Upload(ctx, s.target(host), path, mode, content))

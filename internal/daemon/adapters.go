@@ -91,6 +91,14 @@ func (s stateRecorder) MarkConverged(ctx context.Context, app, revision string, 
 	return s.store.MarkConverged(ctx, app, revision, hosts)
 }
 
+func (s stateRecorder) JobSucceeded(ctx context.Context, app, revision, job string) (bool, error) {
+	return s.store.JobSucceeded(ctx, app, revision, job)
+}
+
+func (s stateRecorder) RecordJob(ctx context.Context, app, revision, job string) error {
+	return s.store.RecordJob(ctx, app, revision, job)
+}
+
 func (s stateRecorder) SyncDrift(ctx context.Context, app string, scope []reconcile.DriftScope, items []reconcile.Drift) ([]reconcile.Drift, []reconcile.Drift, error) {
 	in := make([]state.DriftItem, len(items))
 	for i, d := range items {

@@ -23,10 +23,18 @@ func (d *Daemon) apiSync(w http.ResponseWriter, r *http.Request) {
 	if a == nil {
 		return
 	}
-	force := r.URL.Query().Get("force") == "1" || r.URL.Query().Get("force") == "true"
-	a.loop.Trigger(reconcile.TriggerManual, force)
+	q := r.URL.Query()
+	force := q.Get("force") == "1" || q.Get("force") == "true"
+	rerun := q.Get("rerun_jobs") == "1" || q.Get("rerun_jobs") == "true"
+	if rerun {
+		// Running the jobs again means a pass over the revision: forced.
+		force = true
+		a.loop.TriggerRerunJobs(reconcile.TriggerManual)
+	} else {
+		a.loop.Trigger(reconcile.TriggerManual, force)
+	}
 	w.WriteHeader(http.StatusAccepted)
-	_ = json.NewEncoder(w).Encode(map[string]any{"app": a.cfg.Name, "force": force, "queued": true})
+	_ = json.NewEncoder(w).Encode(map[string]any{"app": a.cfg.Name, "force": force, "rerun_jobs": rerun, "queued": true})
 }
 
 // appView is an app as the API and the status page show it.

@@ -69,6 +69,7 @@ func (d *Daemon) newAppRunner(ac AppConfig) (*appRunner, error) {
 		Load:   func(ctx context.Context, rev reconcile.Revision) (*reconcile.App, error) { return d.loadApp(r, rev) },
 		Image:  d.imageCheck(log),
 		Record: stateRecorder{store: d.store},
+		Jobs:   stateRecorder{store: d.store},
 		Notify: loopNotifier{n: d.notif, repo: ac.Repo, env: ac.Destination, m: d.metrics},
 		Log:    d.log,
 		Poll:   time.Duration(ac.Poll),

@@ -72,6 +72,9 @@ type Daemon struct {
 	order    []string
 	metrics  *metrics
 	handler  http.Handler
+	// logsOf is where an app's logs are read (its last loaded App; tests
+	// put a fake).
+	logsOf func(*appRunner) logSource
 
 	mu    sync.Mutex
 	ready bool
@@ -102,7 +105,8 @@ func New(ctx context.Context, cfg *Config, deps Deps) (*Daemon, error) {
 	if deps.Getenv == nil {
 		deps.Getenv = os.Getenv
 	}
-	d := &Daemon{cfg: cfg, deps: deps, log: deps.Log, secrets: map[string]string{}, apps: map[string]*appRunner{}}
+	d := &Daemon{cfg: cfg, deps: deps, log: deps.Log, secrets: map[string]string{}, apps: map[string]*appRunner{},
+		logsOf: (*appRunner).logSource}
 	if cfg.APITokenEnv != "" {
 		if d.token = deps.Getenv(cfg.APITokenEnv); d.token == "" {
 			return nil, fmt.Errorf("%w: %s", ErrNoToken, cfg.APITokenEnv)

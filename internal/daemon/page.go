@@ -39,7 +39,7 @@ code{font-size:.85rem} .muted{color:#5f6773} pre{white-space:pre-wrap;font-size:
 </style></head><body>
 <h1>capstan</h1>
 {{range .}}<section class="app" id="app-{{.App}}">
-<h2>{{.App}} <span class="muted">{{.Branch}} · {{.Repo}}</span></h2>
+<h2>{{.App}} <span class="muted">{{.Branch}} · {{.Repo}}</span> <a class="logs" href="/api/v1/apps/{{.App}}/logs">logs</a></h2>
 <p>revision <code>{{short .Revision}}</code> · version <b class="version">{{.Version}}</b> ·
 last pass <span class="{{if eq .LastOutcome "failed" "invalid"}}bad{{else if eq .LastOutcome "partial" "waiting_image"}}warn{{else}}ok{{end}} outcome">{{.LastOutcome}}</span> {{ago .LastPass}}{{if .Running}} · <span class="warn">deploying…</span>{{end}}</p>
 {{with .Waiting}}<p class="warn waiting">waiting for <code>{{.Image}}</code> in its registry since {{ago .Since}}: {{.Reason}}</p>{{end}}

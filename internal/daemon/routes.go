@@ -58,6 +58,8 @@ func (d *Daemon) routes() http.Handler {
 	mux.Handle("GET /api/v1/apps", api(d.apiApps))
 	mux.Handle("GET /api/v1/apps/{app}", api(d.apiApp))
 	mux.Handle("GET /api/v1/apps/{app}/history", api(d.apiHistory))
+	// The logs take the page's basic auth too: the page links to them.
+	mux.Handle("GET /api/v1/apps/{app}/logs", d.private(http.HandlerFunc(d.apiLogs), true))
 	mux.Handle("GET /api/v1/drift", api(d.apiDrift))
 	mux.Handle("GET /{$}", d.private(http.HandlerFunc(d.statusPage), true))
 	return mux

@@ -550,6 +550,16 @@ func testappConfig(env []string) imageConfig {
 // pulls the whole layer (6 MB), the way a new release with a new binary
 // does.
 func (l *Lab) PushUniqueTestapp(ctx context.Context, tag string) error {
+	return l.pushUniqueTestapp(ctx, tag, TestAppTags["v2"])
+}
+
+// PushTestappVersion is PushUniqueTestapp with APP_VERSION=tag: the new
+// image answers with its own tag, so a test tells it from every other.
+func (l *Lab) PushTestappVersion(ctx context.Context, tag string) error {
+	return l.pushUniqueTestapp(ctx, tag, []string{"APP_VERSION=" + tag})
+}
+
+func (l *Lab) pushUniqueTestapp(ctx context.Context, tag string, env []string) error {
 	bin, err := buildTestApp(ctx, l.Dir)
 	if err != nil {
 		return err
@@ -560,7 +570,7 @@ func (l *Lab) PushUniqueTestapp(ctx context.Context, tag string) error {
 	if err != nil {
 		return err
 	}
-	_, err = newRegistryClient(l.RegistryAddr).pushImage(ctx, TestAppRepo, tag, []layer{appLayer}, testappConfig(TestAppTags["v2"]))
+	_, err = newRegistryClient(l.RegistryAddr).pushImage(ctx, TestAppRepo, tag, []layer{appLayer}, testappConfig(env))
 	return err
 }
 

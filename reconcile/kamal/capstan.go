@@ -44,6 +44,8 @@ type Capstan struct {
 	// time gives the traffic back and fails the release (x-capstan.bake,
 	// default DefaultBake; 0 stops the old container at once, as Kamal).
 	Bake int
+	// Jobs are the release jobs (x-capstan.jobs), in order.
+	Jobs []Job
 }
 
 // DefaultBake is x-capstan.bake when unset.
@@ -58,7 +60,7 @@ type HAProxySettings struct {
 }
 
 var capstanKeys = map[string]bool{"version": true, "proxy": true, "haproxy": true, "self_heal": true,
-	"reboot_accessories": true, "stop_unmanaged": true, "rollback": true, "bake": true}
+	"reboot_accessories": true, "stop_unmanaged": true, "rollback": true, "bake": true, "jobs": true}
 
 // capstanBlock reads x-capstan: other than version.
 func (b *builder) capstanBlock(xc *node) {

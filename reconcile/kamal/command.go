@@ -248,6 +248,16 @@ func hex2(b byte) string {
 	return string([]byte{digits[b>>4], digits[b&15]})
 }
 
+// ShellJoin renders argv as one POSIX shell line, each word quoted
+// when it needs it (ShellQuote): for people, never run by capstan.
+func ShellJoin(argv []string) string {
+	q := make([]string, len(argv))
+	for i, a := range argv {
+		q[i] = ShellQuote(a)
+	}
+	return strings.Join(q, " ")
+}
+
 // ShellQuote quotes s for a POSIX shell. A leading HomePrefix is left
 // unquoted so the remote shell expands it, as in Kamal's output.
 func ShellQuote(s string) string {

@@ -247,6 +247,7 @@ func (b *builder) build() bool {
 
 	b.roles()
 	b.accessories()
+	b.jobs()
 	if len(c.Roles) == 0 && len(c.Accessories) == 0 {
 		b.errs.add(ErrInvalid, root.file, 1, "servers", "no servers or accessories specified")
 	}
@@ -275,7 +276,7 @@ func (b *builder) versionBlock() {
 		} else {
 			for i, k := range xc.keys {
 				if !capstanKeys[k] {
-					b.errs.add(ErrInvalid, xc.kfiles[i], xc.klines[i], joinPath("x-capstan", k), "unknown key (x-capstan supports: version, proxy, haproxy, self_heal, reboot_accessories, stop_unmanaged, rollback)")
+					b.errs.add(ErrInvalid, xc.kfiles[i], xc.klines[i], joinPath("x-capstan", k), "unknown key (x-capstan supports: version, proxy, haproxy, self_heal, reboot_accessories, stop_unmanaged, rollback, bake, jobs)")
 				}
 			}
 			xv = xc.get("version")

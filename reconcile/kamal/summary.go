@@ -9,7 +9,7 @@ import (
 )
 
 // WriteSummary writes a short human summary of c: service, image and
-// version with its source, roles with hosts, accessories, and the keys
+// version with its source, roles with hosts, accessories, release jobs, and the keys
 // capstan ignores. It contains no secret values.
 func (c *Config) WriteSummary(w io.Writer) error {
 	var b strings.Builder
@@ -41,6 +41,12 @@ func (c *Config) WriteSummary(w io.Writer) error {
 	}
 	for _, a := range c.Accessories {
 		fmt.Fprintf(&b, "  %s (%s): %s\n", a.Name, a.Service, strings.Join(a.Hosts, ", "))
+	}
+	if len(c.Capstan.Jobs) > 0 {
+		b.WriteString("release jobs:\n")
+	}
+	for _, j := range c.Capstan.Jobs {
+		fmt.Fprintf(&b, "  %s (%s, %s on %s, timeout %s): %s\n", j.Name, j.When, j.Role, strings.Join(c.JobHosts(j), ", "), j.Timeout, ShellJoin(j.Cmd))
 	}
 	if len(c.Ignored) > 0 {
 		fmt.Fprintf(&b, "ignored (build-time or local-only): %s\n", strings.Join(c.Ignored, ", "))

@@ -12,6 +12,10 @@
 // simulate a crashing release), APP_LOG_ENV (print that variable's value at
 // start: tests check that capstan masks secrets in the logs it keeps).
 // SIGTERM drains in-flight requests and exits 0.
+//
+// `testapp job URL CODE [SLEEP]` is a release job instead: it POSTs
+// "<APP_VERSION> <hostname>" to URL, sleeps SLEEP (a Go duration) if
+// given, and exits CODE, saying each step on stdout.
 package main
 
 import (
@@ -21,11 +25,16 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "job" {
+		os.Exit(job(os.Args[2:]))
+	}
 	version := envOr("APP_VERSION", "dev")
 	port := envOr("APP_PORT", "3000")
 	host, _ := os.Hostname()
@@ -93,4 +102,34 @@ func envOr(k, def string) string {
 		return v
 	}
 	return def
+}
+
+// job is `testapp job URL CODE [SLEEP]`; it returns the exit code.
+func job(args []string) int {
+	if len(args) < 2 {
+		fmt.Println("usage: testapp job URL CODE [SLEEP]")
+		return 2
+	}
+	code, err := strconv.Atoi(args[1])
+	if err != nil {
+		fmt.Println("testapp job: bad exit code:", args[1])
+		return 2
+	}
+	host, _ := os.Hostname()
+	version := envOr("APP_VERSION", "dev")
+	fmt.Printf("testapp job: %s posting to %s\n", version, args[0])
+	c := &http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Post(args[0], "text/plain", strings.NewReader(version+" "+host))
+	if err != nil {
+		fmt.Println("testapp job:", err)
+		return 2
+	}
+	resp.Body.Close()
+	if len(args) > 2 {
+		d, _ := time.ParseDuration(args[2])
+		fmt.Printf("testapp job: sleeping %s\n", d)
+		time.Sleep(d)
+	}
+	fmt.Printf("testapp job: exit %d\n", code)
+	return code
 }
