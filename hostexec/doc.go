@@ -24,6 +24,10 @@
 // to the Pool's redactor ([ErrSecretOnCommandLine]); secrets travel over
 // stdin ([RunOptions.Stdin], [Pool.Upload]).
 //
+// [Pool.Interactive] runs a command on a remote terminal (a PTY sshd
+// allocates, as `ssh -t`), for `capstan exec -i`: keystrokes in, the
+// terminal's output out, window size changes forwarded.
+//
 // Every command is logged at debug level (host, redacted argv, duration,
 // exit code) and counted per host ([Pool.Stats]).
 //

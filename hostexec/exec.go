@@ -67,7 +67,7 @@ type Result struct {
 // ErrSecretOnCommandLine, and name the host.
 func (p *Pool) Run(ctx context.Context, host Host, argv []string, opts RunOptions) (Result, error) {
 	var stdout, stderr syncBuffer
-	err := p.exec(ctx, host, argv, opts, &stdout, &stderr, func() []byte { return stderr.Bytes() }, p.cfg.CommandTimeout)
+	err := p.exec(ctx, host, argv, opts, &stdout, &stderr, func() []byte { return stderr.Bytes() }, p.cfg.CommandTimeout, nil)
 	return Result{Stdout: stdout.Bytes(), Stderr: stderr.Bytes()}, err
 }
 
@@ -85,7 +85,7 @@ func (p *Pool) Stream(ctx context.Context, host Host, argv []string, stdout, std
 	if stdout == nil {
 		stdout = io.Discard
 	}
-	return p.exec(ctx, host, argv, opts, stdout, errW, tail.Bytes, 0)
+	return p.exec(ctx, host, argv, opts, stdout, errW, tail.Bytes, 0, nil)
 }
 
 // uploadScript writes stdin to a temp file next to the target ($2) with
@@ -266,9 +266,10 @@ func validEnvName(k string) bool {
 
 // exec runs one command. stderrTail returns the stderr to put into an
 // ExitError. A positive timeout bounds the command once its session is
-// open (see Config.CommandTimeout).
+// open (see Config.CommandTimeout). A non-nil pty runs it on a remote
+// terminal (see Interactive).
 func (p *Pool) exec(ctx context.Context, host Host, argv []string, opts RunOptions,
-	stdout, stderr io.Writer, stderrTail func() []byte, timeout time.Duration) (err error) {
+	stdout, stderr io.Writer, stderrTail func() []byte, timeout time.Duration, pty *Terminal) (err error) {
 	start := p.now()
 	runID := newRunID()
 	cmdLine, err := p.commandLine(argv, opts.Env, runID)
@@ -321,6 +322,13 @@ func (p *Pool) exec(ctx context.Context, host Host, argv []string, opts RunOptio
 	defer outGate.close()
 	defer errGate.close()
 	s.Stdout, s.Stderr = outGate, errGate
+	if pty != nil {
+		ptyDone := make(chan struct{})
+		defer close(ptyDone)
+		if err := requestPTY(s, pty, ptyDone); err != nil {
+			return fmt.Errorf("%s: terminal refused (sshd PermitTTY?): %w", name, err)
+		}
+	}
 	if opts.Stdin != nil {
 		pipe, perr := s.StdinPipe()
 		if perr != nil {

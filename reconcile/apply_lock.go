@@ -110,7 +110,20 @@ func (a *App) performer() string {
 // closed once the write is done. Failures are logged, not fatal (Kamal's
 // audit is best-effort too).
 func (r *applyRun) audit(ctx context.Context, host, role string, msgs ...string) <-chan struct{} {
-	a := r.a
+	done := make(chan struct{})
+	r.auditWG.Add(1)
+	go func() {
+		defer r.auditWG.Done()
+		defer close(done)
+		r.a.writeAudit(context.WithoutCancel(ctx), host, role, msgs...)
+	}()
+	return done
+}
+
+// writeAudit appends a Kamal-format line per message to the audit log on
+// host, in one write over stdin. A failure is logged, not returned
+// (Kamal's audit is best-effort too).
+func (a *App) writeAudit(ctx context.Context, host, role string, msgs ...string) {
 	prefix := fmt.Sprintf("[%s] [%s]", a.now().UTC().Format(time.RFC3339), a.performer())
 	if a.Config.Destination != "" {
 		prefix += " [" + a.Config.Destination + "]"
@@ -123,14 +136,7 @@ func (r *applyRun) audit(ctx context.Context, host, role string, msgs ...string)
 		lines.WriteString(prefix + " " + msg + "\n")
 	}
 	argv := []string{"sh", "-c", `mkdir -p .kamal && cat >> "$1"`, "sh", a.AuditLog()}
-	done := make(chan struct{})
-	r.auditWG.Add(1)
-	go func() {
-		defer r.auditWG.Done()
-		defer close(done)
-		if _, err := a.SSH.Run(context.WithoutCancel(ctx), host, argv, strings.NewReader(lines.String())); err != nil {
-			r.log.Warn("audit log", "host", host, "err", err)
-		}
-	}()
-	return done
+	if _, err := a.SSH.Run(ctx, host, argv, strings.NewReader(lines.String())); err != nil {
+		a.log().Warn("audit log", "host", host, "err", err)
+	}
 }

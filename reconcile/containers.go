@@ -224,11 +224,17 @@ clash=$1 renamed=$2 envf=$3 ndirs=$4; shift 4
 if [ -n "$clash" ]; then docker rename "$clash" "$renamed" || exit $?; fi
 while [ "$ndirs" -gt 0 ]; do mkdir -p -- "$1" || exit $?; shift; ndirs=$((ndirs-1)); done
 if [ -n "$envf" ]; then
-  tmp="$envf.capstan-$$"
-  trap 'rm -f -- "$tmp"' EXIT
-  mkdir -p -- "${envf%/*}" && (umask 077 && cat > "$tmp") && chmod 600 -- "$tmp" && mv -f -- "$tmp" "$envf" || exit $?
+` + writeEnvFile + `
 fi
 "$@"`
+
+// writeEnvFile is the script fragment that writes stdin to the env file
+// "$envf" (its directory made, mode 0600, atomically: a temp file renamed
+// into place), exiting on failure. It is how every env file reaches a
+// host.
+const writeEnvFile = `  tmp="$envf.capstan-$$"
+  trap 'rm -f -- "$tmp"' EXIT
+  mkdir -p -- "${envf%/*}" && (umask 077 && cat > "$tmp") && chmod 600 -- "$tmp" && mv -f -- "$tmp" "$envf" || exit $?`
 
 // runDirs are the directories a container needs made before it runs; the
 // env file's own directories are made with the file.

@@ -30,6 +30,12 @@ func usageError(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", errUsage, fmt.Sprintf(format, args...))
 }
 
+// exitStatusError makes capstan exit with code, printing nothing: the
+// status of a remote command (capstan exec), whose output said the rest.
+type exitStatusError struct{ code int }
+
+func (e *exitStatusError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+
 // errSilent is returned by commands that already printed their failure
 // (for example the list of validation errors) and only need exit status 1.
 var errSilent = errors.New("failed")
@@ -37,6 +43,7 @@ var errSilent = errors.New("failed")
 // env is what every subcommand gets: output streams, the logger and the
 // global options parsed before the subcommand name.
 type env struct {
+	stdin          io.Reader
 	stdout, stderr io.Writer
 	log            *slog.Logger
 	logLevel       slog.Level
@@ -79,7 +86,13 @@ func register(c command) {
 
 // run parses the global flags, sets up logging and dispatches to a
 // subcommand. It is main without the process: tests call it directly.
+// Standard input is os.Stdin.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return runStdio(ctx, args, os.Stdin, stdout, stderr)
+}
+
+// runStdio is run with standard input stdin (capstan exec -i reads it).
+func runStdio(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("capstan", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	knownHosts := fs.String("known-hosts", os.Getenv("CAPSTAN_KNOWN_HOSTS"), "OpenSSH known_hosts file for every SSH connection (default ~/.ssh/known_hosts; env CAPSTAN_KNOWN_HOSTS)")
@@ -101,7 +114,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := warnFailpoints(logger); err != nil {
 		return usageError("%v", err)
 	}
-	e := &env{stdout: stdout, stderr: stderr, log: logger, logLevel: level, getenv: os.Getenv, lookupEnv: os.LookupEnv, knownHosts: *knownHosts, identity: *identity}
+	e := &env{stdin: stdin, stdout: stdout, stderr: stderr, log: logger, logLevel: level, getenv: os.Getenv, lookupEnv: os.LookupEnv, knownHosts: *knownHosts, identity: *identity}
 
 	rest := fs.Args()
 	if len(rest) == 0 {
@@ -155,9 +168,12 @@ func printHelp(w io.Writer, fs *flag.FlagSet) {
 // exitCode maps an error returned by run to the process exit status and
 // prints it. It is the only place that decides exit codes.
 func exitCode(err error, stderr io.Writer) int {
+	var status *exitStatusError
 	switch {
 	case err == nil:
 		return exitOK
+	case errors.As(err, &status):
+		return status.code
 	case errors.Is(err, errSilent):
 		return exitFailure
 	case errors.Is(err, context.Canceled):

@@ -261,16 +261,26 @@ func loadApp(ctx context.Context, e *env, f *deployFlags) (app *reconcile.App, c
 	if err != nil {
 		return nil, nil, err
 	}
+	app, pool, err := connectApp(e, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	return app, func() { pool.Close() }, nil
+}
+
+// connectApp builds the SSH pool and the App of cfg for a CLI command;
+// the caller closes the pool.
+func connectApp(e *env, cfg *kamal.Config) (*reconcile.App, *hostexec.Pool, error) {
 	pool, red, err := newPool(e, cfg, poolOptions{})
 	if err != nil {
 		return nil, nil, err
 	}
-	app, err = newApp(e, cfg, pool, red)
+	app, err := newApp(e, cfg, pool, red)
 	if err != nil {
 		pool.Close()
 		return nil, nil, err
 	}
-	return app, func() { pool.Close() }, nil
+	return app, pool, nil
 }
 
 func runPlan(ctx context.Context, e *env, args []string) error {
