@@ -344,3 +344,15 @@ func orDiscard(warn func(string, error)) func(string, error) {
 	}
 	return warn
 }
+
+// SplitList splits a comma-separated selection (roles, hosts), as a flag
+// or a query gives it, dropping empty items.
+func SplitList(s string) []string {
+	var out []string
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
+}

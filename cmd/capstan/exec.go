@@ -34,12 +34,12 @@ func (f *execFlags) register(fs *flag.FlagSet, e *env) {
 	fs.Lookup("version").Usage = "run a new container of version `V` (or with --reuse, exec into its container) instead of the version each host runs"
 	for _, n := range []string{"r", "roles"} {
 		fs.Func(n, "`ROLES` to run on (comma-separated, * wildcards; default: every role)", func(v string) error {
-			f.sel.roles = append(f.sel.roles, splitList(v)...)
+			f.sel.roles = append(f.sel.roles, reconcile.SplitList(v)...)
 			return nil
 		})
 	}
 	fs.Func("hosts", "`HOSTS` to run on (comma-separated, * wildcards; default: every host of the roles)", func(v string) error {
-		f.sel.hosts = append(f.sel.hosts, splitList(v)...)
+		f.sel.hosts = append(f.sel.hosts, reconcile.SplitList(v)...)
 		return nil
 	})
 	for _, n := range []string{"p", "primary"} {

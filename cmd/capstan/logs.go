@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
-	"strings"
 	"time"
 
 	"github.com/capstan-dev/capstan/reconcile"
@@ -75,7 +74,7 @@ func runLogs(ctx context.Context, e *env, args []string) error {
 // options turns the flags into reconcile.LogOptions; unreadable hosts are
 // reported on e.stderr.
 func (l *logsFlags) options(e *env) (reconcile.LogOptions, error) {
-	o := reconcile.LogOptions{Roles: splitList(l.roles), Hosts: splitList(l.hosts), Lines: l.lines, Since: l.since,
+	o := reconcile.LogOptions{Roles: reconcile.SplitList(l.roles), Hosts: reconcile.SplitList(l.hosts), Lines: l.lines, Since: l.since,
 		Follow: l.follow, Timestamps: l.timestamps}
 	if l.since < 0 {
 		return o, usageError("--since must be positive")
@@ -95,15 +94,4 @@ func (l *logsFlags) options(e *env) (reconcile.LogOptions, error) {
 	}
 	o.Warn = func(host string, err error) { fmt.Fprintf(e.stderr, "capstan: %s: %v\n", host, err) }
 	return o, nil
-}
-
-// splitList splits a comma-separated flag value, dropping empty items.
-func splitList(s string) []string {
-	var out []string
-	for _, v := range strings.Split(s, ",") {
-		if v = strings.TrimSpace(v); v != "" {
-			out = append(out, v)
-		}
-	}
-	return out
 }

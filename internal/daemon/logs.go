@@ -43,7 +43,7 @@ func (r *appRunner) logSource() logSource {
 // default defaultLogLines).
 func logOptions(r *http.Request) (reconcile.LogOptions, error) {
 	q := r.URL.Query()
-	o := reconcile.LogOptions{Roles: splitList(q.Get("role")), Hosts: splitList(q.Get("host")), Lines: defaultLogLines}
+	o := reconcile.LogOptions{Roles: reconcile.SplitList(q.Get("role")), Hosts: reconcile.SplitList(q.Get("host")), Lines: defaultLogLines}
 	if s := q.Get("lines"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 || n > maxLogLines {
@@ -106,15 +106,4 @@ func (d *Daemon) apiLogs(w http.ResponseWriter, r *http.Request) {
 	mu.Unlock()
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	_, _ = body.WriteTo(w)
-}
-
-// splitList splits a comma-separated query value, dropping empty items.
-func splitList(s string) []string {
-	var out []string
-	for _, v := range strings.Split(s, ",") {
-		if v = strings.TrimSpace(v); v != "" {
-			out = append(out, v)
-		}
-	}
-	return out
 }
