@@ -249,18 +249,20 @@ func (r *applyRun) barrierVerdict(role string, err error) {
 }
 
 // abandonNew handles a new container that failed (err) to become healthy
-// or take the traffic: it keeps its logs, gives the traffic back to the
-// old container, stops the new one, and returns err wrapped in
-// ErrUnhealthy for a health failure, else in ErrHost.
+// or take the traffic: it gives the traffic back to the old container
+// (first: requests fail until then), stops the new one, keeps its logs,
+// and returns err wrapped in ErrUnhealthy for a health failure, else in
+// ErrHost.
 func (r *applyRun) abandonNew(ctx context.Context, d *roleDeploy, err error) error {
-	d.sr.Logs = r.containerLogs(d.host, d.new.ID)
 	if d.viaProxy && d.old != nil && !errors.Is(err, proxy.ErrUnhealthy) {
 		// The new container may have taken the traffic before it
-		// failed (a crash during the drain): give it back to the old
-		// one before the new one stops. A no-op if it never moved.
+		// failed (a crash during the drain or the bake): give it back
+		// to the old one before the new one stops. A no-op if it never
+		// moved.
 		r.switchBack(context.WithoutCancel(ctx), d.host, d.route, d.spec.Proxy.AppPort, d.new, d.old.ID)
 	}
 	_ = r.stopContainer(context.WithoutCancel(ctx), d.host, d.spec, d.new.ID)
+	d.sr.Logs = r.containerLogs(d.host, d.new.ID)
 	d.log.Error("new container failed; old one keeps serving", "container", d.spec.Name, "err", err)
 	if errors.Is(err, proxy.ErrUnhealthy) || errors.Is(err, ErrUnhealthy) {
 		return fmt.Errorf("%w: %s on %s: %w", ErrUnhealthy, d.spec.Name, d.host, err)

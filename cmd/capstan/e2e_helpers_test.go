@@ -209,8 +209,9 @@ type load struct {
 	sent, failed atomic.Int64
 	mu           sync.Mutex
 	failures     []string
-	firstFail    time.Time // when the first and last failures happened
-	lastFail     time.Time
+	// spans holds, per target, when its first and last failures happened:
+	// a fault on two hosts at different moments is two windows, not one.
+	spans    map[string][2]time.Time
 	versions     map[string]int
 	// first is when a response of each version first came back.
 	first map[string]time.Time
@@ -219,7 +220,7 @@ type load struct {
 }
 
 func startLoad(targets []string) *load {
-	ld := &load{stop: make(chan struct{}), versions: map[string]int{}, first: map[string]time.Time{}}
+	ld := &load{stop: make(chan struct{}), versions: map[string]int{}, first: map[string]time.Time{}, spans: map[string][2]time.Time{}}
 	keep := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 4, DisableCompression: true}}
 	fresh := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	for _, target := range targets {
@@ -236,6 +237,7 @@ func startLoad(targets []string) *load {
 					}
 					var resp *http.Response
 					var err error
+					sent := time.Now()
 					switch kind {
 					case 0:
 						resp, err = keep.Get("http://" + target + "/")
@@ -249,13 +251,13 @@ func startLoad(targets []string) *load {
 					}
 					ld.sent.Add(1)
 					if err != nil {
-						ld.fail(fmt.Sprintf("%s kind %d: %v", target, kind, err))
+						ld.fail(target, sent, fmt.Sprintf("%s kind %d: %v", target, kind, err))
 						continue
 					}
 					b, _ := io.ReadAll(resp.Body)
 					resp.Body.Close()
 					if resp.StatusCode != 200 {
-						ld.fail(fmt.Sprintf("%s kind %d: %s %s", target, kind, resp.Status, b))
+						ld.fail(target, sent, fmt.Sprintf("%s kind %d: %s %s", target, kind, resp.Status, b))
 						continue
 					}
 					ld.mu.Lock()
@@ -272,16 +274,22 @@ func startLoad(targets []string) *load {
 	return ld
 }
 
-func (ld *load) fail(s string) {
+// fail counts a failed request to target sent at sent; its failure is
+// dated when it was sent (a request can wait out a retry in the proxy).
+func (ld *load) fail(target string, sent time.Time, s string) {
 	ld.failed.Add(1)
 	ld.mu.Lock()
 	now := time.Now()
-	if ld.firstFail.IsZero() {
-		ld.firstFail = now
+	sp := ld.spans[target]
+	if sp[0].IsZero() || sent.Before(sp[0]) {
+		sp[0] = sent
 	}
-	ld.lastFail = now
+	if sent.After(sp[1]) {
+		sp[1] = sent
+	}
+	ld.spans[target] = sp
 	if len(ld.failures) < 10 {
-		ld.failures = append(ld.failures, s)
+		ld.failures = append(ld.failures, fmt.Sprintf("%s (+%s) %s", sent.UTC().Format("15:04:05.000"), now.Sub(sent).Round(time.Millisecond), s))
 	}
 	ld.mu.Unlock()
 }
@@ -292,10 +300,10 @@ func (ld *load) finish(t testing.TB, what string) {
 	ld.finishWithin(t, what, 0)
 }
 
-// finishWithin stops the load and fails the test when requests failed
-// over more than window (from the first failure to the last); window 0
-// allows no failure at all. For a fault that takes a host's app down for a
-// moment.
+// finishWithin stops the load and fails the test when requests to one
+// target failed over more than window (from its first failure to its
+// last); window 0 allows no failure at all. For a fault that takes a
+// host's app down for a moment.
 func (ld *load) finishWithin(t testing.TB, what string, window time.Duration) {
 	t.Helper()
 	close(ld.stop)
@@ -308,7 +316,10 @@ func (ld *load) finishWithin(t testing.TB, what string, window time.Duration) {
 	if failed == 0 {
 		return
 	}
-	span := ld.lastFail.Sub(ld.firstFail)
+	var span time.Duration
+	for _, sp := range ld.spans {
+		span = max(span, sp[1].Sub(sp[0]))
+	}
 	switch {
 	case window == 0:
 		t.Errorf("%s: %d of %d requests failed: %v", what, failed, sent, ld.failures)

@@ -74,7 +74,8 @@ func TestE2EFault_BadRelease(t *testing.T) {
 // running through x-capstan.bake (5 s by default), so the crash gives the
 // traffic back to them: the pass fails once, alerted once, not retried for
 // its revision, every host serves the old version again; the next commit
-// deploys. Requests fail only between the crash and the switch back.
+// deploys. Only requests sent between the crash and the switch back fail
+// (HAProxy answers some of them 503 after its 1 s connect turn-around).
 func TestE2EFault_CrashAfterSwitch(t *testing.T) {
 	l, w, d, alerts := truthLab(t, serveOpts{})
 	ld := startLoad(webAddrs)

@@ -256,7 +256,7 @@ func (d *serveProc) stop() {
 		_ = d.cmd.Process.Kill()
 		<-d.exited
 	}
-	if d.t.Failed() {
+	if d.t.Failed() || os.Getenv("CAPSTAN_E2E_SERVE_LOG") != "" {
 		d.t.Logf("capstan serve log:\n%s", d.logs.String())
 	}
 }
