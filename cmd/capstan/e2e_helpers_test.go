@@ -212,7 +212,7 @@ type load struct {
 	// spans holds, per target, when its first and last failures happened:
 	// a fault on two hosts at different moments is two windows, not one.
 	spans    map[string][2]time.Time
-	versions     map[string]int
+	versions map[string]int
 	// first is when a response of each version first came back.
 	first map[string]time.Time
 	stop  chan struct{}
