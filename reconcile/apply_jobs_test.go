@@ -306,7 +306,7 @@ func TestLoop_TriggerRerunJobs(t *testing.T) {
 	l.Trigger(TriggerPoll, false)
 	l.TriggerRerunJobs(TriggerManual)
 	tr := <-l.wake
-	if !tr.force || !tr.rerunJobs || tr.kind != TriggerManual {
+	if !tr.Force || !tr.RerunJobs || tr.Kind != TriggerManual {
 		t.Errorf("trigger %+v", tr)
 	}
 }

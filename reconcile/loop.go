@@ -52,7 +52,7 @@ type PassStep struct {
 // internal/daemon). All methods must be safe for concurrent use.
 type Recorder interface {
 	RecordRevision(ctx context.Context, app string, rev Revision) error
-	StartPass(ctx context.Context, app, revision, version, trigger string) (int64, error)
+	StartPass(ctx context.Context, app, revision, version string, by Request) (int64, error)
 	FinishPass(ctx context.Context, id int64, outcome, errText, plan string, steps []PassStep) error
 	// LastAttempt returns the last revision attempted and whether that
 	// attempt failed for a reason a retry of the same revision cannot fix.
@@ -100,6 +100,8 @@ const (
 	OutcomeNoop         = "noop"          // every host already matched
 	OutcomeInvalid      = "invalid"       // the configuration does not load; no host touched
 	OutcomeWaitingImage = "waiting_image" // the image tag is not in the registry yet
+	OutcomeUntrusted    = "untrusted"     // the commit's signature is missing or not trusted; no host touched
+	OutcomeWindowClosed = "window_closed" // (a state) a deploy window is closed; the pass waits for it to open
 )
 
 // Triggers of a pass.
@@ -109,7 +111,40 @@ const (
 	TriggerManual  = "manual"
 	TriggerCron    = "cron"
 	TriggerStartup = "startup"
+	TriggerHeal    = "self-heal"
 )
+
+// Request asks for a pass, and says who asked.
+type Request struct {
+	Kind string // TriggerPoll, TriggerWebhook, …
+	// By is who asked: a webhook's sender ("github:ada"), an API token's
+	// name ("token:ci"); "" when the loop itself started the pass.
+	By    string
+	Force bool // retry a revision that failed
+	// RerunJobs runs the release jobs again even when they succeeded for
+	// the revision (implies Force).
+	RerunJobs bool
+	// Override deploys even while a deploy window is closed (implies
+	// Force).
+	Override bool
+}
+
+// ErrUntrusted is wrapped by a Verify error: the revision must not deploy.
+var ErrUntrusted = errors.New("untrusted commit")
+
+// WindowState says whether deploys are open now; Until is when that
+// changes (zero: never).
+type WindowState struct {
+	Open   bool
+	Reason string
+	Until  time.Time
+}
+
+// WindowWait is a pass held by a closed deploy window.
+type WindowWait struct {
+	Reason string    `json:"reason"`
+	Opens  time.Time `json:"opens,omitzero"`
+}
 
 // Loop runs one app forever: follow git, deploy each new revision once,
 // sweep for drift on a schedule, heal it when allowed. One pass at a time.
@@ -134,12 +169,23 @@ type Loop struct {
 	// OnPass, when set, learns each applied pass's outcome and duration
 	// (metrics).
 	OnPass func(outcome string, took time.Duration)
+	// Verify, when set, vets a new revision before it is loaded (commit
+	// signatures): an error refuses it (OutcomeUntrusted, alert
+	// deploy_refused, hosts untouched), and the last trusted revision
+	// keeps running. It is asked again only for a new head or a forced
+	// sync.
+	Verify func(ctx context.Context, rev Revision) error
+	// Window, when set, says whether deploys are open at a time: a pass
+	// that would change a host waits while they are not (unless forced
+	// with Override), and so does self-heal unless HealInWindows.
+	Window        func(time.Time) WindowState
+	HealInWindows bool
 
 	// lastFailure is the revision and text of the last failure alerted,
 	// so that a failure retried every poll is alerted once.
 	lastFailure string
 
-	wake     chan trigger
+	wake     chan Request
 	mu       sync.Mutex
 	status   LoopStatus
 	lastGood *App
@@ -150,14 +196,8 @@ type Loop struct {
 	// proxy driver instead of loading everything again.
 	loaded    *App
 	loadedRev string
-}
-
-type trigger struct {
-	kind  string
-	force bool
-	// rerunJobs runs the release jobs again even when they succeeded for
-	// the revision (implies force).
-	rerunJobs bool
+	// wakeAt is when a closed deploy window opens: the loop polls then.
+	wakeAt time.Time
 }
 
 // LoopStatus is what the loop reports about itself.
@@ -179,6 +219,8 @@ type LoopStatus struct {
 	Pending []string `json:"pending,omitempty"`
 	// Waiting is set while the pass waits for the image in its registry.
 	Waiting *ImageWait `json:"waiting_image,omitempty"`
+	// Window is set while a closed deploy window holds a pass.
+	Window *WindowWait `json:"window_closed,omitempty"`
 }
 
 // ImageWait is a pass waiting for its image tag to appear.
@@ -206,7 +248,7 @@ func (l *Loop) init() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.wake == nil {
-		l.wake = make(chan trigger, 1)
+		l.wake = make(chan Request, 1)
 	}
 	if l.Log == nil {
 		l.Log = slog.New(slog.DiscardHandler)
@@ -222,21 +264,24 @@ func (l *Loop) init() {
 // Trigger asks for a pass soon. Bursts coalesce into one pass; force
 // retries a revision that failed.
 func (l *Loop) Trigger(kind string, force bool) {
-	l.trigger(trigger{kind: kind, force: force})
+	l.Request(Request{Kind: kind, Force: force})
 }
 
 // TriggerRerunJobs asks for a forced pass that also runs the release jobs
 // again, even those that succeeded for the revision.
 func (l *Loop) TriggerRerunJobs(kind string) {
-	l.trigger(trigger{kind: kind, force: true, rerunJobs: true})
+	l.Request(Request{Kind: kind, RerunJobs: true})
 }
 
-func (l *Loop) trigger(tr trigger) {
+// Request asks for a pass soon. Bursts coalesce into one pass; a forced
+// request is not lost behind a plain one.
+func (l *Loop) Request(tr Request) {
 	l.init()
+	tr.Force = tr.Force || tr.RerunJobs || tr.Override
 	select {
 	case l.wake <- tr:
 	default:
-		if tr.force { // make sure a forced request is not lost behind a plain one
+		if tr.Force { // make sure a forced request is not lost behind a plain one
 			select {
 			case <-l.wake:
 			default:
@@ -259,14 +304,14 @@ func (l *Loop) Run(ctx context.Context) {
 	if l.Sweep != nil {
 		nextSweep = l.Sweep(time.Now())
 	}
-	tr := trigger{kind: TriggerStartup}
+	tr := Request{Kind: TriggerStartup}
 	for {
 		wait := time.Until(nextPoll)
 		sweep := false
 		if l.Sweep != nil && nextSweep.Before(nextPoll) {
 			wait = time.Until(nextSweep)
 		}
-		if tr.kind == "" {
+		if tr.Kind == "" {
 			timer := time.NewTimer(max(wait, 0))
 			select {
 			case <-ctx.Done():
@@ -277,20 +322,20 @@ func (l *Loop) Run(ctx context.Context) {
 			case <-timer.C:
 				if l.Sweep != nil && !time.Now().Before(nextSweep) {
 					sweep = true
-					tr = trigger{kind: TriggerCron}
+					tr = Request{Kind: TriggerCron}
 				} else {
-					tr = trigger{kind: TriggerPoll}
+					tr = Request{Kind: TriggerPoll}
 				}
 			}
 		}
 		if sweep {
 			l.sweep(ctx, log)
 			nextSweep = l.Sweep(time.Now())
-			tr = trigger{}
+			tr = Request{}
 			continue
 		}
 		err := l.syncOnce(ctx, log, tr)
-		tr = trigger{}
+		tr = Request{}
 		if errors.Is(err, errGit) {
 			gitFailures++
 			l.setGitErrors(gitFailures)
@@ -318,7 +363,19 @@ func (l *Loop) Run(ctx context.Context) {
 			l.setGitErrors(0)
 		}
 		nextPoll = time.Now().Add(jitter(l.Poll))
+		if at := l.takeWake(); !at.IsZero() && at.Before(nextPoll) {
+			nextPoll = at
+		}
 	}
+}
+
+// takeWake returns and clears the time a closed window asked to be woken.
+func (l *Loop) takeWake() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	at := l.wakeAt
+	l.wakeAt = time.Time{}
+	return at
 }
 
 var errGit = errors.New("git")

@@ -72,7 +72,7 @@ type memRecorder struct {
 }
 
 func (m *memRecorder) RecordRevision(context.Context, string, Revision) error { return nil }
-func (m *memRecorder) StartPass(context.Context, string, string, string, string) (int64, error) {
+func (m *memRecorder) StartPass(context.Context, string, string, string, Request) (int64, error) {
 	return 1, nil
 }
 func (m *memRecorder) FinishPass(_ context.Context, _ int64, outcome, _, _ string, _ []PassStep) error {

@@ -13,7 +13,7 @@ import (
 // SyncNow runs one sync pass synchronously (tests and `capstan sync`).
 func (l *Loop) SyncNow(ctx context.Context, kind string, force bool) error {
 	l.init()
-	return l.syncOnce(ctx, l.Log.With("app", l.Name), trigger{kind: kind, force: force})
+	return l.syncOnce(ctx, l.Log.With("app", l.Name), Request{Kind: kind, Force: force})
 }
 
 // syncOnce fetches and runs a pass over the head revision. A new revision
@@ -21,9 +21,9 @@ func (l *Loop) SyncNow(ctx context.Context, kind string, force bool) error {
 // converges only the hosts not yet converged to it and observes the rest.
 // A revision that failed as a release waits for a new commit or a forced
 // sync.
-func (l *Loop) syncOnce(ctx context.Context, log *slog.Logger, tr trigger) error {
-	if tr.kind != TriggerPoll {
-		log.Info("pass started", "trigger", tr.kind, "force", tr.force)
+func (l *Loop) syncOnce(ctx context.Context, log *slog.Logger, tr Request) error {
+	if tr.Kind != TriggerPoll {
+		log.Info("pass started", "trigger", tr.Kind, "by", tr.By, "force", tr.Force, "override", tr.Override)
 	}
 	rev, changed, err := l.Source.Sync(ctx)
 	if err != nil {
@@ -46,12 +46,18 @@ func (l *Loop) syncOnce(ctx context.Context, log *slog.Logger, tr trigger) error
 	if err != nil {
 		return err
 	}
-	quiet := last == rev.SHA && !tr.force
+	quiet := last == rev.SHA && !tr.Force
 	if quiet && lastFailed {
 		log.Debug("revision failed before; waiting for a new commit or a forced sync")
 		return nil
 	}
-	p := &passRun{l: l, log: log, rev: rev, trigger: tr.kind, quiet: quiet, rerunJobs: tr.rerunJobs}
+	p := &passRun{l: l, log: log, rev: rev, who: tr, quiet: quiet}
+	if !quiet && l.Verify != nil {
+		if err := l.Verify(ctx, rev); err != nil {
+			p.untrusted(ctx, err)
+			return nil
+		}
+	}
 	return p.run(ctx)
 }
 
@@ -61,12 +67,10 @@ type passRun struct {
 	l       *Loop
 	log     *slog.Logger
 	rev     Revision
-	trigger string
+	who     Request
 	// quiet: the revision was applied before and nobody forced a sync, so
 	// hosts already converged to it are only observed.
 	quiet bool
-	// rerunJobs: run the release jobs even if they succeeded for rev.
-	rerunJobs bool
 
 	app     *App
 	version string
@@ -105,6 +109,9 @@ func (p *passRun) run(ctx context.Context) error {
 		p.summarize(ctx)
 		return nil
 	}
+	if p.heldByWindow() {
+		return nil
+	}
 	if err := p.waitImage(ctx); err != nil {
 		p.imageFailed(ctx, err)
 		return nil
@@ -127,7 +134,7 @@ func (p *passRun) load(ctx context.Context) error {
 // invalid records a configuration that does not load. No host is touched.
 func (p *passRun) invalid(ctx context.Context, err error) {
 	l := p.l
-	id, _ := l.Record.StartPass(ctx, l.Name, p.rev.SHA, "", p.trigger)
+	id, _ := l.Record.StartPass(ctx, l.Name, p.rev.SHA, "", p.who)
 	_ = l.Record.FinishPass(ctx, id, OutcomeInvalid, err.Error(), "", nil)
 	_ = l.Record.RecordAttempt(ctx, l.Name, p.rev.SHA, true)
 	l.finish(p.rev, "", OutcomeInvalid, err.Error(), false)
@@ -236,7 +243,7 @@ func (p *passRun) imageFailed(ctx context.Context, err error) {
 	if !l.firstFailure(p.rev.SHA, text) {
 		return
 	}
-	id, _ := l.Record.StartPass(ctx, l.Name, p.rev.SHA, p.version, p.trigger)
+	id, _ := l.Record.StartPass(ctx, l.Name, p.rev.SHA, p.version, p.who)
 	_ = l.Record.FinishPass(ctx, id, OutcomeFailed, text, planText(p.plan), nil)
 	l.notify(Event{Kind: "deploy_failed", App: l.Name, Revision: p.rev.SHA, Version: p.version, Detail: text})
 }
@@ -251,12 +258,12 @@ func (p *passRun) converge(ctx context.Context) {
 	sub := p.plan.only(func(h *HostPlan) bool { return targets[h] || h.Error != "" })
 	if p.hasSteps() {
 		var err error
-		if p.passID, err = p.l.Record.StartPass(ctx, p.l.Name, p.rev.SHA, p.version, p.trigger); err != nil {
+		if p.passID, err = p.l.Record.StartPass(ctx, p.l.Name, p.rev.SHA, p.version, p.who); err != nil {
 			p.log.Error("record pass", "err", err)
 		}
-		p.log.Info("applying", "version", p.version, "trigger", p.trigger, "hosts", len(p.targets))
+		p.log.Info("applying", "version", p.version, "trigger", p.who.Kind, "by", p.who.By, "override", p.who.Override, "hosts", len(p.targets))
 	}
-	p.app.Jobs = JobScope{Ledger: p.l.Jobs, App: p.l.Name, Revision: p.rev.SHA, Rerun: p.rerunJobs}
+	p.app.Jobs = JobScope{Ledger: p.l.Jobs, App: p.l.Name, Revision: p.rev.SHA, Rerun: p.who.RerunJobs}
 	p.res, p.applyErr = p.app.Apply(ctx, sub)
 	var done []string
 	if p.res != nil {
@@ -341,7 +348,7 @@ func (p *passRun) summarize(ctx context.Context) {
 	case p.passID != 0: // it applied: every attempt is history
 		_ = l.Record.FinishPass(rctx, p.passID, p.outcome, p.errText, planText(p.plan), passSteps(p.res))
 	case !repeat && (!p.quiet || p.driftChanged || news(l.Status().LastOutcome, p.outcome)):
-		id, _ := l.Record.StartPass(rctx, l.Name, p.rev.SHA, p.version, p.trigger)
+		id, _ := l.Record.StartPass(rctx, l.Name, p.rev.SHA, p.version, p.who)
 		_ = l.Record.FinishPass(rctx, id, p.outcome, p.errText, planText(p.plan), passSteps(p.res))
 	}
 	_ = l.Record.RecordAttempt(rctx, l.Name, p.rev.SHA, p.permanent)

@@ -42,8 +42,12 @@ func (l *Loop) sweep(ctx context.Context, log *slog.Logger) {
 	if plan.Empty() || l.SelfHeal == nil || !l.SelfHeal(app) {
 		return
 	}
+	if w := l.closedWindow(time.Now()); w != nil && !l.HealInWindows {
+		log.Info("self-heal held: deploy window closed", "reason", w.Reason, "opens", w.Opens)
+		return
+	}
 	log.Info("self-heal: converging drifted hosts")
-	id, _ := l.Record.StartPass(ctx, l.Name, rev, app.Config.Version.Name(), "self-heal")
+	id, _ := l.Record.StartPass(ctx, l.Name, rev, app.Config.Version.Name(), Request{Kind: TriggerHeal})
 	res, applyErr := app.Apply(ctx, plan)
 	outcome, _ := classifyResult(res, applyErr)
 	errText := ""

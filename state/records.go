@@ -60,17 +60,35 @@ const (
 
 // Pass is one reconcile pass of an app.
 type Pass struct {
-	ID       int64     `json:"id"`
-	App      string    `json:"app"`
-	Revision string    `json:"revision"`
-	Version  string    `json:"version"`
-	Trigger  string    `json:"trigger"` // poll, webhook, cron, manual, startup
+	ID       int64  `json:"id"`
+	App      string `json:"app"`
+	Revision string `json:"revision"`
+	Version  string `json:"version"`
+	Trigger  string `json:"trigger"` // poll, webhook, cron, manual, startup, self-heal
+	// TriggeredBy is who asked for the pass: a webhook's sender
+	// ("github:ada"), an API token's name ("token:ci"); "" for the loop.
+	TriggeredBy string `json:"triggered_by,omitempty"`
+	// Override: forced through a closed deploy window.
+	Override bool      `json:"override,omitempty"`
 	Started  time.Time `json:"started"`
 	Finished time.Time `json:"finished"`
 	Outcome  string    `json:"outcome"`
 	Error    string    `json:"error,omitempty"`
 	Plan     string    `json:"plan,omitempty"` // the plan as text
 	Steps    []Step    `json:"steps,omitempty"`
+}
+
+// Who says what started the pass and who asked: "webhook by github:ada",
+// "manual by token:ops, override".
+func (p Pass) Who() string {
+	s := p.Trigger
+	if p.TriggeredBy != "" {
+		s += " by " + p.TriggeredBy
+	}
+	if p.Override {
+		s += ", override"
+	}
+	return s
 }
 
 // Duration is how long the pass took (0 while running).
@@ -97,8 +115,8 @@ func (s *Store) StartPass(ctx context.Context, p Pass) (int64, error) {
 	if p.Started.IsZero() {
 		p.Started = time.Now()
 	}
-	res, err := s.db.ExecContext(ctx, `INSERT INTO passes (app, revision, version, trigger, started_at, outcome, plan)
-		VALUES (?, ?, ?, ?, ?, 'running', ?)`, p.App, p.Revision, p.Version, p.Trigger, unix(p.Started), p.Plan)
+	res, err := s.db.ExecContext(ctx, `INSERT INTO passes (app, revision, version, trigger, triggered_by, override, started_at, outcome, plan)
+		VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?)`, p.App, p.Revision, p.Version, p.Trigger, p.TriggeredBy, p.Override, unix(p.Started), p.Plan)
 	if err != nil {
 		return 0, err
 	}
@@ -166,7 +184,7 @@ func (s *Store) History(ctx context.Context, app string, limit int) ([]Pass, err
 	if limit <= 0 {
 		limit = 50
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT id, app, revision, version, trigger, started_at, finished_at, outcome, error, plan
+	rows, err := s.db.QueryContext(ctx, `SELECT id, app, revision, version, trigger, triggered_by, override, started_at, finished_at, outcome, error, plan
 		FROM passes WHERE ? = '' OR app = ? ORDER BY id DESC LIMIT ?`, app, app, limit)
 	if err != nil {
 		return nil, err
@@ -176,7 +194,7 @@ func (s *Store) History(ctx context.Context, app string, limit int) ([]Pass, err
 		var p Pass
 		var started int64
 		var finished sql.NullInt64
-		if err := rows.Scan(&p.ID, &p.App, &p.Revision, &p.Version, &p.Trigger, &started, &finished, &p.Outcome, &p.Error, &p.Plan); err != nil {
+		if err := rows.Scan(&p.ID, &p.App, &p.Revision, &p.Version, &p.Trigger, &p.TriggeredBy, &p.Override, &started, &finished, &p.Outcome, &p.Error, &p.Plan); err != nil {
 			rows.Close()
 			return nil, err
 		}

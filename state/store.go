@@ -116,6 +116,10 @@ var migrations = []string{
 		succeeded_at INTEGER NOT NULL,
 		PRIMARY KEY (app, revision, job)
 	);`,
+	// 5: who triggered a pass (a webhook's sender, an API token's name),
+	// and whether it was forced through a closed deploy window.
+	`ALTER TABLE passes ADD COLUMN triggered_by TEXT NOT NULL DEFAULT '';
+	ALTER TABLE passes ADD COLUMN override INTEGER NOT NULL DEFAULT 0;`,
 }
 
 // Open opens (creating if needed) the store at path and migrates it.

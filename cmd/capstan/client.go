@@ -167,7 +167,7 @@ func runHistory(ctx context.Context, e *env, args []string) error {
 		tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "APP\tPASS\tSTARTED\tTRIGGER\tREVISION\tVERSION\tOUTCOME\tTOOK")
 		for _, p := range passes {
-			fmt.Fprintf(tw, "%s\t#%d\t%s\t%s\t%s\t%s\t%s\t%s\n", name, p.ID, p.Started.Local().Format("2006-01-02 15:04:05"), p.Trigger, short(p.Revision), p.Version, p.Outcome, p.Duration().Round(time.Millisecond))
+			fmt.Fprintf(tw, "%s\t#%d\t%s\t%s\t%s\t%s\t%s\t%s\n", name, p.ID, p.Started.Local().Format("2006-01-02 15:04:05"), p.Who(), short(p.Revision), p.Version, p.Outcome, p.Duration().Round(time.Millisecond))
 		}
 		if err := tw.Flush(); err != nil {
 			return err

@@ -62,8 +62,8 @@ func (s stateRecorder) RecordRevision(ctx context.Context, app string, rev recon
 	return s.store.RecordRevision(ctx, state.Revision{App: app, SHA: rev.SHA, Author: rev.Author, Message: rev.Message, Committed: rev.Time, Rewritten: rev.Rewritten})
 }
 
-func (s stateRecorder) StartPass(ctx context.Context, app, revision, version, trigger string) (int64, error) {
-	return s.store.StartPass(ctx, state.Pass{App: app, Revision: revision, Version: version, Trigger: trigger})
+func (s stateRecorder) StartPass(ctx context.Context, app, revision, version string, by reconcile.Request) (int64, error) {
+	return s.store.StartPass(ctx, state.Pass{App: app, Revision: revision, Version: version, Trigger: by.Kind, TriggeredBy: by.By, Override: by.Override})
 }
 
 func (s stateRecorder) FinishPass(ctx context.Context, id int64, outcome, errText, plan string, steps []reconcile.PassStep) error {

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 
 	"github.com/capstan-dev/capstan/reconcile"
@@ -18,23 +19,31 @@ func (d *Daemon) app(w http.ResponseWriter, r *http.Request) *appRunner {
 	return a
 }
 
+// apiSync asks for a pass: force=1 retries a failed revision,
+// rerun_jobs=1 runs the release jobs again, override=1 deploys through a
+// closed deploy window (the token needs the override scope). The pass
+// records the token's name.
 func (d *Daemon) apiSync(w http.ResponseWriter, r *http.Request) {
 	a := d.app(w, r)
 	if a == nil {
 		return
 	}
 	q := r.URL.Query()
-	force := q.Get("force") == "1" || q.Get("force") == "true"
-	rerun := q.Get("rerun_jobs") == "1" || q.Get("rerun_jobs") == "true"
-	if rerun {
-		// Running the jobs again means a pass over the revision: forced.
-		force = true
-		a.loop.TriggerRerunJobs(reconcile.TriggerManual)
-	} else {
-		a.loop.Trigger(reconcile.TriggerManual, force)
+	yes := func(k string) bool { return q.Get(k) == "1" || q.Get(k) == "true" }
+	t := caller(r)
+	req := reconcile.Request{Kind: reconcile.TriggerManual, By: "token:" + t.name,
+		Force: yes("force"), RerunJobs: yes("rerun_jobs"), Override: yes("override")}
+	if t == anonymous {
+		req.By = "anonymous"
 	}
+	if req.Override && !t.may(ScopeOverride) {
+		http.Error(w, fmt.Sprintf("token %s lacks the %s scope", t.name, ScopeOverride), http.StatusForbidden)
+		return
+	}
+	a.loop.Request(req)
 	w.WriteHeader(http.StatusAccepted)
-	_ = json.NewEncoder(w).Encode(map[string]any{"app": a.cfg.Name, "force": force, "rerun_jobs": rerun, "queued": true})
+	_ = json.NewEncoder(w).Encode(map[string]any{"app": a.cfg.Name, "force": req.Force || req.RerunJobs || req.Override,
+		"rerun_jobs": req.RerunJobs, "override": req.Override, "by": req.By, "queued": true})
 }
 
 // appView is an app as the API and the status page show it.

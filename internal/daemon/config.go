@@ -37,6 +37,9 @@ type Config struct {
 	// APITokenEnv names the environment variable holding the API token;
 	// when set, the status page, the API and /metrics require it.
 	APITokenEnv string `yaml:"api_token_env"`
+	// APITokens are named tokens with scopes (read, sync, override); the
+	// name of the one that asked is recorded with each pass.
+	APITokens []APIToken `yaml:"api_tokens"`
 	// InsecurePublicStatus allows listening on a non-loopback address
 	// without a token (the status page, API and metrics open to anyone
 	// who can reach the port).
@@ -250,7 +253,8 @@ func LoadConfig(path string, getenv func(string) string) (*Config, error) {
 			bad(k.path, "environment variable %s is not set", k.env)
 		}
 	}
-	if err := checkExposure(c.Listen, c.APITokenEnv != "", c.InsecurePublicStatus); err != nil {
+	checkTokens(c, getenv, bad)
+	if err := checkExposure(c.Listen, c.APITokenEnv != "" || len(c.APITokens) > 0, c.InsecurePublicStatus); err != nil {
 		bad("listen", "%v", err)
 	}
 	if len(errs) > 0 {

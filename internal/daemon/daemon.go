@@ -65,8 +65,8 @@ type Daemon struct {
 	log      *slog.Logger
 	store    *state.Store
 	notif    *notify.Notifier
-	token    string // the API token; "" = none (the routes are open)
-	instance string // this daemon's lock ID, kept across restarts
+	tokens   []*namedToken // the API tokens; none = the routes are open
+	instance string        // this daemon's lock ID, kept across restarts
 	secrets  map[string]string
 	apps     map[string]*appRunner
 	order    []string
@@ -80,9 +80,10 @@ type Daemon struct {
 	ready bool
 }
 
-// ErrNoToken is returned by New when api_token_env names an empty variable:
-// a missing token must not leave the API open.
-var ErrNoToken = errors.New("api_token_env names an empty environment variable")
+// ErrNoToken is returned by New when api_token_env (or an api_tokens
+// entry) names an empty variable: a missing token must not leave the API
+// open.
+var ErrNoToken = errors.New("an API token names an empty environment variable")
 
 // New opens the daemon's state (cfg.StateDir), marks passes a previous
 // process left running as interrupted, reads the secrets file and prepares
@@ -107,12 +108,12 @@ func New(ctx context.Context, cfg *Config, deps Deps) (*Daemon, error) {
 	}
 	d := &Daemon{cfg: cfg, deps: deps, log: deps.Log, secrets: map[string]string{}, apps: map[string]*appRunner{},
 		logsOf: (*appRunner).logSource}
-	if cfg.APITokenEnv != "" {
-		if d.token = deps.Getenv(cfg.APITokenEnv); d.token == "" {
-			return nil, fmt.Errorf("%w: %s", ErrNoToken, cfg.APITokenEnv)
-		}
+	tokens, err := loadTokens(cfg, deps.Getenv)
+	if err != nil {
+		return nil, err
 	}
-	if err := checkExposure(cfg.Listen, d.token != "", cfg.InsecurePublicStatus); err != nil {
+	d.tokens = tokens
+	if err := checkExposure(cfg.Listen, len(d.tokens) > 0, cfg.InsecurePublicStatus); err != nil {
 		return nil, fmt.Errorf("listen: %w", err)
 	}
 	if cfg.SecretsEnvFile != "" {

@@ -41,7 +41,8 @@ code{font-size:.85rem} .muted{color:#5f6773} pre{white-space:pre-wrap;font-size:
 {{range .}}<section class="app" id="app-{{.App}}">
 <h2>{{.App}} <span class="muted">{{.Branch}} · {{.Repo}}</span> <a class="logs" href="/api/v1/apps/{{.App}}/logs">logs</a></h2>
 <p>revision <code>{{short .Revision}}</code> · version <b class="version">{{.Version}}</b> ·
-last pass <span class="{{if eq .LastOutcome "failed" "invalid"}}bad{{else if eq .LastOutcome "partial" "waiting_image"}}warn{{else}}ok{{end}} outcome">{{.LastOutcome}}</span> {{ago .LastPass}}{{if .Running}} · <span class="warn">deploying…</span>{{end}}</p>
+last pass <span class="{{if eq .LastOutcome "failed" "invalid" "untrusted"}}bad{{else if eq .LastOutcome "partial" "waiting_image" "window_closed"}}warn{{else}}ok{{end}} outcome">{{.LastOutcome}}</span> {{ago .LastPass}}{{if .Running}} · <span class="warn">deploying…</span>{{end}}</p>
+{{with .Window}}<p class="warn window">deploy window closed: {{.Reason}}{{if not .Opens.IsZero}}; opens {{.Opens.Format "2006-01-02 15:04 MST"}}{{end}}</p>{{end}}
 {{with .Waiting}}<p class="warn waiting">waiting for <code>{{.Image}}</code> in its registry since {{ago .Since}}: {{.Reason}}</p>{{end}}
 {{if .Pending}}<p class="warn pending">not yet at this revision: {{range $i, $h := .Pending}}{{if $i}}, {{end}}{{$h}}{{end}}</p>{{end}}
 {{if .LastError}}<pre class="bad">{{.LastError}}</pre>{{end}}
@@ -51,7 +52,7 @@ last pass <span class="{{if eq .LastOutcome "failed" "invalid"}}bad{{else if eq 
 <h3>open drift</h3>
 {{if .Open}}<table>{{range .Open}}<tr class="drift-episode"><td>{{.Host}}</td><td class="warn">{{.Kind}}</td><td>{{.Detail}}</td><td class="muted">since {{ago .Opened}}</td></tr>{{end}}</table>{{else}}<p class="ok">none</p>{{end}}
 <h3>recent passes</h3>
-<table>{{range .Passes}}<tr class="pass"><td>#{{.ID}}</td><td>{{.Trigger}}</td><td><code>{{short .Revision}}</code> {{.Version}}</td><td class="{{if eq .Outcome "failed" "invalid"}}bad{{else}}ok{{end}}">{{.Outcome}}</td><td>{{dur .}}</td><td class="muted">{{ago .Started}}</td></tr>
+<table>{{range .Passes}}<tr class="pass"><td>#{{.ID}}</td><td class="who">{{.Who}}</td><td><code>{{short .Revision}}</code> {{.Version}}</td><td class="{{if eq .Outcome "failed" "invalid" "untrusted"}}bad{{else}}ok{{end}}">{{.Outcome}}</td><td>{{dur .}}</td><td class="muted">{{ago .Started}}</td></tr>
 {{if .Error}}<tr><td colspan="6"><pre class="bad">{{.Error}}</pre></td></tr>{{end}}
 {{range .Steps}}<tr><td></td><td colspan="5" class="muted">{{.Host}}: {{.Step}} <span class="{{if eq .Result "ok"}}ok{{else}}bad{{end}}">{{.Result}}</span>{{if .Error}}<pre>{{.Error}}</pre>{{end}}{{if .Logs}}<pre>{{.Logs}}</pre>{{end}}</td></tr>{{end}}
 {{end}}</table>

@@ -33,10 +33,10 @@ const (
 var webhookReadTimeout = 10 * time.Second
 
 // routes is the HTTP surface. /healthz and /readyz are open; the webhooks
-// are open and check their forge's signature; everything else requires the
-// API token when one is configured.
+// are open and check their forge's signature; everything else requires an
+// API token with the route's scope when any is configured.
 func (d *Daemon) routes() http.Handler {
-	api := func(h http.HandlerFunc) http.Handler { return d.private(h, false) }
+	api := func(h http.HandlerFunc) http.Handler { return d.private(h, false, ScopeRead) }
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
@@ -54,32 +54,15 @@ func (d *Daemon) routes() http.Handler {
 	mux.HandleFunc("POST /webhooks/github", d.webhook("github", reads))
 	mux.HandleFunc("POST /webhooks/gitlab", d.webhook("gitlab", reads))
 	mux.HandleFunc("POST /webhooks/gitea", d.webhook("gitea", reads))
-	mux.Handle("POST /api/v1/apps/{app}/sync", api(d.apiSync))
+	mux.Handle("POST /api/v1/apps/{app}/sync", d.private(http.HandlerFunc(d.apiSync), false, ScopeSync))
 	mux.Handle("GET /api/v1/apps", api(d.apiApps))
 	mux.Handle("GET /api/v1/apps/{app}", api(d.apiApp))
 	mux.Handle("GET /api/v1/apps/{app}/history", api(d.apiHistory))
 	// The logs take the page's basic auth too: the page links to them.
-	mux.Handle("GET /api/v1/apps/{app}/logs", d.private(http.HandlerFunc(d.apiLogs), true))
+	mux.Handle("GET /api/v1/apps/{app}/logs", d.private(http.HandlerFunc(d.apiLogs), true, ScopeRead))
 	mux.Handle("GET /api/v1/drift", api(d.apiDrift))
-	mux.Handle("GET /{$}", d.private(http.HandlerFunc(d.statusPage), true))
+	mux.Handle("GET /{$}", d.private(http.HandlerFunc(d.statusPage), true, ScopeRead))
 	return mux
-}
-
-// authorized reports whether r carries the API token: as
-// "Authorization: Bearer TOKEN" or, when basic is true, as the password of
-// HTTP basic auth (any user name, so a browser can log in). With no token
-// configured every request is authorized.
-func (d *Daemon) authorized(r *http.Request, basic bool) bool {
-	if d.token == "" {
-		return true
-	}
-	if scheme, cred, _ := strings.Cut(r.Header.Get("Authorization"), " "); strings.EqualFold(scheme, "Bearer") {
-		return sameSecret(cred, d.token)
-	}
-	if _, pw, ok := r.BasicAuth(); ok && basic {
-		return sameSecret(pw, d.token)
-	}
-	return false
 }
 
 // sameSecret compares two secrets in constant time (of their hashes, so
@@ -87,24 +70,6 @@ func (d *Daemon) authorized(r *http.Request, basic bool) bool {
 func sameSecret(a, b string) bool {
 	ha, hb := sha256.Sum256([]byte(a)), sha256.Sum256([]byte(b))
 	return subtle.ConstantTimeCompare(ha[:], hb[:]) == 1
-}
-
-// private serves h only to requests that carry the token (authorized);
-// others get 401 with a challenge for the scheme the route takes: Basic
-// for the status page (basic true), Bearer for the API and the metrics.
-func (d *Daemon) private(h http.Handler, basic bool) http.Handler {
-	challenge := `Bearer realm="capstan"`
-	if basic {
-		challenge = `Basic realm="capstan"`
-	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !d.authorized(r, basic) {
-			w.Header().Set("WWW-Authenticate", challenge)
-			http.Error(w, "unauthorized", http.StatusUnauthorized)
-			return
-		}
-		h.ServeHTTP(w, r)
-	})
 }
 
 // webhook handles a forge's push event: the signature (or token) is
@@ -166,13 +131,28 @@ func (d *Daemon) webhook(kind string, reads chan struct{}) http.HandlerFunc {
 				continue
 			}
 			if push.Matches(a.cfg.Repo) && push.Branch() == a.cfg.Branch {
-				a.loop.Trigger(reconcile.TriggerWebhook, false)
+				a.loop.Request(reconcile.Request{Kind: reconcile.TriggerWebhook, By: sender(kind, push.Sender)})
 				triggered = append(triggered, name)
 			}
 		}
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(map[string]any{"triggered": triggered})
 	}
+}
+
+// sender names who pushed for the pass record: "github:ada"; "" when the
+// payload does not say. Only what a name may hold is kept.
+func sender(kind, login string) string {
+	if login == "" {
+		return ""
+	}
+	clean := strings.Map(func(r rune) rune {
+		if r == '-' || r == '_' || r == '.' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' {
+			return r
+		}
+		return -1
+	}, login)
+	return kind + ":" + clean[:min(len(clean), 64)]
 }
 
 // webhookSecret is the configured secret (GitLab: token) of a forge; empty

@@ -63,6 +63,9 @@ type Push struct {
 	Ref string
 	// URLs are every URL the payload gives for the repository.
 	URLs []string
+	// Sender is the login of who pushed, as the forge says (GitHub and
+	// Gitea: sender.login; GitLab: user_username); "" when absent.
+	Sender string
 }
 
 // Branch returns the branch name of Ref ("" for tags and others).
@@ -80,11 +83,18 @@ func ParsePush(body []byte) (Push, error) {
 		Ref        string         `json:"ref"`
 		Repository map[string]any `json:"repository"`
 		Project    map[string]any `json:"project"`
+		Sender     struct {
+			Login string `json:"login"`
+		} `json:"sender"`
+		UserUsername string `json:"user_username"`
 	}
 	if err := json.Unmarshal(body, &raw); err != nil {
 		return Push{}, ErrPayload
 	}
-	p := Push{Ref: raw.Ref}
+	p := Push{Ref: raw.Ref, Sender: raw.Sender.Login}
+	if p.Sender == "" {
+		p.Sender = raw.UserUsername
+	}
 	for _, obj := range []map[string]any{raw.Repository, raw.Project} {
 		for _, k := range []string{"clone_url", "ssh_url", "git_url", "html_url", "url", "git_http_url", "git_ssh_url", "http_url", "web_url", "homepage"} {
 			if s, ok := obj[k].(string); ok && s != "" {
