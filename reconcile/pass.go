@@ -64,10 +64,10 @@ func (l *Loop) syncOnce(ctx context.Context, log *slog.Logger, tr Request) error
 // passRun is one pass over one revision: load, observe, record drift,
 // wait for the image, converge the target hosts, summarize.
 type passRun struct {
-	l       *Loop
-	log     *slog.Logger
-	rev     Revision
-	who     Request
+	l   *Loop
+	log *slog.Logger
+	rev Revision
+	who Request
 	// quiet: the revision was applied before and nobody forced a sync, so
 	// hosts already converged to it are only observed.
 	quiet bool
