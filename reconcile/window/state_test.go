@@ -249,3 +249,28 @@ func TestSet_At_NilAndEmpty(t *testing.T) {
 		}
 	}
 }
+
+// A schedule that fires every minute with a chained duration would need
+// one evaluation per minute of the horizon; At spends at most MaxSteps and
+// stays exact about everything before the point where it stopped.
+func TestSet_At_DenseScheduleIsBounded(t *testing.T) {
+	u := time.UTC
+	always := Spec{Kind: "allow", Schedule: "* * * * *", Duration: "1m"}
+	runChecks(t, mustCompile(t, always), []check{
+		{name: "always open", t: at(u, 2026, 12, 7, 10, 0), open: true},
+	})
+	huge := Spec{Kind: "deny", Schedule: "* * * * *", Duration: "2000000h"}
+	runChecks(t, mustCompile(t, huge), []check{
+		{name: "a 228-year window every minute", t: at(u, 2026, 12, 7, 10, 0), open: false,
+			reason: `inside deny window "* * * * *" (2000000h, UTC)`},
+	})
+	lunch := Spec{Kind: "deny", Schedule: "0 12 * * *", Duration: "1h"}
+	runChecks(t, mustCompile(t, always, lunch), []check{
+		{name: "flip before the cut", t: at(u, 2026, 12, 7, 10, 0), open: true, until: at(u, 2026, 12, 7, 12, 0)},
+		{name: "lunch", t: at(u, 2026, 12, 7, 12, 30), open: false, until: at(u, 2026, 12, 7, 13, 0)},
+	})
+	newYear := Spec{Kind: "deny", Schedule: "0 0 1 1 *", Duration: "1h"}
+	runChecks(t, mustCompile(t, always, newYear), []check{
+		{name: "flip after the cut is not claimed", t: at(u, 2026, 12, 7, 10, 0), open: true},
+	})
+}
