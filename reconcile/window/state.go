@@ -27,17 +27,19 @@ type State struct {
 	Reason string
 	// Until is the first instant after t at which Open flips: for a closed
 	// state the exact instant deploys open, for an open state the exact
-	// instant they close. It is zero if Open does not change within Horizon.
-	// It is in t's location.
+	// instant they close. It is zero if Open does not change within
+	// Horizon, or not before At stopped at MaxSteps. It is in t's location.
 	Until time.Time
 }
 
 // At returns the state at t. A nil or empty set is always open with a zero
-// Until. At is pure: the same t gives the same State.
+// Until. At is pure: the same instant gives the same State, whatever t's
+// location or monotonic reading (it is dropped: windows are wall-clock).
 func (s *Set) At(t time.Time) State {
 	if s == nil || len(s.windows) == 0 {
 		return State{Open: true}
 	}
+	t = t.Round(0)
 	limit := t.Add(Horizon)
 	b := &budget{left: MaxSteps}
 	cursors := make([]cursor, len(s.windows))

@@ -274,3 +274,35 @@ func TestSet_At_DenseScheduleIsBounded(t *testing.T) {
 		{name: "flip after the cut is not claimed", t: at(u, 2026, 12, 7, 10, 0), open: true},
 	})
 }
+
+// A Set is shared by the reconcile loop and the API: At from many
+// goroutines gives the serial answers (run with -race).
+func TestSet_At_Concurrent(t *testing.T) {
+	s := mustCompile(t,
+		Spec{Kind: "deny", Schedule: "0 18 * * 5", Duration: "62h", Timezone: "Europe/Berlin"},
+		Spec{Kind: "allow", Schedule: "0 9 * * 1-5", Duration: "8h", Timezone: "Europe/Berlin"})
+	base := at(time.UTC, 2026, 12, 1, 0, 0)
+	want := make([]State, 48)
+	for i := range want {
+		want[i] = s.At(base.Add(time.Duration(i) * 3 * time.Hour))
+	}
+	errs := make(chan string, 8*len(want))
+	done := make(chan struct{})
+	for range 8 {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for i, w := range want {
+				if got := s.At(base.Add(time.Duration(i) * 3 * time.Hour)); got != w {
+					errs <- got.Reason
+				}
+			}
+		}()
+	}
+	for range 8 {
+		<-done
+	}
+	close(errs)
+	for e := range errs {
+		t.Errorf("concurrent At differs from serial: %q", e)
+	}
+}

@@ -6,13 +6,16 @@
 // the window for the duration: the window is active on [a, a+duration) for
 // every activation a. The schedule is evaluated on the wall clock of the
 // window's time zone (so "0 9 * * 1-5" in Europe/Berlin is 09:00 local time
-// on both sides of a DST change); the duration is elapsed time.
+// on both sides of a DST change); the duration is elapsed time. As in
+// robfig/cron, a wall time skipped by a DST change does not fire that day
+// and one repeated by it fires twice.
 //
 // Deploys are open at t when no deny window is active at t and, if the set has
 // at least one allow window, some allow window is active at t. Deny wins over
 // allow. A set without windows, and a nil *Set, is always open.
 //
-// The package is pure logic: no clock, no I/O. Callers pass the instant.
+// The package is pure logic: no clock, no I/O. Callers pass the instant;
+// State.Until tells them when to look again.
 package window
 
 import (
@@ -113,6 +116,7 @@ func compileOne(i int, sp Spec) (window, []error) {
 		errs = append(errs, &SpecError{Index: i, Key: key, Msg: fmt.Sprintf(format, args...)})
 	}
 	w := window{spec: sp}
+	w.spec.Schedule, w.spec.Duration = strings.TrimSpace(sp.Schedule), strings.TrimSpace(sp.Duration)
 	switch sp.Kind {
 	case KindAllow:
 	case KindDeny:

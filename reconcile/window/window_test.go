@@ -88,6 +88,9 @@ func TestCompile_Defaults(t *testing.T) {
 	if tz := set.windows[0].spec.Timezone; tz != "UTC" {
 		t.Errorf("default timezone %q, want UTC", tz)
 	}
+	if s := set.windows[1].spec.Schedule; s != "0 9 * * 1-5" {
+		t.Errorf("schedule kept as %q, want it trimmed for messages", s)
+	}
 	if set.allows != 1 || !set.windows[0].deny || set.windows[1].deny {
 		t.Errorf("kinds not compiled: %+v", set.windows)
 	}
