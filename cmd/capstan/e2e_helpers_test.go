@@ -274,6 +274,13 @@ func startLoad(targets []string) *load {
 	return ld
 }
 
+// firstOf is when a response of version first came back (zero: never).
+func (ld *load) firstOf(version string) time.Time {
+	ld.mu.Lock()
+	defer ld.mu.Unlock()
+	return ld.first[version]
+}
+
 // fail counts a failed request to target sent at sent; its failure is
 // dated when it was sent (a request can wait out a retry in the proxy).
 func (ld *load) fail(target string, sent time.Time, s string) {

@@ -147,6 +147,10 @@ type serveOpts struct {
 	insecure string
 	// appExtra holds more keys of the testapp app, each line indented.
 	appExtra string
+	// top holds more top-level keys of capstan.yml; env more variables
+	// of the daemon's environment.
+	top string
+	env []string
 }
 
 func startServe(t *testing.T, l *lab.Lab, o serveOpts) *serveProc {
@@ -183,7 +187,7 @@ insecure_registries: [%s]
 image_wait: 90s
 webhooks: {github_secret_env: GH_SECRET}
 api_token_env: API_TOKEN
-%sapps:
+%s%sapps:
   - name: testapp
     repo: %s
     branch: main
@@ -191,7 +195,7 @@ api_token_env: API_TOKEN
     drift_schedule: "%s"
     self_heal: %v
 %s%s%s`, addr, filepath.Join(dir, "state"), l.KnownHosts, l.Identity, filepath.Join(dir, "secrets.env"), o.insecure,
-		alerts, o.repo, o.poll, o.drift, o.selfHeal, o.appExtra, git, o.extraApps)
+		o.top, alerts, o.repo, o.poll, o.drift, o.selfHeal, o.appExtra, git, o.extraApps)
 	if err := os.WriteFile(filepath.Join(dir, "secrets.env"), []byte("DEMO_SECRET_KEY=s3cret-value-1\nLAB_REGISTRY_PASSWORD=lab-registry-password\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -200,7 +204,7 @@ api_token_env: API_TOKEN
 		t.Fatal(err)
 	}
 	d := &serveProc{t: t, addr: addr, cfg: cfgPath, token: "api-token-123", repo: o.repo,
-		env: append(os.Environ(), "GH_SECRET=gh-secret", "API_TOKEN=api-token-123", "HOME="+dir)}
+		env: append(append(os.Environ(), "GH_SECRET=gh-secret", "API_TOKEN=api-token-123", "HOME="+dir), o.env...)}
 	d.start()
 	t.Cleanup(func() {
 		d.auditLive()

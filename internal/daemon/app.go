@@ -82,6 +82,9 @@ func (d *Daemon) newAppRunner(ac AppConfig) (*appRunner, error) {
 			return a.Config.Capstan.SelfHeal
 		},
 	}
+	if ac.windows != nil {
+		r.loop.Window, r.loop.HealInWindows = windowState(ac.windows), ac.HealInWindows
+	}
 	return r, nil
 }
 

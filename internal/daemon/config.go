@@ -14,6 +14,8 @@ import (
 
 	"github.com/robfig/cron/v3"
 	"gopkg.in/yaml.v3"
+
+	"github.com/capstan-dev/capstan/reconcile/window"
 )
 
 // Defaults of capstan.yml.
@@ -96,8 +98,15 @@ type AppConfig struct {
 		TokenEnv   string `yaml:"token_env"`
 		KnownHosts string `yaml:"known_hosts"`
 	} `yaml:"git"`
+	// Windows are deploy windows (Argo CD's sync windows: a deny window
+	// wins; with any allow window, deploys happen only inside one). A
+	// pass that would change a host waits while they are closed; so does
+	// self-heal unless HealInWindows.
+	Windows       []window.Spec `yaml:"windows"`
+	HealInWindows bool          `yaml:"heal_in_windows"`
 
 	schedule cron.Schedule
+	windows  *window.Set
 }
 
 // Duration reads "60s", "5m" or a number of seconds.
@@ -226,6 +235,7 @@ func LoadConfig(path string, getenv func(string) string) (*Config, error) {
 		if a.Git.TokenEnv != "" && getenv(a.Git.TokenEnv) == "" {
 			bad(p+".git.token_env", "environment variable %s is not set", a.Git.TokenEnv)
 		}
+		checkWindows(a, p, bad)
 	}
 	for i, al := range c.Alerts {
 		p := fmt.Sprintf("alerts[%d]", i)
