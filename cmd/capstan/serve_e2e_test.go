@@ -134,6 +134,8 @@ type serveProc struct {
 	repo  string // the app's repository URL
 	// pastLogs are the logs of earlier runs (before a restart).
 	pastLogs string
+	// baseCfg is capstan.yml as first written (restartWith edits a copy).
+	baseCfg []byte
 	exited   chan struct{}
 }
 

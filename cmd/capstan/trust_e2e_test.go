@@ -159,15 +159,19 @@ func denyWindowFor(until time.Time) string {
 }
 
 // restartWith stops the daemon, adds appExtra to the testapp app (and top
-// to the top level) in its capstan.yml, and starts it again.
+// to the top level) of the capstan.yml it started with, and starts it
+// again.
 func (d *serveProc) restartWith(appExtra, top string) {
 	d.t.Helper()
 	d.stop()
-	b, err := os.ReadFile(d.cfg)
-	if err != nil {
-		d.t.Fatal(err)
+	if d.baseCfg == nil {
+		b, err := os.ReadFile(d.cfg)
+		if err != nil {
+			d.t.Fatal(err)
+		}
+		d.baseCfg = b
 	}
-	cfg := strings.Replace(string(b), "    branch: main\n", "    branch: main\n"+appExtra, 1)
+	cfg := strings.Replace(string(d.baseCfg), "    branch: main\n", "    branch: main\n"+appExtra, 1)
 	cfg = strings.Replace(cfg, "apps:\n", top+"apps:\n", 1)
 	if err := os.WriteFile(d.cfg, []byte(cfg), 0o600); err != nil {
 		d.t.Fatal(err)
