@@ -13,6 +13,8 @@
 //  6. Nothing but cmd/capstan imports internal/daemon.
 //  7. internal/failpoint imports nothing of capstan's (any package may
 //     hit a failpoint).
+//  8. gitwatch/verify imports nothing of capstan's (signature checks are
+//     pure; the daemon or gitwatch may use them).
 package archtest
 
 import (
@@ -54,6 +56,7 @@ var rules = []rule{
 	{from: "", to: "internal/lab", except: "cmd/capstan-lab", why: "the lab is test-only"},
 	{from: "internal/redact", to: "", tests: false, why: "the redactor is a leaf"},
 	{from: "internal/failpoint", to: "", tests: true, why: "failpoints are a leaf: any package may hit one"},
+	{from: "gitwatch/verify", to: "", tests: true, why: "signature verification is a leaf: the daemon and gitwatch may use it"},
 	{from: "", to: "internal/daemon", tests: true, except: "cmd/capstan", why: "only cmd/capstan runs the daemon"},
 }
 
@@ -131,12 +134,12 @@ func TestRules_CatchAViolation(t *testing.T) {
 	if bad == 0 {
 		t.Fatal("reconcile/kamal -> hostexec is not forbidden by any rule")
 	}
-	for _, edge := range []struct{ from, to string }{{"reconcile", "internal/daemon"}, {"gitwatch", "internal/daemon"}, {"cmd/capstan-lab", "internal/daemon"}} {
+	for _, edge := range []struct{ from, to string }{{"reconcile", "internal/daemon"}, {"gitwatch", "internal/daemon"}, {"cmd/capstan-lab", "internal/daemon"}, {"gitwatch/verify", "gitwatch"}, {"gitwatch/verify", "internal/redact"}} {
 		if !forbidden(edge.from, edge.to) {
 			t.Errorf("%s -> %s is not forbidden by any rule", edge.from, edge.to)
 		}
 	}
-	for _, edge := range []struct{ from, to string }{{"cmd/capstan", "internal/daemon"}, {"internal/daemon", "state"}, {"internal/daemon", "gitwatch"}, {"internal/daemon", "hostexec"}, {"internal/daemon", "reconcile"}} {
+	for _, edge := range []struct{ from, to string }{{"cmd/capstan", "internal/daemon"}, {"internal/daemon", "state"}, {"internal/daemon", "gitwatch"}, {"internal/daemon", "hostexec"}, {"internal/daemon", "reconcile"}, {"internal/daemon", "gitwatch/verify"}, {"gitwatch", "gitwatch/verify"}} {
 		if forbidden(edge.from, edge.to) {
 			t.Errorf("%s -> %s is forbidden, but it is the composition root's", edge.from, edge.to)
 		}
