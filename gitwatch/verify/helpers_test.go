@@ -25,6 +25,7 @@ type testRepo struct {
 	home  string
 	clock time.Time // committer time of the next commit; one minute apart
 	n     int
+	file  string // the file commit changes; "" is f.txt
 }
 
 // commitTime is the first test commit's time.
@@ -71,10 +72,14 @@ func (r *testRepo) git(args ...string) string {
 func (r *testRepo) commit(msg string, signArgs ...string) plumbing.Hash {
 	r.t.Helper()
 	r.n++
-	if err := os.WriteFile(filepath.Join(r.dir, "f.txt"), fmt.Appendf(nil, "%d\n", r.n), 0o644); err != nil {
+	file := r.file
+	if file == "" {
+		file = "f.txt"
+	}
+	if err := os.WriteFile(filepath.Join(r.dir, file), fmt.Appendf(nil, "%d\n", r.n), 0o644); err != nil {
 		r.t.Fatal(err)
 	}
-	r.git("add", "f.txt")
+	r.git("add", file)
 	args := append(signArgs, "commit", "-q", "-m", msg)
 	if len(signArgs) > 0 {
 		args = append(args, "-S")

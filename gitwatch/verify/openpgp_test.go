@@ -58,7 +58,8 @@ func TestVerifier_OpenPGPKeyValidity(t *testing.T) {
 	now := time.Now().Truncate(time.Second)
 	expired := newPGPKey(t, "Old", "old@example.org", now.Add(-2*time.Hour), time.Hour)
 	future := newPGPKey(t, "Future", "future@example.org", now.Add(time.Hour), 0)
-	keys := writeFile(t, filepath.Join(t.TempDir(), "keys.asc"), armoredPublic(t, expired, future))
+	valid := newPGPKey(t, "Valid", "valid@example.org", now.Add(-2*time.Hour), 0)
+	keys := writeFile(t, filepath.Join(t.TempDir(), "keys.asc"), armoredPublic(t, expired, future, valid))
 	v := mustNew(t, Policy{GPGKeys: keys})
 	for _, tc := range []struct {
 		name           string
@@ -70,6 +71,8 @@ func TestVerifier_OpenPGPKeyValidity(t *testing.T) {
 		{"expired at commit time", expired, now, now.Add(-90 * time.Minute), "key expired"},
 		{"not yet valid", future, now, now.Add(2 * time.Hour), "key not yet valid"},
 		// Both times inside the key's life: it expired later, which is fine.
+		// gpg may ask for a passphrase between committing and signing.
+		{"signed after committing", valid, now, now.Add(30 * time.Second), ""},
 		{"expired since", expired, now.Add(-90 * time.Minute), now.Add(-90 * time.Minute), ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
