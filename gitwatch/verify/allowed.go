@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"slices"
+	"path"
 	"strings"
 	"time"
 
@@ -28,9 +28,9 @@ func (s signer) canonical() string {
 }
 
 // parseAllowedSigners parses an allowed_signers file. Errors name
-// "FILE:LINE". cert-authority entries are counted in cas and left out:
+// "FILE:LINE". cert-authority entries are left out with a note in notes:
 // certificates are not supported.
-func parseAllowedSigners(file string, data []byte) (signers []signer, cas int, err error) {
+func parseAllowedSigners(file string, data []byte) (signers []signer, notes []string, err error) {
 	for i, line := range strings.Split(string(data), "\n") {
 		line = strings.TrimSpace(strings.TrimSuffix(line, "\r"))
 		if line == "" || line[0] == '#' {
@@ -38,15 +38,15 @@ func parseAllowedSigners(file string, data []byte) (signers []signer, cas int, e
 		}
 		s, ca, err := parseSignerLine(line)
 		if err != nil {
-			return nil, 0, fmt.Errorf("%s:%d: %w", file, i+1, err)
+			return nil, nil, fmt.Errorf("%s:%d: %w", file, i+1, err)
 		}
 		if ca {
-			cas++
+			notes = append(notes, fmt.Sprintf("%s:%d: cert-authority entry ignored: SSH certificates are not supported", file, i+1))
 			continue
 		}
 		signers = append(signers, s)
 	}
-	return signers, cas, nil
+	return signers, notes, nil
 }
 
 // parseSignerLine parses one non-blank, non-comment line; ca reports a
@@ -157,7 +157,7 @@ func (t *trustSet) matchSigner(pub ssh.PublicKey, when time.Time) (principals, r
 			continue
 		}
 		switch {
-		case s.namespaces != nil && !slices.Contains(s.namespaces, gitNamespace):
+		case s.namespaces != nil && !matchPatternList(s.namespaces, gitNamespace):
 			reason = fmt.Sprintf("key is allowed only for namespaces %q, not %q", strings.Join(s.namespaces, ","), gitNamespace)
 		case !s.validAfter.IsZero() && when.Before(s.validAfter):
 			reason = "key not yet valid (valid-after " + s.validAfter.Format(time.RFC3339) + ")"
@@ -168,4 +168,21 @@ func (t *trustSet) matchSigner(pub ssh.PublicKey, when time.Time) (principals, r
 		}
 	}
 	return "", reason
+}
+
+// matchPatternList reports whether name matches the list as OpenSSH's
+// match_pattern_list does: "*" and "?" wildcards, and a matching "!pattern"
+// refuses whatever else matched.
+func matchPatternList(patterns []string, name string) bool {
+	ok := false
+	for _, p := range patterns {
+		neg := strings.HasPrefix(p, "!")
+		if m, _ := path.Match(strings.TrimPrefix(p, "!"), name); m {
+			if neg {
+				return false
+			}
+			ok = true
+		}
+	}
+	return ok
 }

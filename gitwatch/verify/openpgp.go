@@ -30,9 +30,13 @@ func parsePGPRing(data []byte) (*pgpRing, error) {
 		r.digest = sha256.Sum256(nil)
 		return r, nil
 	}
-	keys, err := openpgp.ReadArmoredKeyRing(bytes.NewReader(data))
-	if err != nil {
-		return nil, err
+	var keys openpgp.EntityList
+	for i, block := range armorBlocks(data) {
+		ks, err := openpgp.ReadArmoredKeyRing(bytes.NewReader(block))
+		if err != nil {
+			return nil, fmt.Errorf("armored block %d: %w", i+1, err)
+		}
+		keys = append(keys, ks...)
 	}
 	h := sha256.New()
 	for _, e := range keys {
@@ -43,6 +47,31 @@ func parsePGPRing(data []byte) (*pgpRing, error) {
 	r.keys = keys
 	copy(r.digest[:], h.Sum(nil))
 	return r, nil
+}
+
+// armorBlocks splits data at each "-----BEGIN PGP" line: exported keys are
+// often appended to one file, and one armor decode reads one block.
+func armorBlocks(data []byte) [][]byte {
+	begin := []byte("-----BEGIN PGP ")
+	var out [][]byte
+	for {
+		i := bytes.Index(data, begin)
+		if i < 0 {
+			break
+		}
+		data = data[i:]
+		j := bytes.Index(data[len(begin):], begin)
+		if j < 0 {
+			out = append(out, data)
+			break
+		}
+		out = append(out, data[:len(begin)+j])
+		data = data[len(begin)+j:]
+	}
+	if len(out) == 0 {
+		out = append(out, data) // let the decoder say what is wrong
+	}
+	return out
 }
 
 // readPGPSignature returns the first signature packet of an armored

@@ -19,7 +19,9 @@ func TestVerifier_OpenPGPTrusted(t *testing.T) {
 	r.clock = now
 	ada := newPGPKey(t, "Ada Lovelace", "ada@example.org", now.Add(-time.Hour), 0)
 	bob := newPGPKey(t, "Bob", "bob@example.org", now.Add(-time.Hour), 0)
-	keys := writeFile(t, filepath.Join(t.TempDir(), "keys.asc"), armoredPublic(t, bob, ada))
+	// Two armored blocks appended in one file (KeyValidity uses one block
+	// holding several keys).
+	keys := writeFile(t, filepath.Join(t.TempDir(), "keys.asc"), armoredPublic(t, bob)+"\n"+armoredPublic(t, ada))
 	v := mustNew(t, Policy{GPGKeys: keys})
 	h := r.commitPGP("deploy v1", ada)
 	res := v.Check(r.commitObject(h))

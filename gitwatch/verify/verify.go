@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -57,7 +58,7 @@ type Verifier struct {
 // trustSet is one immutable load of the policy files.
 type trustSet struct {
 	signers []signer // allowed_signers entries that are not cert-authority
-	cas     int      // cert-authority entries skipped
+	notes   []string // what was left out, "FILE:LINE: ..."
 	pgp     *pgpRing // nil when no GPGKeys file
 	raw     [2][32]byte
 	digest  [32]byte // of the trusted keys, to tell a real change
@@ -76,8 +77,9 @@ func New(p Policy) (*Verifier, error) {
 	return v, nil
 }
 
-// Reload re-reads the files when they changed (size, mtime or content hash);
-// on error it keeps the keys it had and returns the error. changed reports
+// Reload re-reads the files and, when their content changed (by hash, so
+// a same-size edit within one mtime tick counts), parses them again; on
+// error it keeps the keys it had and returns the error. changed reports
 // that the trusted set changed (an edited comment is not a change).
 func (v *Verifier) Reload() (changed bool, err error) {
 	v.mu.Lock()
@@ -96,6 +98,13 @@ func (v *Verifier) Reload() (changed bool, err error) {
 	}
 	v.trust.Store(t)
 	return t.digest != old.digest, nil
+}
+
+// Notes lists what the last successful load left out, one "FILE:LINE:
+// ..." line each (cert-authority entries: certificates are not
+// supported), for the caller to log once. Nil when nothing was.
+func (v *Verifier) Notes() []string {
+	return slices.Clone(v.trust.Load().notes)
 }
 
 // Check verifies one commit. It never fails: every problem is a Result
@@ -223,7 +232,7 @@ func parsePolicy(p Policy, raw rawPolicy) (*trustSet, error) {
 	t := &trustSet{raw: raw.sums()}
 	var err error
 	if p.AllowedSigners != "" {
-		if t.signers, t.cas, err = parseAllowedSigners(p.AllowedSigners, raw.signers); err != nil {
+		if t.signers, t.notes, err = parseAllowedSigners(p.AllowedSigners, raw.signers); err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrPolicy, err)
 		}
 	}

@@ -139,6 +139,8 @@ func TestVerifier_SSHEntryOptions(t *testing.T) {
 		{"namespaces without git", `ada@x namespaces="file,email" ` + key.pub, `key is allowed only for namespaces "file,email"`, ""},
 		{"in window", `ada@x valid-after="202601020304Z",valid-before="20260103",namespaces="file,git" ` + key.pub, "", "ada@x"},
 		{"any entry may allow", "old@x valid-before=\"20200101\" " + key.pub + "\nnew@x " + key.pub, "", "new@x"},
+		{"namespace patterns", `ada@x namespaces="fi*,g?t" ` + key.pub, "", "ada@x"},
+		{"negated namespace", `ada@x namespaces="*,!git" ` + key.pub, "key is allowed only for namespaces", ""},
 		{"quoted principals", `"ada@x,bob@y" ` + key.pub, "", "ada@x,bob@y"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -162,6 +164,9 @@ func TestVerifier_SSHCertificate(t *testing.T) {
 	res := v.Check(r.commitObject(h))
 	if res.Trusted || !strings.Contains(res.Reason, "certificates are not supported") || res.Key != user.fp {
 		t.Fatalf("Check = %#v, want an unsupported-certificate reason with key %s", res, user.fp)
+	}
+	if notes, want := v.Notes(), file+":1: cert-authority entry ignored: SSH certificates are not supported"; len(notes) != 1 || notes[0] != want {
+		t.Fatalf("Notes = %q, want [%q]", notes, want)
 	}
 }
 
