@@ -256,3 +256,31 @@ func TestMain(m *testing.M) {
 	}
 	os.Exit(m.Run())
 }
+
+func TestVerifier_ConcurrentCheckAndReload(t *testing.T) {
+	r := newTestRepo(t)
+	a, b := newSSHKey(t, "ed25519", 0), newSSHKey(t, "ed25519", 0)
+	file := writeFile(t, filepath.Join(t.TempDir(), "as"), "ada@x "+a.pub+"\n")
+	v := mustNew(t, Policy{AllowedSigners: file})
+	c := r.commitObject(r.commitSSH("by a", a.file))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 20 {
+			extra := ""
+			if i%2 == 0 {
+				extra = "bob@x " + b.pub + "\n"
+			}
+			writeFile(t, file, "ada@x "+a.pub+"\n"+extra)
+			if _, err := v.Reload(); err != nil {
+				t.Error(err)
+			}
+		}
+	}()
+	for range 200 {
+		if res := v.Check(c); !res.Trusted {
+			t.Fatalf("a lost trust during reloads: %#v", res)
+		}
+	}
+	<-done
+}
