@@ -15,6 +15,8 @@
 //     hit a failpoint).
 //  8. reconcile/window (deploy windows) imports nothing of capstan's: it
 //     is pure logic over a time, which reconcile and the daemon consume.
+//  9. gitwatch/verify imports nothing of capstan's (signature checks are
+//     pure; the daemon or gitwatch may use them).
 package archtest
 
 import (
@@ -57,6 +59,7 @@ var rules = []rule{
 	{from: "internal/redact", to: "", tests: false, why: "the redactor is a leaf"},
 	{from: "internal/failpoint", to: "", tests: true, why: "failpoints are a leaf: any package may hit one"},
 	{from: "reconcile/window", to: "", tests: true, why: "deploy windows are pure logic: a leaf"},
+	{from: "gitwatch/verify", to: "", tests: true, why: "signature verification is a leaf: the daemon and gitwatch may use it"},
 	{from: "", to: "internal/daemon", tests: true, except: "cmd/capstan", why: "only cmd/capstan runs the daemon"},
 }
 
@@ -134,12 +137,12 @@ func TestRules_CatchAViolation(t *testing.T) {
 	if bad == 0 {
 		t.Fatal("reconcile/kamal -> hostexec is not forbidden by any rule")
 	}
-	for _, edge := range []struct{ from, to string }{{"reconcile", "internal/daemon"}, {"gitwatch", "internal/daemon"}, {"cmd/capstan-lab", "internal/daemon"}, {"reconcile/window", "reconcile"}, {"reconcile/window", "internal/redact"}} {
+	for _, edge := range []struct{ from, to string }{{"reconcile", "internal/daemon"}, {"gitwatch", "internal/daemon"}, {"cmd/capstan-lab", "internal/daemon"}, {"reconcile/window", "reconcile"}, {"reconcile/window", "internal/redact"}, {"gitwatch/verify", "gitwatch"}, {"gitwatch/verify", "internal/redact"}} {
 		if !forbidden(edge.from, edge.to) {
 			t.Errorf("%s -> %s is not forbidden by any rule", edge.from, edge.to)
 		}
 	}
-	for _, edge := range []struct{ from, to string }{{"cmd/capstan", "internal/daemon"}, {"internal/daemon", "state"}, {"internal/daemon", "gitwatch"}, {"internal/daemon", "hostexec"}, {"internal/daemon", "reconcile"}, {"reconcile", "reconcile/window"}, {"internal/daemon", "reconcile/window"}} {
+	for _, edge := range []struct{ from, to string }{{"cmd/capstan", "internal/daemon"}, {"internal/daemon", "state"}, {"internal/daemon", "gitwatch"}, {"internal/daemon", "hostexec"}, {"internal/daemon", "reconcile"}, {"reconcile", "reconcile/window"}, {"internal/daemon", "reconcile/window"}, {"internal/daemon", "gitwatch/verify"}, {"gitwatch", "gitwatch/verify"}} {
 		if forbidden(edge.from, edge.to) {
 			t.Errorf("%s -> %s is forbidden, but it is the composition root's", edge.from, edge.to)
 		}
