@@ -30,6 +30,8 @@ type appRunner struct {
 	// last is the last App built on pool: the next one inherits what it
 	// learned about the hosts.
 	last *reconcile.App
+	// trust verifies commit signatures (nil: every commit deploys).
+	trust *trust
 }
 
 func (d *Daemon) newAppRunner(ac AppConfig) (*appRunner, error) {
@@ -81,6 +83,12 @@ func (d *Daemon) newAppRunner(ac AppConfig) (*appRunner, error) {
 			}
 			return a.Config.Capstan.SelfHeal
 		},
+	}
+	if r.trust, err = d.newTrust(ac); err != nil {
+		return nil, err
+	}
+	if r.trust != nil {
+		r.loop.Verify = r.trust.check
 	}
 	if ac.windows != nil {
 		r.loop.Window, r.loop.HealInWindows = windowState(ac.windows), ac.HealInWindows

@@ -104,6 +104,8 @@ type AppConfig struct {
 	// self-heal unless HealInWindows.
 	Windows       []window.Spec `yaml:"windows"`
 	HealInWindows bool          `yaml:"heal_in_windows"`
+	// Verify, when set, deploys only commits signed by a trusted key.
+	Verify *VerifyConfig `yaml:"verify"`
 
 	schedule cron.Schedule
 	windows  *window.Set
@@ -236,6 +238,7 @@ func LoadConfig(path string, getenv func(string) string) (*Config, error) {
 			bad(p+".git.token_env", "environment variable %s is not set", a.Git.TokenEnv)
 		}
 		checkWindows(a, p, bad)
+		checkVerify(a, p, bad)
 	}
 	for i, al := range c.Alerts {
 		p := fmt.Sprintf("alerts[%d]", i)

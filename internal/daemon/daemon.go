@@ -187,6 +187,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.ready = true
 	d.mu.Unlock()
 	go d.housekeeping(ctx)
+	go d.watchTrust(ctx)
 
 	<-ctx.Done()
 	d.log.Info("stopping: letting in-flight host steps finish")
