@@ -13,6 +13,11 @@
 //  6. Nothing but cmd/capstan imports internal/daemon.
 //  7. internal/failpoint imports nothing of capstan's (any package may
 //     hit a failpoint).
+//  8. internal/forge (pull request events, statuses and comments) is an
+//     adapter: it never imports reconcile/..., gitwatch, hostexec or
+//     state; only the composition root wires it.
+//  9. internal/httpjson imports nothing of capstan's (every API client
+//     may use it).
 package archtest
 
 import (
@@ -55,6 +60,12 @@ var rules = []rule{
 	{from: "internal/redact", to: "", tests: false, why: "the redactor is a leaf"},
 	{from: "internal/failpoint", to: "", tests: true, why: "failpoints are a leaf: any package may hit one"},
 	{from: "", to: "internal/daemon", tests: true, except: "cmd/capstan", why: "only cmd/capstan runs the daemon"},
+	{from: "internal/forge", to: "reconcile", tests: true, why: "adapters never import the domain"},
+	{from: "internal/forge", to: "gitwatch", tests: true, why: "adapters never import each other"},
+	{from: "internal/forge", to: "hostexec", tests: true, why: "adapters never import each other"},
+	{from: "internal/forge", to: "state", tests: true, why: "adapters never import each other"},
+	{from: "reconcile", to: "internal/forge", why: "reconcile declares interfaces; only cmd and internal/daemon wire the forge client"},
+	{from: "internal/httpjson", to: "", tests: true, why: "the HTTP JSON helper is a leaf"},
 }
 
 func TestImportRules(t *testing.T) {
@@ -131,12 +142,14 @@ func TestRules_CatchAViolation(t *testing.T) {
 	if bad == 0 {
 		t.Fatal("reconcile/kamal -> hostexec is not forbidden by any rule")
 	}
-	for _, edge := range []struct{ from, to string }{{"reconcile", "internal/daemon"}, {"gitwatch", "internal/daemon"}, {"cmd/capstan-lab", "internal/daemon"}} {
+	for _, edge := range []struct{ from, to string }{{"reconcile", "internal/daemon"}, {"gitwatch", "internal/daemon"}, {"cmd/capstan-lab", "internal/daemon"},
+		{"internal/forge", "reconcile"}, {"internal/forge", "gitwatch"}, {"reconcile/kamal", "internal/forge"}, {"internal/httpjson", "internal/redact"}} {
 		if !forbidden(edge.from, edge.to) {
 			t.Errorf("%s -> %s is not forbidden by any rule", edge.from, edge.to)
 		}
 	}
-	for _, edge := range []struct{ from, to string }{{"cmd/capstan", "internal/daemon"}, {"internal/daemon", "state"}, {"internal/daemon", "gitwatch"}, {"internal/daemon", "hostexec"}, {"internal/daemon", "reconcile"}} {
+	for _, edge := range []struct{ from, to string }{{"cmd/capstan", "internal/daemon"}, {"internal/daemon", "state"}, {"internal/daemon", "gitwatch"}, {"internal/daemon", "hostexec"}, {"internal/daemon", "reconcile"},
+		{"internal/daemon", "internal/forge"}, {"internal/forge", "internal/webhook"}, {"internal/forge", "internal/httpjson"}, {"internal/notify", "internal/httpjson"}} {
 		if forbidden(edge.from, edge.to) {
 			t.Errorf("%s -> %s is forbidden, but it is the composition root's", edge.from, edge.to)
 		}
