@@ -3,11 +3,7 @@ package gitwatch
 import (
 	"context"
 	"errors"
-	"net/http"
-	"net/http/cgi"
-	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -166,19 +162,7 @@ func TestRepo_CheckoutRefOverHTTPS(t *testing.T) {
 	g := newGitRepo(t)
 	g.commit("a", "a", "base")
 	pr := g.pullRef("3", "a", "pull 3")
-	gitPath, _ := exec.LookPath("git")
-	backend := &cgi.Handler{Path: gitPath, Args: []string{"http-backend"},
-		Env: []string{"GIT_PROJECT_ROOT=" + filepath.Dir(g.dir), "GIT_HTTP_EXPORT_ALL=1"}}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if _, p, ok := r.BasicAuth(); !ok || p != "tok3n" {
-			w.Header().Set("WWW-Authenticate", `Basic realm="git"`)
-			http.Error(w, "auth", http.StatusUnauthorized)
-			return
-		}
-		backend.ServeHTTP(w, r)
-	}))
-	defer srv.Close()
-	url := srv.URL + "/" + filepath.Base(g.dir) + "/.git"
+	url := g.serveHTTP(basicAuth("x-access-token", "tok3n"))
 	ctx := context.Background()
 	r, _ := Open(t.TempDir(), Source{URL: url, Auth: Auth{Token: "tok3n"}})
 	rev, err := r.CheckoutRef(ctx, "refs/pull/3/head", pr)

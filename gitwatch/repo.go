@@ -4,7 +4,8 @@
 // new head's history is compared with the previous revision's to tell a
 // force-push (RewriteKind). A checkout is bounded in bytes, files and
 // object size (ErrTooLarge). Authentication: HTTPS tokens and SSH deploy keys with host
-// keys verified against known_hosts files.
+// keys verified against known_hosts files. CheckoutRef fetches another
+// ref (a pull request's head) the same way, into checkouts of its own.
 //
 // gitwatch knows nothing of deployments; the daemon turns its revisions into
 // reconcile passes.

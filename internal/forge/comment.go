@@ -63,8 +63,8 @@ func RenderComment(c Comment) string {
 }
 
 func shortSHA(sha string) string {
-	if len(sha) > 12 {
-		return sha[:12]
+	if len(sha) > 7 {
+		return sha[:7]
 	}
 	return sha
 }

@@ -17,7 +17,7 @@ func TestRenderComment_Plan(t *testing.T) {
 	if !strings.HasPrefix(body, Marker("web")+"\n") {
 		t.Errorf("no marker line first:\n%s", body)
 	}
-	if !strings.Contains(body, "capstan plan for `web` at `6dcb09b5b578`") {
+	if !strings.Contains(body, "capstan plan for `web` at `6dcb09b`") {
 		t.Errorf("heading missing:\n%s", body)
 	}
 	// The plan's longest backtick run is 4: the fence is 5, and the whole
