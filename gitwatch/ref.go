@@ -52,6 +52,7 @@ func (r *Repo) CheckoutRef(ctx context.Context, ref, wantSHA string) (*Revision,
 	if !strings.HasPrefix(ref, "refs/") || name.Validate() != nil {
 		return nil, fmt.Errorf("gitwatch: CheckoutRef: %q is not a full ref name", ref)
 	}
+	wantSHA = strings.ToLower(wantSHA)
 	r.refMu.Lock()
 	defer r.refMu.Unlock()
 	head, err := r.remoteRef(ctx, name, ErrRefNotFound)
