@@ -9,8 +9,6 @@ import (
 	"io/fs"
 	"math/rand/v2"
 	"net/http"
-	"net/http/cgi"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -353,18 +351,14 @@ func TestRepo_BigCheckout(t *testing.T) {
 func TestRepo_TooLargeOverHTTP(t *testing.T) {
 	g := newGitRepo(t)
 	g.importTree(randomFiles(4, 1<<20))
-	gitPath, _ := exec.LookPath("git")
-	backend := &cgi.Handler{Path: gitPath, Args: []string{"http-backend"},
-		Env: []string{"GIT_PROJECT_ROOT=" + filepath.Dir(g.dir), "GIT_HTTP_EXPORT_ALL=1"}}
 	var fetches atomic.Int32
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	url := g.serveHTTP(func(w http.ResponseWriter, r *http.Request) bool {
 		if strings.HasSuffix(r.URL.Path, "/git-upload-pack") {
 			fetches.Add(1)
 		}
-		backend.ServeHTTP(w, r)
-	}))
-	defer srv.Close()
-	url := "http://x:s3cret@" + strings.TrimPrefix(srv.URL, "http://") + "/" + filepath.Base(g.dir) + "/.git"
+		return true
+	})
+	url = strings.Replace(url, "http://", "http://x:s3cret@", 1)
 	_, err := tooLarge(t, Source{URL: url, MaxBytes: 1 << 20}, "MaxBytes 1048576", 1<<20)
 	if strings.Contains(err.Error(), "s3cret") {
 		t.Errorf("the error shows the password: %v", err)

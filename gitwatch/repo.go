@@ -4,7 +4,8 @@
 // new head's history is compared with the previous revision's to tell a
 // force-push (RewriteKind). A checkout is bounded in bytes, files and
 // object size (ErrTooLarge). Authentication: HTTPS tokens and SSH deploy keys with host
-// keys verified against known_hosts files.
+// keys verified against known_hosts files. CheckoutRef fetches another
+// ref (a pull request's head) the same way, into checkouts of its own.
 //
 // gitwatch knows nothing of deployments; the daemon turns its revisions into
 // reconcile passes.
@@ -20,6 +21,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-git/go-billy/v5"
 	"github.com/go-git/go-billy/v5/osfs"
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/config"
@@ -29,7 +31,6 @@ import (
 	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
 	gitssh "github.com/go-git/go-git/v5/plumbing/transport/ssh"
 	"github.com/go-git/go-git/v5/storage/filesystem"
-	"github.com/go-git/go-git/v5/storage/memory"
 	"golang.org/x/crypto/ssh/knownhosts"
 )
 
@@ -111,8 +112,9 @@ type Revision struct {
 type Repo struct {
 	src   Source
 	dir   string
-	depth int // commits fetched per checkout; 0 means the full history
-	mu    sync.Mutex
+	depth int        // commits fetched per checkout; 0 means the full history
+	mu    sync.Mutex // serializes Sync
+	refMu sync.Mutex // serializes CheckoutRef
 	cur   *Revision
 	last  string // from SetLast, compared with while cur is nil
 	// tooLarge is the last head refused with ErrTooLarge, and why: it is
@@ -209,21 +211,7 @@ func (r *Repo) auth() (transport.AuthMethod, error) {
 // RemoteHead returns the SHA the remote branch points at, without fetching
 // any object (git ls-remote).
 func (r *Repo) RemoteHead(ctx context.Context) (string, error) {
-	auth, err := r.auth()
-	if err != nil {
-		return "", err
-	}
-	rem := git.NewRemote(memory.NewStorage(), &config.RemoteConfig{Name: "origin", URLs: []string{r.src.URL}})
-	refs, err := rem.ListContext(ctx, &git.ListOptions{Auth: auth})
-	if err != nil {
-		return "", classify(r.src.URL, err)
-	}
-	for _, ref := range refs {
-		if ref.Name() == r.ref() {
-			return ref.Hash().String(), nil
-		}
-	}
-	return "", fmt.Errorf("%w: %s on %s", ErrBranchNotFound, r.src.Branch, redactURL(r.src.URL))
+	return r.remoteRef(ctx, r.ref(), ErrBranchNotFound)
 }
 
 // Current returns the last checked-out revision, or nil.
@@ -258,7 +246,7 @@ func (r *Repo) Sync(ctx context.Context) (*Revision, bool, error) {
 	if r.cur != nil {
 		prev = r.cur.SHA
 	}
-	rev, repo, err := r.checkout(ctx, head)
+	rev, repo, err := r.checkout(ctx, r.dir, r.ref(), head, r.depth)
 	if errors.Is(err, ErrTooLarge) {
 		r.tooLarge.sha, r.tooLarge.err = head, err
 	}
@@ -271,20 +259,26 @@ func (r *Repo) Sync(ctx context.Context) (*Revision, bool, error) {
 	return rev, true, nil
 }
 
-// checkout clones the branch into dir/<sha> (reusing a complete earlier
-// checkout of the same SHA) and returns the revision with its repository.
-func (r *Repo) checkout(ctx context.Context, sha string) (*Revision, *git.Repository, error) {
-	dst := filepath.Join(r.dir, sha)
+// checkout clones depth commits of ref into base/<sha> (reusing a
+// complete earlier checkout of the same SHA) and returns the revision with
+// its repository. sha is the head ls-remote reported; when ref moved
+// since, the revision is of what the clone got.
+func (r *Repo) checkout(ctx context.Context, base string, ref plumbing.ReferenceName, sha string, depth int) (*Revision, *git.Repository, error) {
+	branch := ""
+	if ref.IsBranch() {
+		branch = ref.Short()
+	}
+	dst := filepath.Join(base, sha)
 	if repo, err := git.PlainOpen(dst); err == nil {
-		if rev, err := revisionOf(repo, sha, r.src.Branch, dst); err == nil {
+		if rev, err := revisionOf(repo, sha, branch, dst); err == nil {
 			return rev, repo, nil
 		}
 	}
 	_ = os.RemoveAll(dst)
 	tmp := dst + ".tmp"
-	repo, err := r.clone(ctx, tmp, r.depth)
-	if err != nil && r.depth > 0 && isShallowUnsupported(err) {
-		repo, err = r.clone(ctx, tmp, 0)
+	repo, err := r.clone(ctx, tmp, ref, depth)
+	if err != nil && depth > 0 && isShallowUnsupported(err) {
+		repo, err = r.clone(ctx, tmp, ref, 0)
 	}
 	if err != nil {
 		return nil, nil, err
@@ -295,9 +289,9 @@ func (r *Repo) checkout(ctx context.Context, sha string) (*Revision, *git.Reposi
 		return nil, nil, err
 	}
 	if head.Hash().String() != sha {
-		// The branch moved between ls-remote and clone: take what we got.
+		// The ref moved between ls-remote and clone: take what we got.
 		sha = head.Hash().String()
-		dst = filepath.Join(r.dir, sha)
+		dst = filepath.Join(base, sha)
 		_ = os.RemoveAll(dst)
 	}
 	if err := os.Rename(tmp, dst); err != nil {
@@ -308,14 +302,15 @@ func (r *Repo) checkout(ctx context.Context, sha string) (*Revision, *git.Reposi
 	if err != nil {
 		return nil, nil, err
 	}
-	rev, err := revisionOf(repo, sha, r.src.Branch, dst)
+	rev, err := revisionOf(repo, sha, branch, dst)
 	return rev, repo, err
 }
 
-// clone fetches depth commits of the branch (0: all) into dir, counts the
-// files of the head's tree, and only then writes the worktree, everything
-// written through the Source's limits. On error nothing is left in dir.
-func (r *Repo) clone(ctx context.Context, dir string, depth int) (*git.Repository, error) {
+// clone fetches depth commits of ref (0: all) into dir, counts the files
+// of its tree, and only then writes the worktree, everything written
+// through the Source's limits. HEAD is the branch for a branch ref, else
+// detached at the fetched commit. On error nothing is left in dir.
+func (r *Repo) clone(ctx context.Context, dir string, ref plumbing.ReferenceName, depth int) (*git.Repository, error) {
 	_ = os.RemoveAll(dir)
 	auth, err := r.auth()
 	if err != nil {
@@ -329,9 +324,7 @@ func (r *Repo) clone(ctx context.Context, dir string, depth int) (*git.Repositor
 	}
 	st := limitStorage{Storage: filesystem.NewStorageWithOptions(dot, cache.NewObjectLRUDefault(),
 		filesystem.Options{LargeObjectThreshold: largeObject}), l: lim, drain: isLocal(r.src.URL)}
-	opts := &git.CloneOptions{URL: r.src.URL, Auth: auth, ReferenceName: r.ref(), SingleBranch: true,
-		Depth: depth, Tags: git.NoTags, NoCheckout: true}
-	repo, err := git.CloneContext(ctx, st, wt, opts)
+	repo, err := fetchRef(ctx, st, wt, r.src.URL, ref, depth, auth)
 	if err == nil {
 		err = checkoutHead(repo, lim)
 	}
@@ -343,6 +336,33 @@ func (r *Repo) clone(ctx context.Context, dir string, depth int) (*git.Repositor
 		return nil, classify(r.src.URL, err)
 	}
 	return repo, nil
+}
+
+// fetchRef initializes a repository in st and wt and fetches ref alone
+// (no tags) from url into the same ref name, then points HEAD at it.
+func fetchRef(ctx context.Context, st limitStorage, wt billy.Filesystem, url string, ref plumbing.ReferenceName, depth int, auth transport.AuthMethod) (*git.Repository, error) {
+	repo, err := git.Init(st, wt)
+	if err != nil {
+		return nil, err
+	}
+	spec := config.RefSpec("+" + ref + ":" + ref)
+	if _, err := repo.CreateRemote(&config.RemoteConfig{Name: "origin", URLs: []string{url}, Fetch: []config.RefSpec{spec}}); err != nil {
+		return nil, err
+	}
+	err = repo.FetchContext(ctx, &git.FetchOptions{RemoteName: "origin", RefSpecs: []config.RefSpec{spec},
+		Depth: depth, Auth: auth, Tags: git.NoTags})
+	if err != nil {
+		return nil, err
+	}
+	got, err := repo.Reference(ref, false)
+	if err != nil {
+		return nil, err
+	}
+	head := plumbing.NewHashReference(plumbing.HEAD, got.Hash())
+	if ref.IsBranch() {
+		head = plumbing.NewSymbolicReference(plumbing.HEAD, ref)
+	}
+	return repo, repo.Storer.SetReference(head)
 }
 
 // largeObject is the size above which a checkout streams a file from the
@@ -405,7 +425,8 @@ func revisionOf(repo *git.Repository, sha, branch, dir string) (*Revision, error
 		Message: strings.TrimSpace(c.Message), Time: c.Author.When, Dir: dir}, nil
 }
 
-// prune removes checkouts other than keep.
+// prune removes branch checkouts other than keep (never the ref
+// checkouts of CheckoutRef).
 func (r *Repo) prune(keep string) {
 	ents, err := os.ReadDir(r.dir)
 	if err != nil {
@@ -413,7 +434,7 @@ func (r *Repo) prune(keep string) {
 	}
 	for _, e := range ents {
 		p := filepath.Join(r.dir, e.Name())
-		if p != keep {
+		if p != keep && e.Name() != refsDir {
 			_ = os.RemoveAll(p)
 		}
 	}

@@ -141,19 +141,7 @@ func TestRedactURL(t *testing.T) {
 func TestRepo_HTTPSTokenAuth(t *testing.T) {
 	g := newGitRepo(t)
 	sha := g.commit("config/deploy.yml", "service: a\n", "first")
-	gitPath, _ := exec.LookPath("git")
-	backend := &cgi.Handler{Path: gitPath, Args: []string{"http-backend"},
-		Env: []string{"GIT_PROJECT_ROOT=" + filepath.Dir(g.dir), "GIT_HTTP_EXPORT_ALL=1"}}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if u, p, ok := r.BasicAuth(); !ok || u != "x-access-token" || p != "tok3n" {
-			w.Header().Set("WWW-Authenticate", `Basic realm="git"`)
-			http.Error(w, "auth", http.StatusUnauthorized)
-			return
-		}
-		backend.ServeHTTP(w, r)
-	}))
-	defer srv.Close()
-	url := srv.URL + "/" + filepath.Base(g.dir) + "/.git"
+	url := g.serveHTTP(basicAuth("x-access-token", "tok3n"))
 	ctx := context.Background()
 	r, _ := Open(t.TempDir(), Source{URL: url, Auth: Auth{Token: "tok3n"}})
 	rev, changed, err := r.Sync(ctx)
@@ -169,5 +157,33 @@ func TestRepo_HTTPSTokenAuth(t *testing.T) {
 		t.Fatalf("wrong token: %v, want ErrAuth", err)
 	} else if strings.Contains(err.Error(), "wrong") {
 		t.Errorf("the error shows the token: %v", err)
+	}
+}
+
+// serveHTTP serves the repository over smart HTTP (git http-backend)
+// until the test ends, each request passing guard first (nil: none; a
+// guard returning false has answered it). It returns the repository URL.
+func (g *gitRepo) serveHTTP(guard func(w http.ResponseWriter, r *http.Request) bool) string {
+	gitPath, _ := exec.LookPath("git")
+	backend := &cgi.Handler{Path: gitPath, Args: []string{"http-backend"},
+		Env: []string{"GIT_PROJECT_ROOT=" + filepath.Dir(g.dir), "GIT_HTTP_EXPORT_ALL=1"}}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if guard == nil || guard(w, r) {
+			backend.ServeHTTP(w, r)
+		}
+	}))
+	g.t.Cleanup(srv.Close)
+	return srv.URL + "/" + filepath.Base(g.dir) + "/.git"
+}
+
+// basicAuth is a serveHTTP guard letting in user with password only.
+func basicAuth(user, password string) func(w http.ResponseWriter, r *http.Request) bool {
+	return func(w http.ResponseWriter, r *http.Request) bool {
+		if u, p, ok := r.BasicAuth(); !ok || u != user || p != password {
+			w.Header().Set("WWW-Authenticate", `Basic realm="git"`)
+			http.Error(w, "auth", http.StatusUnauthorized)
+			return false
+		}
+		return true
 	}
 }

@@ -248,7 +248,7 @@ func BenchmarkRepo_CloneDepth(b *testing.B) {
 			var size int64
 			for i := 0; i < b.N; i++ {
 				dir := filepath.Join(r.dir, fmt.Sprint(i))
-				if _, err := r.clone(context.Background(), dir, depth); err != nil {
+				if _, err := r.clone(context.Background(), dir, r.ref(), depth); err != nil {
 					b.Fatal(err)
 				}
 				size = dirSize(filepath.Join(dir, ".git"))

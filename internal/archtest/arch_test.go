@@ -17,6 +17,11 @@
 //     is pure logic over a time, which reconcile and the daemon consume.
 //  9. gitwatch/verify imports nothing of capstan's (signature checks are
 //     pure; the daemon or gitwatch may use them).
+// 10. internal/forge (pull request events, statuses and comments) is an
+//     adapter: it never imports reconcile/..., gitwatch, hostexec or
+//     state; only the composition root wires it.
+// 11. internal/httpjson imports nothing of capstan's (every API client
+//     may use it).
 package archtest
 
 import (
@@ -61,6 +66,12 @@ var rules = []rule{
 	{from: "reconcile/window", to: "", tests: true, why: "deploy windows are pure logic: a leaf"},
 	{from: "gitwatch/verify", to: "", tests: true, why: "signature verification is a leaf: the daemon and gitwatch may use it"},
 	{from: "", to: "internal/daemon", tests: true, except: "cmd/capstan", why: "only cmd/capstan runs the daemon"},
+	{from: "internal/forge", to: "reconcile", tests: true, why: "adapters never import the domain"},
+	{from: "internal/forge", to: "gitwatch", tests: true, why: "adapters never import each other"},
+	{from: "internal/forge", to: "hostexec", tests: true, why: "adapters never import each other"},
+	{from: "internal/forge", to: "state", tests: true, why: "adapters never import each other"},
+	{from: "reconcile", to: "internal/forge", why: "reconcile declares interfaces; only cmd and internal/daemon wire the forge client"},
+	{from: "internal/httpjson", to: "", tests: true, why: "the HTTP JSON helper is a leaf"},
 }
 
 func TestImportRules(t *testing.T) {
@@ -137,12 +148,16 @@ func TestRules_CatchAViolation(t *testing.T) {
 	if bad == 0 {
 		t.Fatal("reconcile/kamal -> hostexec is not forbidden by any rule")
 	}
-	for _, edge := range []struct{ from, to string }{{"reconcile", "internal/daemon"}, {"gitwatch", "internal/daemon"}, {"cmd/capstan-lab", "internal/daemon"}, {"reconcile/window", "reconcile"}, {"reconcile/window", "internal/redact"}, {"gitwatch/verify", "gitwatch"}, {"gitwatch/verify", "internal/redact"}} {
+	for _, edge := range []struct{ from, to string }{{"reconcile", "internal/daemon"}, {"gitwatch", "internal/daemon"}, {"cmd/capstan-lab", "internal/daemon"},
+		{"reconcile/window", "reconcile"}, {"reconcile/window", "internal/redact"}, {"gitwatch/verify", "gitwatch"}, {"gitwatch/verify", "internal/redact"},
+		{"internal/forge", "reconcile"}, {"internal/forge", "gitwatch"}, {"reconcile/kamal", "internal/forge"}, {"internal/httpjson", "internal/redact"}} {
 		if !forbidden(edge.from, edge.to) {
 			t.Errorf("%s -> %s is not forbidden by any rule", edge.from, edge.to)
 		}
 	}
-	for _, edge := range []struct{ from, to string }{{"cmd/capstan", "internal/daemon"}, {"internal/daemon", "state"}, {"internal/daemon", "gitwatch"}, {"internal/daemon", "hostexec"}, {"internal/daemon", "reconcile"}, {"reconcile", "reconcile/window"}, {"internal/daemon", "reconcile/window"}, {"internal/daemon", "gitwatch/verify"}, {"gitwatch", "gitwatch/verify"}} {
+	for _, edge := range []struct{ from, to string }{{"cmd/capstan", "internal/daemon"}, {"internal/daemon", "state"}, {"internal/daemon", "gitwatch"}, {"internal/daemon", "hostexec"}, {"internal/daemon", "reconcile"},
+		{"reconcile", "reconcile/window"}, {"internal/daemon", "reconcile/window"}, {"internal/daemon", "gitwatch/verify"}, {"gitwatch", "gitwatch/verify"},
+		{"internal/daemon", "internal/forge"}, {"internal/forge", "internal/webhook"}, {"internal/forge", "internal/httpjson"}, {"internal/notify", "internal/httpjson"}} {
 		if forbidden(edge.from, edge.to) {
 			t.Errorf("%s -> %s is forbidden, but it is the composition root's", edge.from, edge.to)
 		}

@@ -6,17 +6,17 @@
 package notify
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/capstan-dev/capstan/internal/httpjson"
 )
 
 // Event is one thing that happened. JSON field names are the generic
@@ -154,33 +154,19 @@ var errPermanent = errors.New("permanent")
 
 var client = &http.Client{Timeout: 10 * time.Second}
 
+// postJSON posts body to url; a refusal a retry cannot fix is
+// errPermanent.
 func postJSON(ctx context.Context, url string, headers map[string]string, body any) ([]byte, error) {
-	b, err := json.Marshal(body)
-	if err != nil {
-		return nil, err
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(b))
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", errPermanent, err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("User-Agent", "capstan")
+	h := http.Header{}
 	for k, v := range headers {
-		req.Header.Set(k, v)
+		h.Set(k, v)
 	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return nil, err
+	out, err := httpjson.Do(ctx, client, http.MethodPost, url, h, body)
+	var se *httpjson.StatusError
+	if errors.As(err, &se) && !se.Retryable() || errors.Is(err, httpjson.ErrRequest) {
+		return out, fmt.Errorf("%w: %v", errPermanent, err)
 	}
-	defer resp.Body.Close()
-	out, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	switch {
-	case resp.StatusCode >= 200 && resp.StatusCode < 300:
-		return out, nil
-	case resp.StatusCode >= 400 && resp.StatusCode < 500 && resp.StatusCode != 429:
-		return out, fmt.Errorf("%w: %s: %s", errPermanent, resp.Status, strings.TrimSpace(string(out)))
-	}
-	return out, fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(out)))
+	return out, err
 }
 
 // Webhook posts the event as JSON.
