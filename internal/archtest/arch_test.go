@@ -17,10 +17,10 @@
 //     is pure logic over a time, which reconcile and the daemon consume.
 //  9. gitwatch/verify imports nothing of capstan's (signature checks are
 //     pure; the daemon or gitwatch may use them).
-// 10. internal/forge (pull request events, statuses and comments) is an
+//  10. internal/forge (pull request events, statuses and comments) is an
 //     adapter: it never imports reconcile/..., gitwatch, hostexec or
 //     state; only the composition root wires it.
-// 11. internal/httpjson imports nothing of capstan's (every API client
+//  11. internal/httpjson imports nothing of capstan's (every API client
 //     may use it).
 package archtest
 
