@@ -111,7 +111,7 @@ func TestE2ETrust_OnlySignedCommitsDeploy(t *testing.T) {
 	signWith(w, signer{})
 	refused(w.commit(deployYML(t, "v2"), "unsigned"), "unsigned")
 	signWith(w, mallory)
-	refused(w.commit(deployYML(t, "v2"), "signed by a stranger"), mallory.fingerprint)
+	refused(w.commit(deployYML(t, "v2")+"# by mallory\n", "signed by a stranger"), mallory.fingerprint)
 
 	signWith(w, ada)
 	w.commit(deployYML(t, "v2"), "signed again")

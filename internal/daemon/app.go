@@ -32,6 +32,8 @@ type appRunner struct {
 	last *reconcile.App
 	// trust verifies commit signatures (nil: every commit deploys).
 	trust *trust
+	// prs posts pull requests' plans (nil: pull_requests not set).
+	prs *prPlanner
 }
 
 func (d *Daemon) newAppRunner(ac AppConfig) (*appRunner, error) {
@@ -89,6 +91,9 @@ func (d *Daemon) newAppRunner(ac AppConfig) (*appRunner, error) {
 	}
 	if r.trust != nil {
 		r.loop.Verify = r.trust.check
+	}
+	if r.prs, err = d.newPRPlanner(r); err != nil {
+		return nil, err
 	}
 	if ac.windows != nil {
 		r.loop.Window, r.loop.HealInWindows = windowState(ac.windows), ac.HealInWindows

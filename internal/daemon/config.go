@@ -106,6 +106,9 @@ type AppConfig struct {
 	HealInWindows bool          `yaml:"heal_in_windows"`
 	// Verify, when set, deploys only commits signed by a trusted key.
 	Verify *VerifyConfig `yaml:"verify"`
+	// PullRequests, when set, posts the plan of each pull request against
+	// Branch as a commit status and a comment.
+	PullRequests *PRConfig `yaml:"pull_requests"`
 
 	schedule cron.Schedule
 	windows  *window.Set
@@ -239,6 +242,7 @@ func LoadConfig(path string, getenv func(string) string) (*Config, error) {
 		}
 		checkWindows(a, p, bad)
 		checkVerify(a, p, bad)
+		checkPR(a, p, getenv, bad)
 	}
 	for i, al := range c.Alerts {
 		p := fmt.Sprintf("alerts[%d]", i)

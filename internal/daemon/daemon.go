@@ -78,6 +78,19 @@ type Daemon struct {
 
 	mu    sync.Mutex
 	ready bool
+	// runCtx is Run's context (background work started by requests
+	// ends with it).
+	runCtx context.Context
+}
+
+// ctx is Run's context, or the background before Run.
+func (d *Daemon) ctx() context.Context {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.runCtx == nil {
+		return context.Background()
+	}
+	return d.runCtx
 }
 
 // ErrNoToken is returned by New when api_token_env (or an api_tokens
@@ -184,7 +197,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		}()
 	}
 	d.mu.Lock()
-	d.ready = true
+	d.ready, d.runCtx = true, ctx
 	d.mu.Unlock()
 	go d.housekeeping(ctx)
 	go d.watchTrust(ctx)

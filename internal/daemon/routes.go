@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/capstan-dev/capstan/internal/forge"
 	"github.com/capstan-dev/capstan/internal/webhook"
 	"github.com/capstan-dev/capstan/reconcile"
 )
@@ -118,6 +119,9 @@ func (d *Daemon) webhook(kind string, reads chan struct{}) http.HandlerFunc {
 			fmt.Fprintln(w, "pong")
 			return
 		}
+		if d.handlePullRequest(w, r, kind, body) {
+			return
+		}
 		push, err := webhook.ParsePush(body)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
@@ -138,6 +142,28 @@ func (d *Daemon) webhook(kind string, reads chan struct{}) http.HandlerFunc {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(map[string]any{"triggered": triggered})
 	}
+}
+
+// handlePullRequest answers a pull request event (true), planning it for
+// the apps that follow its base branch; other events are not its (false).
+func (d *Daemon) handlePullRequest(w http.ResponseWriter, r *http.Request, kind string, body []byte) bool {
+	p := forge.Provider(kind)
+	ev := forge.EventName(p, r.Header)
+	if ev != "pull_request" && ev != "pull_request_sync" && ev != "Merge Request Hook" {
+		return false
+	}
+	pr, ok, err := forge.ParsePullRequest(p, ev, body)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return true
+	}
+	var apps []string
+	if ok {
+		apps = d.pullRequest(pr)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(map[string]any{"planning": apps})
+	return true
 }
 
 // sender names who pushed for the pass record: "github:ada"; "" when the
