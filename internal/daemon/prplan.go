@@ -205,10 +205,7 @@ func (p *prPlanner) build(ctx context.Context, pr forge.PullRequest) (forge.Comm
 	for _, h := range added {
 		fmt.Fprintf(&b, "  %s: new host, not observed (capstan connects only to the hosts the branch deploys to)\n", h)
 	}
-	c.Plan = b.String()
-	for _, j := range plan.Jobs {
-		c.Jobs = append(c.Jobs, j.String())
-	}
+	c.Plan = b.String() // its "run JOB" lines are the jobs that would run
 	return c, nil
 }
 
