@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -125,6 +126,13 @@ type floodResult struct {
 	code int
 	err  error
 	took time.Duration
+	big  bool
+}
+
+// cutWhileSending reports whether err is the server closing the connection
+// while the request body was still being written.
+func cutWhileSending(err error) bool {
+	return errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)
 }
 
 // TestWebhook_FloodKeepsDaemonAnswering runs the daemon for real and sends
@@ -209,9 +217,15 @@ func TestWebhook_FloodKeepsDaemonAnswering(t *testing.T) {
 	close(results)
 	close(probes)
 
-	codes := map[int]int{}
+	codes, cut := map[int]int{}, 0
 	for r := range results {
 		switch {
+		case r.big && cutWhileSending(r.err):
+			// The server answered 413 and closed the connection while the
+			// client still sent the body: the client may see the cut
+			// before the answer. Refused unread either way.
+			cut++
+			continue
 		case r.err != nil:
 			t.Errorf("flood request failed: %v", r.err)
 		case r.code != http.StatusUnauthorized && r.code != http.StatusRequestEntityTooLarge:
@@ -233,8 +247,8 @@ func TestWebhook_FloodKeepsDaemonAnswering(t *testing.T) {
 		t.Errorf("%d probes during the flood, want both /healthz and the API asked", n)
 	}
 	t.Logf("flood of %s: answers %v; %d probes answered, the slowest in %s", floodTook.Round(time.Millisecond), codes, n, slowest.Round(time.Millisecond))
-	if codes[http.StatusRequestEntityTooLarge] != big {
-		t.Errorf("%d answers 413, want %d (every 10 MB body)", codes[http.StatusRequestEntityTooLarge], big)
+	if n := codes[http.StatusRequestEntityTooLarge]; n+cut != big || n == 0 {
+		t.Errorf("%d answers 413 and %d connections cut while sending, want %d together (every 10 MB body), most answered", n, cut, big)
 	}
 	waitPass(t, probe, base, began)
 }
@@ -266,11 +280,11 @@ func floodRequest(c *http.Client, base string, i int, big bool, push []byte) flo
 	began := time.Now()
 	resp, err := c.Do(req)
 	if err != nil {
-		return floodResult{err: err, took: time.Since(began)}
+		return floodResult{err: err, took: time.Since(began), big: big}
 	}
 	_, _ = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
-	return floodResult{code: resp.StatusCode, took: time.Since(began)}
+	return floodResult{code: resp.StatusCode, took: time.Since(began), big: big}
 }
 
 // get sends a GET with an Authorization header (when auth is not "") and
