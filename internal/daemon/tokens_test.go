@@ -80,3 +80,19 @@ apps:
 		t.Errorf("two tokens with one secret: %v", err)
 	}
 }
+
+// TestSender: a webhook's sender is recorded as forge:login, cut to what
+// a login may hold.
+func TestSender(t *testing.T) {
+	for _, c := range []struct{ kind, login, want string }{
+		{"github", "ada", "github:ada"},
+		{"gitlab", "grace.h", "gitlab:grace.h"},
+		{"gitea", "", ""},
+		{"github", "eve\n<script>; rm -rf /", "github:evescriptrm-rf"},
+		{"github", strings.Repeat("x", 300), "github:" + strings.Repeat("x", 64)},
+	} {
+		if got := sender(c.kind, c.login); got != c.want {
+			t.Errorf("sender(%q, %q) = %q, want %q", c.kind, c.login, got, c.want)
+		}
+	}
+}

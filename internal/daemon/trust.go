@@ -69,20 +69,26 @@ func (d *Daemon) newTrust(ac AppConfig) (*trust, error) {
 	if ac.Verify == nil {
 		return nil, nil
 	}
-	v, err := verify.New(verify.Policy{AllowedSigners: ac.Verify.SSHAllowedSigners, GPGKeys: ac.Verify.GPGKeys})
-	if err != nil {
-		return nil, fmt.Errorf("verify: %w", err)
-	}
-	t := &trust{mode: ac.Verify.Mode, verifier: v}
+	base := ""
 	if passes, err := d.store.History(context.Background(), ac.Name, 100); err == nil {
 		for _, p := range passes {
 			if p.Outcome == state.OutcomeSucceeded || p.Outcome == state.OutcomeNoop || p.Outcome == reconcile.OutcomePartial {
-				t.base = p.Revision
+				base = p.Revision
 				break
 			}
 		}
 	}
-	return t, nil
+	return d.newTrustFrom(ac, base)
+}
+
+// newTrustFrom builds the app's verifier with base as the last revision
+// let through.
+func (d *Daemon) newTrustFrom(ac AppConfig, base string) (*trust, error) {
+	v, err := verify.New(verify.Policy{AllowedSigners: ac.Verify.SSHAllowedSigners, GPGKeys: ac.Verify.GPGKeys})
+	if err != nil {
+		return nil, fmt.Errorf("verify: %w", err)
+	}
+	return &trust{mode: ac.Verify.Mode, verifier: v, base: base}, nil
 }
 
 // check vets rev: in mode head its commit, in mode all every commit since

@@ -42,9 +42,9 @@ func TestVerify(t *testing.T) {
 }
 
 func TestParsePush_AndMatch(t *testing.T) {
-	gh := `{"ref":"refs/heads/main","repository":{"clone_url":"https://github.com/Acme/App.git","ssh_url":"git@github.com:Acme/App.git"}}`
+	gh := `{"ref":"refs/heads/main","repository":{"clone_url":"https://github.com/Acme/App.git","ssh_url":"git@github.com:Acme/App.git"},"sender":{"login":"ada"}}`
 	p, err := ParsePush([]byte(gh))
-	if err != nil || p.Branch() != "main" {
+	if err != nil || p.Branch() != "main" || p.Sender != "ada" {
 		t.Fatalf("%+v %v", p, err)
 	}
 	for _, u := range []string{"ssh://git@github.com/acme/app.git", "https://github.com/acme/app", "git@github.com:acme/app"} {
@@ -55,8 +55,8 @@ func TestParsePush_AndMatch(t *testing.T) {
 	if p.Matches("https://github.com/acme/other") {
 		t.Error("another repository matched")
 	}
-	gl := `{"ref":"refs/heads/prod","project":{"git_http_url":"https://gitlab.com/a/b.git"}}`
-	if p, err := ParsePush([]byte(gl)); err != nil || !p.Matches("https://gitlab.com/a/b") || p.Branch() != "prod" {
+	gl := `{"ref":"refs/heads/prod","project":{"git_http_url":"https://gitlab.com/a/b.git"},"user_username":"grace"}`
+	if p, err := ParsePush([]byte(gl)); err != nil || !p.Matches("https://gitlab.com/a/b") || p.Branch() != "prod" || p.Sender != "grace" {
 		t.Errorf("gitlab: %+v %v", p, err)
 	}
 	for _, bad := range []string{"", "{}", `{"ref":"x"}`, "not json"} {
