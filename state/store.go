@@ -120,6 +120,16 @@ var migrations = []string{
 	// and whether it was forced through a closed deploy window.
 	`ALTER TABLE passes ADD COLUMN triggered_by TEXT NOT NULL DEFAULT '';
 	ALTER TABLE passes ADD COLUMN override INTEGER NOT NULL DEFAULT 0;`,
+	// 6: versions pulled ahead of their deploy, per host.
+	`CREATE TABLE prepulls (
+		app TEXT NOT NULL,
+		version TEXT NOT NULL,
+		host TEXT NOT NULL,
+		outcome TEXT NOT NULL,
+		reason TEXT NOT NULL DEFAULT '',
+		at INTEGER NOT NULL,
+		PRIMARY KEY (app, version, host)
+	);`,
 }
 
 // Open opens (creating if needed) the store at path and migrates it.
