@@ -77,6 +77,9 @@ var ErrPrepull = errors.New("pre-pull not attempted")
 // wrapping ErrPrepull (and kamal.ErrVersion for a version that is neither
 // a tag nor a digest), comes back only when nothing could be attempted.
 func (a *App) Prepull(ctx context.Context, version string, opt PrepullOptions) ([]PrepullHost, error) {
+	if a.Config == nil {
+		return nil, fmt.Errorf("%w: App without config", ErrPrepull)
+	}
 	ref, err := a.prepullRef(version)
 	if err != nil {
 		return nil, err

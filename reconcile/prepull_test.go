@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"net"
@@ -131,7 +132,9 @@ func (h *shellHosts) Run(ctx context.Context, host string, argv []string, stdin 
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		return out, &ExitError{Host: host, Code: cmd.ProcessState.ExitCode(), Stderr: stderr.String(), Err: err}
+		// As hostexec's: the error names the host and the stderr.
+		return out, &ExitError{Host: host, Code: cmd.ProcessState.ExitCode(), Stderr: stderr.String(),
+			Err: fmt.Errorf("%s: %w: %s", host, err, strings.TrimSpace(stderr.String()))}
 	}
 	return out, nil
 }
@@ -260,6 +263,23 @@ func TestPrepull_SkipsHostShortOfSpace(t *testing.T) {
 	}
 }
 
+// TestPrepull_UnreadableFreeSpaceFails: a host whose free space cannot be
+// read (df prints no number) fails with the reason and pulls nothing.
+func TestPrepull_UnreadableFreeSpaceFails(t *testing.T) {
+	a, h := prepullApp(t, "v1")
+	h.write("10.0.0.1/free", "-")
+	res, err := a.Prepull(context.Background(), "v2", PrepullOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res[0].Outcome != PrepullFailed || !strings.Contains(res[0].Reason, "cannot read the free space of /var/lib/docker") || h.hasImage("10.0.0.1", a.Config.Repository+":v2") {
+		t.Errorf("10.0.0.1: %+v", res[0])
+	}
+	if !strings.Contains(h.read("10.0.0.1/docker.log"), "info") || strings.Contains(h.read("10.0.0.1/docker.log"), "pull") {
+		t.Errorf("docker commands: %q", h.docker("10.0.0.1"))
+	}
+}
+
 // TestPrepull_Evicts: before pulling, the images of the versions to evict
 // are removed when no container uses them; one in use, the version
 // pre-pulled and the app's own version stay.
@@ -338,7 +358,7 @@ func TestPrepull_WrongServiceLabelFails(t *testing.T) {
 	if res[0].Outcome != PrepullFailed || !strings.Contains(res[0].Reason, "missing the 'service' label") || !strings.Contains(res[0].Reason, ErrPermanent.Error()) {
 		t.Errorf("wrong label: %+v", res[0])
 	}
-	if res[1].Outcome != PrepullFailed || strings.Contains(res[1].Reason, "s3cret") {
+	if res[1].Outcome != PrepullFailed || strings.Contains(res[1].Reason, "s3cret") || !strings.Contains(res[1].Reason, "denied for [REDACTED]") {
 		t.Errorf("failed pull: %+v", res[1])
 	}
 	if res[2].Outcome != PrepullPulled {
