@@ -418,3 +418,32 @@ func TestFormatSize(t *testing.T) {
 		}
 	}
 }
+
+// TestPrepull_APIHostPullsWithTheScript: on a host reached through the
+// Docker API, a pre-pull asks the API whether the image is there, then
+// pulls with the script, which checks the free space first: never
+// through the API's pull, which cannot. The deploy's pull still uses it.
+func TestPrepull_APIHostPullsWithTheScript(t *testing.T) {
+	a, h := prepullApp(t, "v1")
+	api, _, calls := fakeEngine(t)
+	api.learn("10.0.0.1", "/root", "", "")
+	a.apiOnce.Do(func() { a.api = api })
+	res, err := a.Prepull(context.Background(), "v2", PrepullOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := a.Config.Repository + ":v2"
+	if res[0].Outcome != PrepullPulled || !h.hasImage("10.0.0.1", ref) || !slices.Contains(h.docker("10.0.0.1"), "info --format {{.DockerRootDir}}") {
+		t.Errorf("10.0.0.1: %+v, docker %q", res[0], h.docker("10.0.0.1"))
+	}
+	if want := []string{"GET /images/" + ref + "/json"}; !slices.Equal(*calls, want) {
+		t.Errorf("API calls %q, want %q", *calls, want)
+	}
+	r := newApplyRun(a, &Plan{Version: "v1"})
+	if _, err := r.pullImage(context.Background(), "10.0.0.1", ref, "", 0); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(*calls, "POST /images/create?fromImage=10.231.0.1%3A5000%2Ftestapp&tag=v2") {
+		t.Errorf("the deploy's pull did not use the API: %q", *calls)
+	}
+}
