@@ -148,10 +148,12 @@ func parseShort(img, line string) error {
 	return &spaceError{Image: img, Dir: dir, FreeKiB: n}
 }
 
-// formatSize renders n bytes in MiB below 1 GiB, else in GiB (one decimal
-// unless whole).
+// formatSize renders n bytes in KiB below 1 MiB, in MiB below 1 GiB, else
+// in GiB (one decimal unless whole).
 func formatSize(n int64) string {
 	switch {
+	case n < 1<<20:
+		return fmt.Sprintf("%d KiB", n>>10)
 	case n < 1<<30:
 		return fmt.Sprintf("%d MiB", n>>20)
 	case n%(1<<30) == 0:

@@ -412,7 +412,7 @@ func TestPrepull_DeployThenFindsImagePresent(t *testing.T) {
 }
 
 func TestFormatSize(t *testing.T) {
-	for n, want := range map[int64]string{0: "0 MiB", 812 << 20: "812 MiB", 1 << 30: "1 GiB", 3 << 29: "1.5 GiB", 10 << 30: "10 GiB"} {
+	for n, want := range map[int64]string{0: "0 KiB", 512 << 10: "512 KiB", 812 << 20: "812 MiB", 1 << 30: "1 GiB", 3 << 29: "1.5 GiB", 10 << 30: "10 GiB"} {
 		if got := formatSize(n); got != want {
 			t.Errorf("formatSize(%d) = %q, want %q", n, got, want)
 		}
