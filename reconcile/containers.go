@@ -181,18 +181,17 @@ func (r *applyRun) state(ctx context.Context, host, id string) (containerState, 
 }
 
 // imagePresent reports, through the Docker API, whether host already has
-// the image (with the registry's digest when known) and its service label:
+// img (with digest, the registry's, when known) and its service label:
 // then the pull script need not run. known is false when the API could not
 // say.
-func (r *applyRun) imagePresent(ctx context.Context, host string) (present bool, label string, known bool) {
-	a := r.a
+func (r *applyRun) imagePresent(ctx context.Context, host, img, digest string) (present bool, label string, known bool) {
 	handled, err := r.viaAPI(ctx, host, func(d *dockerAPI) error {
-		info, found, err := d.image(ctx, host, a.Config.Image())
+		info, found, err := d.image(ctx, host, img)
 		if err != nil || !found {
 			return err
 		}
 		label = info.Config.Labels[LabelService]
-		present = a.ImageDigest == "" || slices.ContainsFunc(info.RepoDigests, func(rd string) bool { return strings.Contains(rd, a.ImageDigest) })
+		present = digest == "" || slices.ContainsFunc(info.RepoDigests, func(rd string) bool { return strings.Contains(rd, digest) })
 		return nil
 	})
 	return present, label, handled && err == nil

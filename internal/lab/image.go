@@ -120,35 +120,55 @@ func (r *registryClient) pushBlob(ctx context.Context, repo, digest string, blob
 			return nil
 		}
 	}
-	req, _ = http.NewRequestWithContext(ctx, http.MethodPost, fmt.Sprintf("%s/v2/%s/blobs/uploads/", r.base, repo), nil)
+	loc, err := r.startUpload(ctx, repo)
+	if err != nil {
+		return fmt.Errorf("start upload of %s: %w", digest, err)
+	}
+	return r.finishUpload(ctx, loc, digest, bytes.NewReader(blob), int64(len(blob)))
+}
+
+// startUpload starts a blob upload to repo and returns where it goes.
+func (r *registryClient) startUpload(ctx context.Context, repo string) (*url.URL, error) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, fmt.Sprintf("%s/v2/%s/blobs/uploads/", r.base, repo), nil)
+	resp, err := r.http.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		return nil, fmt.Errorf("POST %s blob upload: %s", repo, resp.Status)
+	}
+	return r.location(resp)
+}
+
+// location resolves the Location of an upload answer.
+func (r *registryClient) location(resp *http.Response) (*url.URL, error) {
+	loc, err := url.Parse(resp.Header.Get("Location"))
+	if err != nil {
+		return nil, err
+	}
+	base, _ := url.Parse(r.base)
+	return base.ResolveReference(loc), nil
+}
+
+// finishUpload completes the upload at loc with its last n bytes from body
+// (none: n is 0) as the blob digest.
+func (r *registryClient) finishUpload(ctx context.Context, loc *url.URL, digest string, body io.Reader, n int64) error {
+	u := *loc
+	q := u.Query()
+	q.Set("digest", digest)
+	u.RawQuery = q.Encode()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPut, u.String(), body)
+	req.ContentLength = n
+	req.Header.Set("Content-Type", "application/octet-stream")
 	resp, err := r.http.Do(req)
 	if err != nil {
 		return err
 	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusAccepted {
-		return fmt.Errorf("start upload of %s: %s", digest, resp.Status)
-	}
-	loc, err := url.Parse(resp.Header.Get("Location"))
-	if err != nil {
-		return err
-	}
-	base, _ := url.Parse(r.base)
-	loc = base.ResolveReference(loc)
-	q := loc.Query()
-	q.Set("digest", digest)
-	loc.RawQuery = q.Encode()
-	req, _ = http.NewRequestWithContext(ctx, http.MethodPut, loc.String(), bytes.NewReader(blob))
-	req.ContentLength = int64(len(blob))
-	req.Header.Set("Content-Type", "application/octet-stream")
-	resp, err = r.http.Do(req)
-	if err != nil {
-		return err
-	}
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusCreated {
-		return fmt.Errorf("upload %s: %s: %s", digest, resp.Status, body)
+		return fmt.Errorf("upload %s: %s: %s", digest, resp.Status, msg)
 	}
 	return nil
 }
@@ -156,12 +176,29 @@ func (r *registryClient) pushBlob(ctx context.Context, repo, digest string, blob
 // pushImage uploads the layers and a config, then tags the manifest. It
 // returns the manifest digest.
 func (r *registryClient) pushImage(ctx context.Context, repo, tag string, layers []layer, cfg imageConfig) (string, error) {
-	diffIDs := make([]string, len(layers))
+	descs := make([]layerDesc, len(layers))
 	for i, l := range layers {
-		diffIDs[i] = l.diffID
 		if err := r.pushBlob(ctx, repo, l.digest, l.blob); err != nil {
 			return "", err
 		}
+		descs[i] = layerDesc{digest: l.digest, diffID: l.diffID, size: int64(len(l.blob))}
+	}
+	return r.pushManifest(ctx, repo, tag, descs, cfg)
+}
+
+// layerDesc is a layer the registry holds: the digest and size of its
+// compressed blob, the digest of its tar.
+type layerDesc struct {
+	digest, diffID string
+	size           int64
+}
+
+// pushManifest uploads the image config of cfg over layers (already in
+// the registry), then tags the manifest. It returns the manifest digest.
+func (r *registryClient) pushManifest(ctx context.Context, repo, tag string, layers []layerDesc, cfg imageConfig) (string, error) {
+	diffIDs := make([]string, len(layers))
+	for i, l := range layers {
+		diffIDs[i] = l.diffID
 	}
 	exposed := map[string]struct{}{}
 	for _, p := range cfg.Exposed {
@@ -187,7 +224,7 @@ func (r *registryClient) pushImage(ctx context.Context, repo, tag string, layers
 	}
 	type desc struct {
 		MediaType string `json:"mediaType"`
-		Size      int    `json:"size"`
+		Size      int64  `json:"size"`
 		Digest    string `json:"digest"`
 	}
 	m := struct {
@@ -196,9 +233,9 @@ func (r *registryClient) pushImage(ctx context.Context, repo, tag string, layers
 		Config        desc   `json:"config"`
 		Layers        []desc `json:"layers"`
 	}{2, "application/vnd.docker.distribution.manifest.v2+json",
-		desc{"application/vnd.docker.container.image.v1+json", len(cb), cd}, nil}
+		desc{"application/vnd.docker.container.image.v1+json", int64(len(cb)), cd}, nil}
 	for _, l := range layers {
-		m.Layers = append(m.Layers, desc{"application/vnd.docker.image.rootfs.diff.tar.gzip", len(l.blob), l.digest})
+		m.Layers = append(m.Layers, desc{"application/vnd.docker.image.rootfs.diff.tar.gzip", l.size, l.digest})
 	}
 	mb, err := json.Marshal(m)
 	if err != nil {
@@ -216,6 +253,17 @@ func (r *registryClient) pushImage(ctx context.Context, repo, tag string, layers
 		return "", fmt.Errorf("put manifest %s:%s: %s: %s", repo, tag, resp.Status, body)
 	}
 	return sha256Digest(mb), nil
+}
+
+// uniqueTestappLayer is the test app's layer with a file named after tag,
+// so that no other tag has the same layer.
+func (l *Lab) uniqueTestappLayer(ctx context.Context, tag string) (layer, error) {
+	bin, err := buildTestApp(ctx, l.Dir)
+	if err != nil {
+		return layer{}, err
+	}
+	return buildLayer(append(baseFiles(), imageFile{Path: "/testapp", Mode: 0o755, Content: bin},
+		imageFile{Path: "/release", Mode: 0o644, Content: []byte(tag + "\n")}))
 }
 
 // baseFiles are what every lab image carries besides its program.

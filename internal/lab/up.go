@@ -560,13 +560,7 @@ func (l *Lab) PushTestappVersion(ctx context.Context, tag string) error {
 }
 
 func (l *Lab) pushUniqueTestapp(ctx context.Context, tag string, env []string) error {
-	bin, err := buildTestApp(ctx, l.Dir)
-	if err != nil {
-		return err
-	}
-	files := append(baseFiles(), imageFile{Path: "/testapp", Mode: 0o755, Content: bin},
-		imageFile{Path: "/release", Mode: 0o644, Content: []byte(tag + "\n")})
-	appLayer, err := buildLayer(files)
+	appLayer, err := l.uniqueTestappLayer(ctx, tag)
 	if err != nil {
 		return err
 	}
