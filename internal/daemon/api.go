@@ -53,12 +53,22 @@ type appView struct {
 	Branch string          `json:"branch"`
 	Passes []state.Pass    `json:"passes,omitempty"`
 	Open   []state.Episode `json:"open_drift"`
+	// Prepulled are the versions pulled onto hosts ahead of their deploy,
+	// and the hosts where a pre-pull was skipped or failed (with why).
+	Prepulled []state.Prepull `json:"prepulled,omitempty"`
 }
 
 // view is a's status with its open drift and its last passes passes.
 func (d *Daemon) view(ctx context.Context, a *appRunner, passes int) appView {
 	v := appView{LoopStatus: a.loop.Status(), Repo: a.cfg.Repo, Branch: a.cfg.Branch}
 	v.Open, _ = d.store.OpenDrift(ctx, a.cfg.Name)
+	if recs, err := d.store.Prepulls(ctx, a.cfg.Name); err == nil {
+		for _, r := range recs {
+			if r.Version != v.Version {
+				v.Prepulled = append(v.Prepulled, r)
+			}
+		}
+	}
 	if passes > 0 {
 		v.Passes, _ = d.store.History(ctx, a.cfg.Name, passes)
 	}

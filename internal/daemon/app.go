@@ -34,6 +34,8 @@ type appRunner struct {
 	trust *trust
 	// prs posts pull requests' plans (nil: pull_requests not set).
 	prs *prPlanner
+	// pre pulls coming versions onto the hosts.
+	pre *prepuller
 }
 
 func (d *Daemon) newAppRunner(ac AppConfig) (*appRunner, error) {
@@ -95,6 +97,7 @@ func (d *Daemon) newAppRunner(ac AppConfig) (*appRunner, error) {
 	if r.prs, err = d.newPRPlanner(r); err != nil {
 		return nil, err
 	}
+	r.pre = &prepuller{d: d, r: r, busy: map[string]bool{}}
 	if ac.windows != nil {
 		r.loop.Window, r.loop.HealInWindows = windowState(ac.windows), ac.HealInWindows
 	}

@@ -35,6 +35,9 @@ type Config struct {
 		GitHubSecretEnv string `yaml:"github_secret_env"`
 		GitLabTokenEnv  string `yaml:"gitlab_token_env"`
 		GiteaSecretEnv  string `yaml:"gitea_secret_env"`
+		// RegistryTokenEnv names the token a registry's notifications
+		// carry ("Authorization: Bearer TOKEN") to /webhooks/registry.
+		RegistryTokenEnv string `yaml:"registry_token_env"`
 	} `yaml:"webhooks"`
 	// APITokenEnv names the environment variable holding the API token;
 	// when set, the status page, the API and /metrics require it.
@@ -264,7 +267,8 @@ func LoadConfig(path string, getenv func(string) string) (*Config, error) {
 	}
 	for _, k := range []struct{ path, env string }{
 		{"webhooks.github_secret_env", c.Webhooks.GitHubSecretEnv}, {"webhooks.gitlab_token_env", c.Webhooks.GitLabTokenEnv},
-		{"webhooks.gitea_secret_env", c.Webhooks.GiteaSecretEnv}, {"api_token_env", c.APITokenEnv},
+		{"webhooks.gitea_secret_env", c.Webhooks.GiteaSecretEnv}, {"webhooks.registry_token_env", c.Webhooks.RegistryTokenEnv},
+		{"api_token_env", c.APITokenEnv},
 	} {
 		if k.env != "" && getenv(k.env) == "" {
 			bad(k.path, "environment variable %s is not set", k.env)

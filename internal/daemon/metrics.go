@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"context"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -37,6 +38,7 @@ var (
 	descLastOK  = prometheus.NewDesc("capstan_last_successful_sync_timestamp_seconds", "Time of the last successful pass.", []string{"app"}, nil)
 	descSSH     = prometheus.NewDesc("capstan_ssh_commands_total", "SSH commands run.", []string{"app", "host"}, nil)
 	descSSHFail = prometheus.NewDesc("capstan_ssh_command_failures_total", "SSH commands that failed.", []string{"app", "host"}, nil)
+	descPrepull = prometheus.NewDesc("capstan_prepulled", "Versions pulled onto a host ahead of their deploy (1 per version).", []string{"app", "host", "version"}, nil)
 )
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
@@ -44,6 +46,7 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descLastOK
 	ch <- descSSH
 	ch <- descSSHFail
+	ch <- descPrepull
 }
 
 func (c collector) Collect(ch chan<- prometheus.Metric) {
@@ -52,6 +55,9 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descDrift, prometheus.GaugeValue, float64(len(st.Drift)), name)
 		if !st.LastSuccess.IsZero() {
 			ch <- prometheus.MustNewConstMetric(descLastOK, prometheus.GaugeValue, float64(st.LastSuccess.Unix()), name)
+		}
+		for _, p := range c.d.prepulled(context.Background(), name, st.Version) {
+			ch <- prometheus.MustNewConstMetric(descPrepull, prometheus.GaugeValue, 1, name, p.Host, p.Version)
 		}
 	}
 	c.m.pools.Range(func(k, v any) bool {

@@ -44,6 +44,7 @@ code{font-size:.85rem} .muted{color:#5f6773} pre{white-space:pre-wrap;font-size:
 last pass <span class="{{if eq .LastOutcome "failed" "invalid" "untrusted"}}bad{{else if eq .LastOutcome "partial" "waiting_image" "window_closed"}}warn{{else}}ok{{end}} outcome">{{.LastOutcome}}</span> {{ago .LastPass}}{{if .Running}} · <span class="warn">deploying…</span>{{end}}</p>
 {{with .Window}}<p class="warn window">deploy window closed: {{.Reason}}{{if not .Opens.IsZero}}; opens {{.Opens.Format "2006-01-02 15:04 MST"}}{{end}}</p>{{end}}
 {{with .Waiting}}<p class="warn waiting">waiting for <code>{{.Image}}</code> in its registry since {{ago .Since}}: {{.Reason}}</p>{{end}}
+{{if .Prepulled}}<p class="prepulled">pre-pulled: {{range $i, $p := .Prepulled}}{{if $i}}, {{end}}<code>{{$p.Version}}</code> on {{$p.Host}} <span class="{{if eq $p.Outcome "pulled" "present"}}ok{{else}}warn{{end}}">{{$p.Outcome}}</span>{{if $p.Reason}} ({{$p.Reason}}){{end}}{{end}}</p>{{end}}
 {{if .Pending}}<p class="warn pending">not yet at this revision: {{range $i, $h := .Pending}}{{if $i}}, {{end}}{{$h}}{{end}}</p>{{end}}
 {{if .LastError}}<pre class="bad">{{.LastError}}</pre>{{end}}
 <table><tr><th>host</th><th>state</th></tr>

@@ -55,6 +55,8 @@ func (d *Daemon) routes() http.Handler {
 	mux.HandleFunc("POST /webhooks/github", d.webhook("github", reads))
 	mux.HandleFunc("POST /webhooks/gitlab", d.webhook("gitlab", reads))
 	mux.HandleFunc("POST /webhooks/gitea", d.webhook("gitea", reads))
+	mux.HandleFunc("POST /webhooks/registry", d.registryWebhook(reads))
+	mux.Handle("POST /api/v1/apps/{app}/prepull", d.private(http.HandlerFunc(d.apiPrepull), false, ScopeSync))
 	mux.Handle("POST /api/v1/apps/{app}/sync", d.private(http.HandlerFunc(d.apiSync), false, ScopeSync))
 	mux.Handle("GET /api/v1/apps", api(d.apiApps))
 	mux.Handle("GET /api/v1/apps/{app}", api(d.apiApp))
@@ -185,7 +187,7 @@ func sender(kind, login string) string {
 // when none is set.
 func (d *Daemon) webhookSecret(kind string) []byte {
 	wh := d.cfg.Webhooks
-	name := map[string]string{"github": wh.GitHubSecretEnv, "gitlab": wh.GitLabTokenEnv, "gitea": wh.GiteaSecretEnv}[kind]
+	name := map[string]string{"github": wh.GitHubSecretEnv, "gitlab": wh.GitLabTokenEnv, "gitea": wh.GiteaSecretEnv, "registry": wh.RegistryTokenEnv}[kind]
 	if name == "" {
 		return nil
 	}

@@ -93,7 +93,7 @@ func TestTrust_ModeAll(t *testing.T) {
 	c3 := commit("signed on top", true)
 	for _, c := range []struct {
 		mode, base, head string
-		refused         string // "" = trusted
+		refused          string // "" = trusted
 	}{
 		{VerifyHead, c1, c3, ""},
 		{VerifyHead, c1, c2, "unsigned"},
