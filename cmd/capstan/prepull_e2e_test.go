@@ -1,0 +1,131 @@
+package main
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// pushWebhook tells the daemon, as GitHub would, that the branch moved to
+// sha.
+func (d *serveProc) pushWebhook(sha string) {
+	d.t.Helper()
+	body := []byte(fmt.Sprintf(`{"ref":"refs/heads/main","after":%q,"repository":{"clone_url":%q},"sender":{"login":"ada"}}`, sha, d.repo))
+	mac := hmac.New(sha256.New, []byte("gh-secret"))
+	mac.Write(body)
+	if code := d.post("/webhooks/github", body, map[string]string{"X-Hub-Signature-256": "sha256=" + hex.EncodeToString(mac.Sum(nil))}); code != http.StatusOK {
+		d.t.Fatalf("push webhook: %d", code)
+	}
+}
+
+// prepulled returns the daemon's pre-pull records of testapp.
+func (d *serveProc) prepulled() []map[string]any {
+	var v struct {
+		Prepulled []map[string]any `json:"prepulled"`
+	}
+	_, body := d.get("/api/v1/apps/testapp", "Bearer "+d.token)
+	_ = json.Unmarshal(body, &v)
+	return v.Prepulled
+}
+
+// pullSteps returns the pull steps of the last pass that deployed version.
+func (d *serveProc) pullSteps(version string) []string {
+	var passes []struct {
+		Version string
+		Steps   []struct{ Host, Step string }
+	}
+	_, body := d.get("/api/v1/apps/testapp/history", "Bearer "+d.token)
+	_ = json.Unmarshal(body, &passes)
+	for _, p := range passes {
+		if p.Version != version {
+			continue
+		}
+		var out []string
+		for _, s := range p.Steps {
+			if strings.HasPrefix(s.Step, "pull") {
+				out = append(out, s.Host+": "+s.Step)
+			}
+		}
+		if len(out) > 0 {
+			return out
+		}
+	}
+	return nil
+}
+
+// TestE2EPrepull_BigImage: a ~315 MB image in 11 layers of random data.
+// Asked by CI (POST …/prepull) before the commit lands, it is pulled onto
+// every host; the commit then deploys without pulling (every pull step
+// "present"). The same deploy of another big tag not pre-pulled pulls. The
+// figures (commit → all web hosts serve it, by webhook) are logged next to
+// a small image's; under load, 0 failed requests.
+func TestE2EPrepull_BigImage(t *testing.T) {
+	l, w, d, _ := truthLab(t, serveOpts{poll: "30s"})
+	ctx := context.Background()
+	for _, tag := range []string{"big1", "big2"} {
+		began := time.Now()
+		if err := l.PushBigTestapp(ctx, tag); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("pushed %s to the lab registry in %s", tag, time.Since(began).Round(time.Millisecond))
+	}
+	ld := startLoad(webAddrs)
+	deploy := func(version string) time.Duration {
+		t.Helper()
+		sha := w.commit(deployYML(t, version), version)
+		d.pushWebhook(sha)
+		took := waitServing(t, version, 5*time.Minute)
+		d.waitIdle("succeeded")
+		return took
+	}
+	small := deploy("v2")
+
+	if code := d.post("/api/v1/apps/testapp/prepull?version=big1", nil, map[string]string{"Authorization": "Bearer " + d.token}); code != http.StatusAccepted {
+		t.Fatalf("prepull: %d", code)
+	}
+	began := time.Now()
+	waitFor(t, 5*time.Minute, "big1 pre-pulled on every host", func() bool {
+		n := 0
+		for _, p := range d.prepulled() {
+			if p["version"] == "big1" && p["outcome"] == "pulled" {
+				n++
+			}
+		}
+		return n == 3
+	})
+	t.Logf("big1 pre-pulled on 3 hosts in %s", time.Since(began).Round(time.Millisecond))
+	for _, addr := range webAddrs {
+		if got := get(t, addr); !strings.HasPrefix(got, "v2 ") {
+			t.Fatalf("%s serves %q after a pre-pull: it must not deploy", addr, got)
+		}
+	}
+	prepulled := deploy("big1")
+	cold := deploy("big2")
+	for version, want := range map[string]string{"big1": "present", "big2": "pulled"} {
+		steps := d.pullSteps(version)
+		if len(steps) != 3 {
+			t.Errorf("%s: pull steps %q, want one per host", version, steps)
+		}
+		for _, s := range steps {
+			if !strings.Contains(s, want) {
+				t.Errorf("%s: %q, want the pull %s", version, s, want)
+			}
+		}
+	}
+	for _, p := range d.prepulled() {
+		if p["version"] == "big1" {
+			t.Errorf("big1 still listed as pre-pulled after its deploy: %v", p)
+		}
+	}
+	t.Logf("commit (webhook) → all web hosts serve it: small image %s; 315 MB image pre-pulled %s (%.2f× small); not pre-pulled %s (%.2f× small)",
+		small.Round(time.Millisecond), prepulled.Round(time.Millisecond), prepulled.Seconds()/small.Seconds(),
+		cold.Round(time.Millisecond), cold.Seconds()/small.Seconds())
+	ld.finish(t, "a small deploy, a pre-pulled big one, a cold big one")
+}
