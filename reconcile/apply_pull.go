@@ -45,9 +45,12 @@ func (r *applyRun) pullOn(ctx context.Context, hps []*HostPlan) {
 // not that digest) check, when needKiB is above 0, that the Docker data
 // root has that many KiB free (else print "short" and the free KiB and the
 // directory, and stop); log in with the password on stdin when a user is
-// given, pull, and inspect again. It prints "present" or "pulled" and then
-// the inspect line.
-const pullScript = `img=$1 fmt=$2 digest=$3 server=$4 user=$5 need=${6:-0}
+// given, pull, and inspect again; with warm=1, create (never start) and
+// remove a container of the image, so that the deploy's first create of a
+// fresh image does not pay Docker's setup of its layers (0.8-3.5 s for a
+// 315 MB image in the lab; 40 ms after). It prints "present" or "pulled"
+// and then the inspect line.
+const pullScript = `img=$1 fmt=$2 digest=$3 server=$4 user=$5 need=${6:-0} warm=${7:-0}
 if out=$(docker image inspect --format "$fmt" "$img" 2>/dev/null) && { [ -z "$digest" ] || case $out in *"$digest"*) true;; *) false;; esac; }; then
   echo present; echo "$out"; exit 0
 fi
@@ -63,6 +66,9 @@ else
   cat >/dev/null
 fi
 docker pull --quiet "$img" >/dev/null || exit $?
+if [ "$warm" = 1 ] && id=$(docker create --entrypoint /capstan-warm --label capstan.warm=1 "$img" 2>/dev/null); then
+  docker rm "$id" >/dev/null 2>&1
+fi
 echo pulled
 docker image inspect --format "$fmt" "$img"`
 
@@ -70,7 +76,7 @@ docker image inspect --format "$fmt" "$img"`
 // audit line of a pull, as Kamal does.
 func (r *applyRun) pull(ctx context.Context, host string) (string, error) {
 	a := r.a
-	how, err := r.pullImage(ctx, host, a.Config.Image(), a.ImageDigest, 0)
+	how, err := r.pullImage(ctx, host, a.Config.Image(), a.ImageDigest, 0, false)
 	if err == nil && how == "pulled" {
 		r.audit(ctx, host, "", "Pulled image with version "+a.Config.Version.Name())
 	}
@@ -80,9 +86,10 @@ func (r *applyRun) pull(ctx context.Context, host string) (string, error) {
 // pullImage makes sure host has img in one round trip: "present" when it
 // already has it (with digest, the registry's, when known); else, with
 // needKiB above 0, a *spaceError when the Docker data root has less than
-// that free; else log in and pull: "pulled". Then check the service label,
-// as Kamal does. It writes no audit line.
-func (r *applyRun) pullImage(ctx context.Context, host, img, digest string, needKiB int64) (string, error) {
+// that free; else log in and pull: "pulled" (and, with warm, readied for
+// a fast first create: pullScript). Then check the service label, as
+// Kamal does. It writes no audit line.
+func (r *applyRun) pullImage(ctx context.Context, host, img, digest string, needKiB int64, warm bool) (string, error) {
 	a := r.a
 	labelled := func(how, label string) (string, error) {
 		if label != a.Config.Service {
@@ -102,7 +109,7 @@ func (r *applyRun) pullImage(ctx context.Context, host, img, digest string, need
 	// The API pulls only with credentials from deploy.yml: without them the
 	// docker CLI may still use those in the host's ~/.docker/config.json.
 	// The free space is read by the script only.
-	if known && user != "" && needKiB <= 0 {
+	if known && user != "" && needKiB <= 0 && !warm {
 		auth := registryAuth(server, user, reg.Password.Reveal())
 		if handled, err := r.viaAPI(ctx, host, func(d *dockerAPI) error { return d.pull(ctx, host, img, auth) }); handled {
 			if err != nil {
@@ -113,7 +120,7 @@ func (r *applyRun) pullImage(ctx context.Context, host, img, digest string, need
 			}
 		}
 	}
-	argv := []string{"sh", "-c", pullScript, "sh", img, `{{json .RepoDigests}}|{{index .Config.Labels "service"}}`, digest, server, user, strconv.FormatInt(max(needKiB, 0), 10)}
+	argv := []string{"sh", "-c", pullScript, "sh", img, `{{json .RepoDigests}}|{{index .Config.Labels "service"}}`, digest, server, user, strconv.FormatInt(max(needKiB, 0), 10), map[bool]string{false: "0", true: "1"}[warm]}
 	out, err := a.SSH.Run(ctx, host, argv, strings.NewReader(reg.Password.Reveal()))
 	if err != nil {
 		return "", pullError(img, err)

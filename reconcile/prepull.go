@@ -179,7 +179,7 @@ func (r *applyRun) prepullHost(ctx context.Context, host, ref, digest string, ev
 			return fail(fmt.Errorf("evict on %s: %w", host, err))
 		}
 	}
-	how, err := r.pullImage(ctx, host, ref, digest, needKiB)
+	how, err := r.pullImage(ctx, host, ref, digest, needKiB, true)
 	var se *spaceError
 	switch {
 	case errors.As(err, &se):

@@ -51,6 +51,8 @@ image)
 info) cat "$st/root" ;;
 ps) eval "f=\${$#}"; cat "$st/used/$(key "${f#ancestor=}")" 2>/dev/null; exit 0 ;;
 login) cat > "$st/login.stdin" ;;
+create) echo c0ffee ;;
+rm) [ "$2" = c0ffee ] || exit 1 ;;
 pull)
   [ -f "$st/pullfail" ] && { cat "$st/pullfail" >&2; exit 1; }
   ref=$3
@@ -205,10 +207,22 @@ func TestPrepull_PullsOnRoleHostsOnly(t *testing.T) {
 			t.Errorf("a pre-pull ran %q", run)
 		}
 	}
-	for _, line := range h.docker("10.0.0.1") {
-		if f := strings.Fields(line); len(f) > 0 && !slices.Contains([]string{"image", "info", "login", "pull"}, f[0]) {
+	// The image is readied by a container created and removed at once
+	// (never started, never the app's: no service label).
+	lines := h.docker("10.0.0.1")
+	for i, line := range lines {
+		f := strings.Fields(line)
+		switch {
+		case len(f) > 0 && f[0] == "create":
+			if line != "create --entrypoint /capstan-warm --label capstan.warm=1 "+ref || i+1 >= len(lines) || lines[i+1] != "rm c0ffee" {
+				t.Errorf("a pre-pull ran docker %s, then %q", line, lines[min(i+1, len(lines)-1)])
+			}
+		case len(f) > 0 && !slices.Contains([]string{"image", "info", "login", "pull", "rm"}, f[0]):
 			t.Errorf("a pre-pull ran docker %s", line)
 		}
+	}
+	if !slices.Contains(lines, "rm c0ffee") {
+		t.Errorf("the pre-pull did not ready the image with a created and removed container: %q", lines)
 	}
 }
 
@@ -440,7 +454,7 @@ func TestPrepull_APIHostPullsWithTheScript(t *testing.T) {
 		t.Errorf("API calls %q, want %q", *calls, want)
 	}
 	r := newApplyRun(a, &Plan{Version: "v1"})
-	if _, err := r.pullImage(context.Background(), "10.0.0.1", ref, "", 0); err != nil {
+	if _, err := r.pullImage(context.Background(), "10.0.0.1", ref, "", 0, false); err != nil {
 		t.Fatal(err)
 	}
 	if !slices.Contains(*calls, "POST /images/create?fromImage=10.231.0.1%3A5000%2Ftestapp&tag=v2") {

@@ -76,6 +76,11 @@ func TestE2EPrepull_BigImage(t *testing.T) {
 		}
 		t.Logf("pushed %s to the lab registry in %s", tag, time.Since(began).Round(time.Millisecond))
 	}
+	// A run before this one may have left the big images on the hosts.
+	a := &e2eApp{t: t, l: l}
+	for i := range l.Hosts {
+		a.sh(i, fmt.Sprintf("docker image rm -f %[1]s/testapp:big1 %[1]s/testapp:big2 >/dev/null 2>&1; true", l.RegistryAddr))
+	}
 	ld := startLoad(webAddrs)
 	deploy := func(version string) time.Duration {
 		t.Helper()

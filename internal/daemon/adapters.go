@@ -124,16 +124,19 @@ func (s stateRecorder) SyncDrift(ctx context.Context, app string, scope []reconc
 
 // loopNotifier adapts notify to the loop and counts deploys.
 type loopNotifier struct {
-	n    *notify.Notifier
-	repo string
-	env  string
-	m    *metrics
+	n     *notify.Notifier
+	repo  string
+	env   string
+	m     *metrics
+	store *state.Store
 }
 
 func (l loopNotifier) Notify(e reconcile.Event) {
 	switch e.Kind {
 	case "deploy_succeeded":
 		l.m.deploys.WithLabelValues(e.App, "succeeded").Inc()
+		// A version deployed is no longer ahead: its pre-pull is done.
+		_ = l.store.ForgetPrepull(context.Background(), e.App, e.Version)
 	case "deploy_failed":
 		l.m.deploys.WithLabelValues(e.App, "failed").Inc()
 	}

@@ -76,7 +76,7 @@ func (d *Daemon) newAppRunner(ac AppConfig) (*appRunner, error) {
 		Image:  d.imageCheck(log),
 		Record: stateRecorder{store: d.store},
 		Jobs:   stateRecorder{store: d.store},
-		Notify: loopNotifier{n: d.notif, repo: ac.Repo, env: ac.Destination, m: d.metrics},
+		Notify: loopNotifier{n: d.notif, repo: ac.Repo, env: ac.Destination, m: d.metrics, store: d.store},
 		Log:    d.log,
 		Poll:   time.Duration(ac.Poll),
 		Sweep:  ac.schedule.Next,
