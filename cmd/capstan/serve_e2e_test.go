@@ -136,7 +136,7 @@ type serveProc struct {
 	pastLogs string
 	// baseCfg is capstan.yml as first written (restartWith edits a copy).
 	baseCfg []byte
-	exited   chan struct{}
+	exited  chan struct{}
 }
 
 type serveOpts struct {
