@@ -106,6 +106,20 @@ func (g *gitWork) commit(deployYML, msg string) string {
 	return g.git("rev-parse", "HEAD")
 }
 
+// sshRemote makes a bare repository on the first lab host, reached over
+// SSH as root (its sshd, the lab's identity and known_hosts), and a work
+// clone pushing to it.
+func sshRemote(t *testing.T, l *lab.Lab) (repo string, w *gitWork) {
+	t.Helper()
+	(&e2eApp{t: t, l: l}).sh(0, "rm -rf /root/app.git && git init -q --bare -b main /root/app.git")
+	w = &gitWork{t: t, dir: t.TempDir(), env: append(gitEnv(),
+		"GIT_SSH_COMMAND=ssh -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile="+l.KnownHosts+" -i "+l.Identity)}
+	w.git("init", "-q", "-b", "main", ".")
+	repo = "ssh://root@" + l.Hosts[0].Addr + "/root/app.git"
+	w.git("remote", "add", "origin", repo)
+	return repo, w
+}
+
 func gitEnv() []string {
 	return []string{"GIT_AUTHOR_NAME=Ada", "GIT_AUTHOR_EMAIL=ada@example.com", "GIT_COMMITTER_NAME=Ada",
 		"GIT_COMMITTER_EMAIL=ada@example.com", "GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL=/dev/null"}
@@ -607,12 +621,7 @@ func TestE2EServe_SSHRepoLateImageKillAndUnreachableApp(t *testing.T) {
 		t.Fatal(err)
 	}
 	a := &e2eApp{t: t, l: l}
-	a.sh(0, "rm -rf /root/app.git && git init -q --bare -b main /root/app.git")
-	w := &gitWork{t: t, dir: t.TempDir(), env: append(gitEnv(),
-		"GIT_SSH_COMMAND=ssh -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile="+l.KnownHosts+" -i "+l.Identity)}
-	w.git("init", "-q", "-b", "main", ".")
-	repo := "ssh://root@" + l.Hosts[0].Addr + "/root/app.git"
-	w.git("remote", "add", "origin", repo)
+	repo, w := sshRemote(t, l)
 	w.commit(deployYML(t, "v1"), "v1")
 	other := `  - name: other
     repo: ` + repo + `

@@ -74,13 +74,11 @@ func TestE2ETrust_OnlySignedCommitsDeploy(t *testing.T) {
 		}
 	}
 	writeAllowed(ada)
-	bare, w := localRemote(t)
+	repo, w := sshRemote(t, l) // real git over SSH
 	signWith(w, ada)
 	w.commit(deployYML(t, "v1"), "v1")
-	srv := gitHTTP(t, filepath.Dir(bare))
-	t.Cleanup(srv.Close)
 	alerts := newAlertSink(t)
-	d := startServe(t, l, serveOpts{repo: srv.URL + "/app.git", alertURL: alerts.URL, poll: "1s",
+	d := startServe(t, l, serveOpts{repo: repo, sshKey: l.Identity, knownHosts: l.KnownHosts, alertURL: alerts.URL, poll: "1s",
 		appExtra: "    verify: {mode: head, ssh_allowed_signers: " + allowed + "}\n"})
 	waitServing(t, "v1", 90*time.Second)
 	d.waitIdle("succeeded")
