@@ -8,9 +8,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/capstan-dev/capstan/internal/lab"
 )
 
 // pushWebhook tells the daemon, as GitHub would, that the branch moved to
@@ -132,5 +136,61 @@ func TestE2EPrepull_BigImage(t *testing.T) {
 	t.Logf("commit (webhook) → all web hosts serve it: small image %s; 315 MB image pre-pulled %s (%.2f× small); not pre-pulled %s (%.2f× small)",
 		small.Round(time.Millisecond), prepulled.Round(time.Millisecond), prepulled.Seconds()/small.Seconds(),
 		cold.Round(time.Millisecond), cold.Seconds()/small.Seconds())
+	floorSmall, floorBig := floorRun(t, l, 0, l.RegistryAddr+"/testapp:v2"), floorRun(t, l, 0, l.RegistryAddr+"/testapp:big2")
 	ld.finish(t, "a small deploy, a pre-pulled big one, a cold big one")
+	benchReport(t, "Pre-pull: commit → all web hosts switched, with a 315 MB image (`TestE2EPrepull_BigImage`)",
+		"Three lab hosts (2 web behind HAProxy, 1 worker), traffic running, the commit announced by a push webhook. "+
+			"Floor: a bare `docker run` of the image (present) on the `kamal` network until `/up` answers, on a web host, in the same run.",
+		[][]string{
+			{"small image (6 MB, pulled during the deploy)", small.Round(time.Millisecond).String(), "1.00×", fmt.Sprintf("%.2f×", small.Seconds()/floorSmall.Seconds())},
+			{"315 MB image, pre-pulled (`POST …/prepull`)", prepulled.Round(time.Millisecond).String(), fmt.Sprintf("%.2f×", prepulled.Seconds()/small.Seconds()), fmt.Sprintf("%.2f×", prepulled.Seconds()/floorBig.Seconds())},
+			{"315 MB image, not pre-pulled", cold.Round(time.Millisecond).String(), fmt.Sprintf("%.2f×", cold.Seconds()/small.Seconds()), fmt.Sprintf("%.2f×", cold.Seconds()/floorBig.Seconds())},
+			{"floor: `docker run` until `/up`, small image", floorSmall.Round(time.Millisecond).String(), "", ""},
+			{"floor: `docker run` until `/up`, 315 MB image", floorBig.Round(time.Millisecond).String(), "", ""},
+		}, []string{"deploy", "commit → switched", "vs the small image", "vs its floor"})
+}
+
+// floorRun is the floor of a switch on lab host i: a bare `docker run` of
+// image (present on the host) on the kamal network until its /up answers,
+// timed on the host itself.
+func floorRun(t *testing.T, l *lab.Lab, i int, image string) time.Duration {
+	t.Helper()
+	script := `s=$(date +%s%N); id=$(docker run -d --network kamal -e APP_VERSION=floor "$1") || exit 1
+ip=$(docker inspect -f '{{(index .NetworkSettings.Networks "kamal").IPAddress}}' "$id")
+n=0; until curl -fsS -m 1 "http://$ip:3000/up" >/dev/null 2>&1; do n=$((n+1)); [ $n -gt 1000 ] && exit 1; sleep 0.01; done
+e=$(date +%s%N); docker rm -f "$id" >/dev/null; echo $(( (e-s)/1000000 ))`
+	out, err := l.Exec(context.Background(), i, "sh", "-c", script, "sh", image)
+	if err != nil {
+		t.Fatalf("floor run of %s: %v\n%s", image, err, out)
+	}
+	ms, err := strconv.Atoi(strings.TrimSpace(out))
+	if err != nil {
+		t.Fatalf("floor run of %s: %q", image, out)
+	}
+	return time.Duration(ms) * time.Millisecond
+}
+
+// benchReport appends a table of figures to the file CAPSTAN_BENCH_REPORT
+// names (.ci/bench writes docs/benchmarks.md with it); without it, the
+// figures are only logged.
+func benchReport(t *testing.T, title, how string, rows [][]string, header []string) {
+	t.Helper()
+	var b strings.Builder
+	fmt.Fprintf(&b, "\n### %s\n\n%s\n\n| %s |\n|%s\n", title, how, strings.Join(header, " | "), strings.Repeat("---|", len(header)))
+	for _, r := range rows {
+		fmt.Fprintf(&b, "| %s |\n", strings.Join(r, " | "))
+	}
+	t.Log(b.String())
+	path := os.Getenv("CAPSTAN_BENCH_REPORT")
+	if path == "" {
+		return
+	}
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString(b.String()); err != nil {
+		t.Fatal(err)
+	}
 }
