@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/cgi"
 	"net/http/httptest"
@@ -20,6 +19,7 @@ import (
 	"time"
 
 	"github.com/capstan-dev/capstan/internal/lab"
+	"github.com/capstan-dev/capstan/internal/testport"
 )
 
 // syncBuffer collects a subprocess's output safely.
@@ -169,12 +169,7 @@ type serveOpts struct {
 func startServe(t *testing.T, l *lab.Lab, o serveOpts) *serveProc {
 	t.Helper()
 	dir := t.TempDir()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := testport.Addr(t)
 	if o.poll == "" {
 		o.poll = "60s"
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -18,6 +17,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/capstan-dev/capstan/internal/lab"
+	"github.com/capstan-dev/capstan/internal/testport"
 )
 
 // alertSink receives capstan's webhook alerts.
@@ -287,12 +287,7 @@ func extraRegistry(t *testing.T, auth bool) string {
 		t.Fatal(err)
 	}
 	_ = os.WriteFile(filepath.Join(dir, "htpasswd"), []byte("lab:"+string(hash)+"\n"), 0o600)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := testport.Addr(t)
 	cfg := fmt.Sprintf("version: 0.1\nlog: {level: error}\nstorage: {filesystem: {rootdirectory: %s}}\nhttp: {addr: %s}\n", filepath.Join(dir, "data"), addr)
 	want := http.StatusOK
 	if auth {

@@ -72,6 +72,8 @@ var rules = []rule{
 	{from: "internal/forge", to: "state", tests: true, why: "adapters never import each other"},
 	{from: "reconcile", to: "internal/forge", why: "reconcile declares interfaces; only cmd and internal/daemon wire the forge client"},
 	{from: "internal/httpjson", to: "", tests: true, why: "the HTTP JSON helper is a leaf"},
+	{from: "", to: "internal/testport", why: "free ports are for tests only"},
+	{from: "internal/testport", to: "", tests: true, why: "the test port helper is a leaf"},
 }
 
 func TestImportRules(t *testing.T) {

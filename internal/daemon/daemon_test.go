@@ -21,6 +21,7 @@ import (
 	"github.com/capstan-dev/capstan/hostexec"
 	"github.com/capstan-dev/capstan/internal/notify"
 	"github.com/capstan-dev/capstan/internal/redact"
+	"github.com/capstan-dev/capstan/internal/testport"
 	"github.com/capstan-dev/capstan/reconcile"
 	"github.com/capstan-dev/capstan/reconcile/kamal"
 	"github.com/capstan-dev/capstan/state"
@@ -141,15 +142,7 @@ func TestDaemon_AlertsPassesAKilledProcessLeftRunning(t *testing.T) {
 }
 
 // freeAddr returns a loopback address nothing listens on.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
+func freeAddr(t *testing.T) string { return testport.Addr(t) }
 
 // do sends a request to h and returns the status and body.
 func do(t *testing.T, h http.Handler, method, path string, body io.Reader, header map[string]string) (int, string) {

@@ -3,6 +3,7 @@ package daemon
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/capstan-dev/capstan/reconcile"
 	"github.com/capstan-dev/capstan/reconcile/kamal"
@@ -39,15 +40,25 @@ api_tokens:
 		}
 	}
 	r := d.apps["demo"]
+	for idle := false; !idle; { // the queued pre-pull finds nothing loaded and ends
+		r.pre.mu.Lock()
+		idle = len(r.pre.busy) == 0
+		r.pre.mu.Unlock()
+		time.Sleep(time.Millisecond)
+	}
 	for _, c := range []struct{ repo, want string }{
 		{"registry.example.com/acme/demo", "acme/demo"}, {"localhost:5000/demo", "demo"}, {"acme/demo", "acme/demo"}, {"10.0.0.1:5000/x/y", "x/y"},
 	} {
+		r.mu.Lock()
 		r.last = &reconcile.App{Config: &kamal.Config{Repository: c.repo}}
+		r.mu.Unlock()
 		if got := r.imageRepository(); got != c.want {
 			t.Errorf("imageRepository of %s = %q, want %q", c.repo, got, c.want)
 		}
 	}
+	r.mu.Lock()
 	r.last = nil
+	r.mu.Unlock()
 }
 
 // TestPrepull_Bound: at most DefaultPrepullKeep versions stay ahead of
