@@ -83,3 +83,32 @@ func TestLoop_ClosedWindowHoldsTheDeploy(t *testing.T) {
 		t.Errorf("the override was held: window %+v, changes %v", st.Window, h.changes)
 	}
 }
+
+// TestLoop_SelfHealWaitsForTheWindow: a drift sweep with self-heal on
+// records the drift but heals nothing while the window is closed, unless
+// HealInWindows.
+func TestLoop_SelfHealWaitsForTheWindow(t *testing.T) {
+	for _, healInWindows := range []bool{false, true} {
+		l, h, _, ev := newTestLoop(t)
+		ctx := context.Background()
+		if err := l.SyncNow(ctx, TriggerStartup, false); err != nil { // lastGood
+			t.Fatal(err)
+		}
+		h.set(func() { // stopped by hand
+			c := h.containers["10.0.0.1"][1]
+			c.State, c.Status = "exited", "Exited (0) 1 second ago"
+			h.containers["10.0.0.1"][1] = c
+		})
+		l.SelfHeal = func(*App) bool { return true }
+		l.Window = func(time.Time) WindowState { return WindowState{Reason: "inside deny window"} }
+		l.HealInWindows = healInWindows
+		l.init()
+		l.sweep(ctx, l.Log)
+		if n := ev.count("drift_opened", DriftStopped); n != 1 {
+			t.Errorf("heal_in_windows %v: %d drift_opened alerts, want 1", healInWindows, n)
+		}
+		if healed := len(h.changes) > 0; healed != healInWindows {
+			t.Errorf("heal_in_windows %v: healed %v (changes %v)", healInWindows, healed, h.changes)
+		}
+	}
+}
