@@ -154,7 +154,7 @@ func TestE2EPrepull_BigImage(t *testing.T) {
 // floorRun is the floor of a switch on lab host i: a bare `docker run` of
 // image (present on the host) on the kamal network until its /up answers,
 // timed on the host itself; the median of three.
-func floorRun(t *testing.T, l *lab.Lab, i int, image string) time.Duration {
+func floorRun(t testing.TB, l *lab.Lab, i int, image string) time.Duration {
 	t.Helper()
 	var runs []time.Duration
 	for range 3 {
@@ -164,7 +164,7 @@ func floorRun(t *testing.T, l *lab.Lab, i int, image string) time.Duration {
 	return runs[1]
 }
 
-func floorOnce(t *testing.T, l *lab.Lab, i int, image string) time.Duration {
+func floorOnce(t testing.TB, l *lab.Lab, i int, image string) time.Duration {
 	t.Helper()
 	script := `s=$(date +%s%N); id=$(docker run -d --network kamal -e APP_VERSION=floor "$1") || exit 1
 ip=$(docker inspect -f '{{(index .NetworkSettings.Networks "kamal").IPAddress}}' "$id")
@@ -184,7 +184,7 @@ e=$(date +%s%N); docker rm -f "$id" >/dev/null; echo $(( (e-s)/1000000 ))`
 // benchReport appends a table of figures to the file CAPSTAN_BENCH_REPORT
 // names (.ci/bench writes docs/benchmarks.md with it); without it, the
 // figures are only logged.
-func benchReport(t *testing.T, title, how string, rows [][]string, header []string) {
+func benchReport(t testing.TB, title, how string, rows [][]string, header []string) {
 	t.Helper()
 	var b strings.Builder
 	fmt.Fprintf(&b, "\n### %s\n\n%s\n\n| %s |\n|%s\n", title, how, strings.Join(header, " | "), strings.Repeat("---|", len(header)))
