@@ -195,11 +195,7 @@ func newApp(e *env, cfg *kamal.Config, pool *hostexec.Pool, red *redact.Redactor
 		drv, err = haproxy.New(hosts, hosts, haproxy.Settings{Image: h.Image, ConfigDir: h.ConfigDir, SocketDir: h.SocketDir, HTTPPort: h.HTTPPort, Logger: e.log})
 		a.ProxyContainer = haproxy.DefaultContainer
 	default:
-		var kp *kamalproxy.Driver
-		if kp, err = kamalproxy.New(hosts, kamalProxySettings(cfg)); err == nil {
-			kp.ProbeFirst(hosts)
-		}
-		drv = kp
+		drv, err = kamalproxy.New(hosts, kamalProxySettings(cfg))
 		a.ProxyContainer = kamalproxy.DefaultContainer
 	}
 	if err != nil {

@@ -7,7 +7,7 @@
 // The pieces: Render writes the configuration (including the live servers,
 // so a restart comes back routing right); Client speaks the runtime API over
 // any DialFunc (an SSH direct-streamlocal channel in production, a unix
-// socket in tests); proxy.Probe and proxy.WaitHealthy check a new container over any
+// socket in tests); Probe and WaitHealthy check a new container over any
 // DialFunc; Driver ties them into a proxy.Driver.
 package haproxy
 

@@ -501,7 +501,7 @@ func (d *Driver) Switch(ctx context.Context, host string, route proxy.Route, fro
 	log := d.s.Logger.With("host", host, "route", name, "to", to.Container)
 
 	dial := func(ctx context.Context) (net.Conn, error) { return d.dialer.Dial(ctx, host, "tcp", addr.String()) }
-	if err := proxy.WaitHealthy(ctx, dial, addr.String(), opt.HealthCheck, opt.DeployTimeout); err != nil {
+	if err := WaitHealthy(ctx, dial, addr.String(), opt.HealthCheck, opt.DeployTimeout); err != nil {
 		return fail(err)
 	}
 

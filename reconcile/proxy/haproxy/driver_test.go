@@ -303,16 +303,16 @@ func TestProbe(t *testing.T) {
 		return d.DialContext(ctx, "tcp", addr)
 	}
 	ctx := context.Background()
-	if err := proxy.Probe(ctx, dial, addr, "/redirect"); !errors.Is(err, proxy.ErrUnhealthy) {
+	if err := Probe(ctx, dial, addr, "/redirect"); !errors.Is(err, proxy.ErrUnhealthy) {
 		t.Errorf("redirect: %v", err)
 	}
-	if err := proxy.Probe(ctx, dial, addr, "/missing"); !errors.Is(err, proxy.ErrUnhealthy) {
+	if err := Probe(ctx, dial, addr, "/missing"); !errors.Is(err, proxy.ErrUnhealthy) {
 		t.Errorf("404: %v", err)
 	}
 	hits = 0
 	start := time.Now()
 	hc := proxy.HealthCheck{Path: "/up", Interval: 50 * time.Millisecond, Timeout: time.Second}
-	if err := proxy.WaitHealthy(ctx, dial, addr, hc, 2*time.Second); err != nil {
+	if err := WaitHealthy(ctx, dial, addr, hc, 2*time.Second); err != nil {
 		t.Fatalf("WaitHealthy: %v", err)
 	}
 	// Probes at once, after 20 ms, then after 40 ms (doubling up to the
@@ -321,7 +321,7 @@ func TestProbe(t *testing.T) {
 		t.Errorf("healthy after %d probes in %s, want the third after 20+40 ms of backoff", hits, time.Since(start))
 	}
 	refused := func(ctx context.Context) (net.Conn, error) { return nil, errors.New("connection refused") }
-	err := proxy.WaitHealthy(ctx, refused, addr, hc, 200*time.Millisecond)
+	err := WaitHealthy(ctx, refused, addr, hc, 200*time.Millisecond)
 	if !errors.Is(err, proxy.ErrUnhealthy) {
 		t.Errorf("refused: %v", err)
 	}

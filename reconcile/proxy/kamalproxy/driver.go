@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -20,9 +18,6 @@ import (
 type Driver struct {
 	runner   proxy.Runner
 	settings Settings
-	// dialer, when set, reaches new containers from the host, so Switch
-	// probes them before it calls deploy (ProbeFirst).
-	dialer proxy.Dialer
 }
 
 var _ proxy.Driver = (*Driver)(nil)
@@ -106,34 +101,15 @@ func parseVersion(s string) ([]int, bool) {
 	return v, true
 }
 
-// ProbeFirst makes Switch probe the new container itself, over dialer
-// from host, before it calls `kamal-proxy deploy`. kamal-proxy probes a new
-// target at once and then only every health-check interval (1 s by
-// default): a container that is not up yet at the first probe costs up to
-// a whole interval. Probed first, the deploy's first probe passes. The
-// probe is the proxy's: the same path, timeouts and Host (the target's
-// container:port, as kamal-proxy sends it).
-func (d *Driver) ProbeFirst(dialer proxy.Dialer) { d.dialer = dialer }
-
 // Switch runs `kamal-proxy deploy` for route with target to. kamal-proxy
 // health-checks to, swaps it in and drains the old target before the call
 // returns; from is not needed. A failed health check wraps
 // proxy.ErrUnhealthy (traffic did not move), other failures
-// proxy.ErrProxy. With ProbeFirst, a target that never answers its health
-// check within the deploy timeout fails the same way without a deploy
-// call: kamal-proxy is never told about it.
+// proxy.ErrProxy.
 func (d *Driver) Switch(ctx context.Context, host string, route proxy.Route, from, to proxy.Target) error {
 	argv, err := DeployArgs(d.settings, route, to)
 	if err != nil {
 		return fmt.Errorf("switch %s on %s: %w", route.Name(), host, err)
-	}
-	if d.dialer != nil && to.IP.IsValid() {
-		addr := netip.AddrPortFrom(to.IP, uint16(to.Port)).String()
-		dial := func(ctx context.Context) (net.Conn, error) { return d.dialer.Dial(ctx, host, "tcp", addr) }
-		opt := route.Options.WithDefaults()
-		if err := proxy.WaitHealthy(ctx, dial, to.String(), opt.HealthCheck, opt.DeployTimeout); err != nil {
-			return fmt.Errorf("switch %s on %s to %s: %w", route.Name(), host, to, err)
-		}
 	}
 	if _, err := proxy.RunWithTimeout(ctx, d.runner, deployTimeout(route.Options), host, argv, nil); err != nil {
 		return fmt.Errorf("switch %s on %s to %s: %w", route.Name(), host, to, classify(err))

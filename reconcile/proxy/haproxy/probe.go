@@ -1,4 +1,4 @@
-package proxy
+package haproxy
 
 import (
 	"context"
@@ -8,12 +8,14 @@ import (
 	"net"
 	"net/http"
 	"time"
+
+	"github.com/capstan-dev/capstan/reconcile/proxy"
 )
 
 // Probe sends one `GET path` with Host host over a connection from dial and
 // expects a 2xx answer; redirects are not followed (kamal-proxy counts a
 // redirect that does not end in 2xx as a failure too). A non-2xx answer or
-// a transport error wraps ErrUnhealthy. The caller bounds it with ctx.
+// a transport error wraps proxy.ErrUnhealthy. The caller bounds it with ctx.
 func Probe(ctx context.Context, dial func(ctx context.Context) (net.Conn, error), host, path string) error {
 	tr := &http.Transport{
 		DialContext:       func(ctx context.Context, _, _ string) (net.Conn, error) { return dial(ctx) },
@@ -26,32 +28,30 @@ func Probe(ctx context.Context, dial func(ctx context.Context) (net.Conn, error)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+host+path, nil)
 	if err != nil {
-		return fmt.Errorf("%w: %w: %w", ErrUnhealthy, ErrInvalid, err)
+		return fmt.Errorf("%w: %w: %w", proxy.ErrUnhealthy, proxy.ErrInvalid, err)
 	}
 	req.Header.Set("User-Agent", "capstan")
 	resp, err := client.Do(req)
 	if err != nil {
-		return fmt.Errorf("%w: GET %s: %w", ErrUnhealthy, path, err)
+		return fmt.Errorf("%w: GET %s: %w", proxy.ErrUnhealthy, path, err)
 	}
 	defer resp.Body.Close()
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return fmt.Errorf("%w: GET %s: %s", ErrUnhealthy, path, resp.Status)
+		return fmt.Errorf("%w: GET %s: %s", proxy.ErrUnhealthy, path, resp.Status)
 	}
 	return nil
 }
 
-// WaitHealthy probes until the first success, like kamal-proxy's deploy
-// (the HAProxy driver's health check, and the kamal-proxy driver's probe
-// before it calls deploy),
+// WaitHealthy probes until the first success, like kamal-proxy's deploy,
 // each probe bounded by hc.Timeout, giving up after deployTimeout with an
-// error wrapping ErrUnhealthy and the last failure. Zero values take
+// error wrapping proxy.ErrUnhealthy and the last failure. Zero values take
 // the proxy defaults. The first probe goes at once; the next ones after
 // 20 ms, doubling up to hc.Interval: a new container usually answers
 // within milliseconds of its start, and waiting a whole interval after a
 // first refused connection would add up to that interval to every switch.
-func WaitHealthy(ctx context.Context, dial func(ctx context.Context) (net.Conn, error), host string, hc HealthCheck, deployTimeout time.Duration) error {
-	o := Options{HealthCheck: hc, DeployTimeout: deployTimeout}.WithDefaults()
+func WaitHealthy(ctx context.Context, dial func(ctx context.Context) (net.Conn, error), host string, hc proxy.HealthCheck, deployTimeout time.Duration) error {
+	o := proxy.Options{HealthCheck: hc, DeployTimeout: deployTimeout}.WithDefaults()
 	hc, deployTimeout = o.HealthCheck, o.DeployTimeout
 	ctx, cancel := context.WithTimeout(ctx, deployTimeout)
 	defer cancel()
