@@ -170,14 +170,8 @@ func (d *Daemon) registryWebhook(reads chan struct{}) http.HandlerFunc {
 			http.Error(w, "invalid token", http.StatusUnauthorized)
 			return
 		}
-		body, err := readWebhookBody(w, r, reads)
-		if err != nil {
-			var mb *http.MaxBytesError
-			if errors.As(err, &mb) {
-				tooLarge(w)
-			} else {
-				http.Error(w, "cannot read the body", http.StatusBadRequest)
-			}
+		body, ok := readWebhookBodyOrAnswer(w, r, reads)
+		if !ok {
 			return
 		}
 		pushes, err := webhook.ParseRegistry(body)

@@ -97,16 +97,11 @@ func (d *Daemon) webhook(kind string, reads chan struct{}) http.HandlerFunc {
 			http.Error(w, "invalid signature", http.StatusUnauthorized)
 			return
 		}
-		body, err := readWebhookBody(w, r, reads)
-		if err != nil {
-			var mb *http.MaxBytesError
-			if errors.As(err, &mb) {
-				tooLarge(w)
-			} else {
-				http.Error(w, "cannot read the body", http.StatusBadRequest)
-			}
+		body, ok := readWebhookBodyOrAnswer(w, r, reads)
+		if !ok {
 			return
 		}
+		var err error
 		switch kind {
 		case "github":
 			err = webhook.VerifyGitHub(secret, sig, body)
@@ -221,6 +216,22 @@ func readWebhookBody(w http.ResponseWriter, r *http.Request, reads chan struct{}
 	// the server's own timeouts bound the read then.
 	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(webhookReadTimeout))
 	return io.ReadAll(http.MaxBytesReader(w, r.Body, maxWebhookBody))
+}
+
+// readWebhookBodyOrAnswer is readWebhookBody that answers a failed read
+// itself (413 for a body over the limit, else 400) and then reports false.
+func readWebhookBodyOrAnswer(w http.ResponseWriter, r *http.Request, reads chan struct{}) ([]byte, bool) {
+	body, err := readWebhookBody(w, r, reads)
+	if err != nil {
+		var mb *http.MaxBytesError
+		if errors.As(err, &mb) {
+			tooLarge(w)
+		} else {
+			http.Error(w, "cannot read the body", http.StatusBadRequest)
+		}
+		return nil, false
+	}
+	return body, true
 }
 
 // tooLarge answers 413 and closes the connection, so the rest of the body
