@@ -28,14 +28,19 @@ type logSource interface {
 	Logs(ctx context.Context, o reconcile.LogOptions, w io.Writer) error
 }
 
-// logSource is the App of the last revision r loaded (nil before any).
-func (r *appRunner) logSource() logSource {
+// loaded is the App of the last revision r loaded (nil before any).
+func (r *appRunner) loaded() *reconcile.App {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.last == nil {
-		return nil
-	}
 	return r.last
+}
+
+// logSource is the App of the last revision r loaded (nil before any).
+func (r *appRunner) logSource() logSource {
+	if app := r.loaded(); app != nil {
+		return app
+	}
+	return nil
 }
 
 // logOptions reads the query of a logs request: role and host (each

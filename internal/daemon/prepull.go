@@ -2,15 +2,16 @@ package daemon
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/capstan-dev/capstan/internal/registry"
 	"github.com/capstan-dev/capstan/internal/webhook"
 	"github.com/capstan-dev/capstan/reconcile"
 	"github.com/capstan-dev/capstan/reconcile/kamal"
@@ -65,9 +66,7 @@ func (p *prepuller) queue(version, why string) bool {
 func (p *prepuller) pull(ctx context.Context, version, why string) error {
 	p.run.Lock()
 	defer p.run.Unlock()
-	p.r.mu.Lock()
-	app := p.r.last
-	p.r.mu.Unlock()
+	app := p.r.loaded()
 	if app == nil {
 		return errNotLoaded
 	}
@@ -106,27 +105,9 @@ func (p *prepuller) pull(ctx context.Context, version, why string) error {
 	return nil
 }
 
-// prepulledVersions are the versions pre-pulled on some host, newest
-// first, but current (deployed: no longer ahead).
-func prepulledVersions(recs []state.Prepull, current string) []string {
-	var out []string
-	seen := map[string]bool{current: true}
-	for _, r := range recs {
-		if (r.Outcome == reconcile.PrepullPulled || r.Outcome == reconcile.PrepullPresent) && !seen[r.Version] {
-			seen[r.Version] = true
-			out = append(out, r.Version)
-		}
-	}
-	return out
-}
-
-// prepulled returns the app's versions on hosts ahead of their deploy
-// (pulled or found present), not the current version.
-func (d *Daemon) prepulled(ctx context.Context, app, current string) []state.Prepull {
-	recs, err := d.store.Prepulls(ctx, app)
-	if err != nil {
-		return nil
-	}
+// ahead keeps the records of versions on a host ahead of their deploy:
+// pulled or found present, and not current (deployed).
+func ahead(recs []state.Prepull, current string) []state.Prepull {
 	var out []state.Prepull
 	for _, r := range recs {
 		if r.Version != current && (r.Outcome == reconcile.PrepullPulled || r.Outcome == reconcile.PrepullPresent) {
@@ -134,6 +115,27 @@ func (d *Daemon) prepulled(ctx context.Context, app, current string) []state.Pre
 		}
 	}
 	return out
+}
+
+// prepulledVersions are the versions pre-pulled on some host, newest
+// first, but current (deployed: no longer ahead).
+func prepulledVersions(recs []state.Prepull, current string) []string {
+	var out []string
+	for _, r := range ahead(recs, current) {
+		if !slices.Contains(out, r.Version) {
+			out = append(out, r.Version)
+		}
+	}
+	return out
+}
+
+// prepulled returns the app's pre-pull records ahead of current.
+func (d *Daemon) prepulled(ctx context.Context, app, current string) []state.Prepull {
+	recs, err := d.store.Prepulls(ctx, app)
+	if err != nil {
+		return nil
+	}
+	return ahead(recs, current)
 }
 
 // apiPrepull is POST /api/v1/apps/{app}/prepull?version=V: CI calls it as
@@ -166,7 +168,7 @@ func (d *Daemon) registryWebhook(reads chan struct{}) http.HandlerFunc {
 		}
 		want := d.webhookSecret("registry")
 		scheme, got, _ := strings.Cut(r.Header.Get("Authorization"), " ")
-		if len(want) == 0 || !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare(want, []byte(got)) != 1 {
+		if len(want) == 0 || !strings.EqualFold(scheme, "Bearer") || !sameSecret(got, string(want)) {
 			http.Error(w, "invalid token", http.StatusUnauthorized)
 			return
 		}
@@ -196,22 +198,17 @@ func (d *Daemon) registryWebhook(reads chan struct{}) http.HandlerFunc {
 // imageRepository is the app's image path in its registry ("acme/app"),
 // "" before its config loaded.
 func (r *appRunner) imageRepository() string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.last == nil {
+	app := r.loaded()
+	if app == nil {
 		return ""
 	}
-	repo := r.last.Config.Repository
-	if host, rest, ok := strings.Cut(repo, "/"); ok && (strings.ContainsAny(host, ".:") || host == "localhost") {
-		return rest
-	}
+	_, repo, _ := registry.Split(app.Config.Repository)
 	return repo
 }
 
 // imageRepositoryIs reports whether repo is the image repository of the
 // app's current config.
 func (r *appRunner) imageRepositoryIs(repo string) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.last != nil && r.last.Config.Repository == repo
+	app := r.loaded()
+	return app != nil && app.Config.Repository == repo
 }

@@ -146,13 +146,13 @@ func (p *prPlanner) plan(ctx context.Context, pr forge.PullRequest) {
 	defer cancel()
 	log := p.d.log.With("app", p.r.cfg.Name, "pull_request", pr.Number, "head", pr.HeadSHA[:min(12, len(pr.HeadSHA))])
 	_ = p.client.SetStatus(ctx, pr, forge.Pending, "planning", "")
-	c, err := p.build(ctx, pr)
+	c, changing, err := p.build(ctx, pr)
 	red := p.redactor()
 	c.Plan, c.Errors = red.String(c.Plan), red.Strings(c.Errors)
 	if err != nil {
 		c.Errors = append(c.Errors, red.String(err.Error()))
 	}
-	st, desc := forge.Success, planSummary(c)
+	st, desc := forge.Success, planSummary(changing)
 	if len(c.Errors) > 0 {
 		st, desc = forge.Failure, fmt.Sprintf("%d configuration error(s)", len(c.Errors))
 	}
@@ -165,12 +165,13 @@ func (p *prPlanner) plan(ctx context.Context, pr forge.PullRequest) {
 	log.Info("pull request planned", "state", st, "summary", desc)
 }
 
-// build makes the comment's content: the plan, or the config's errors.
-func (p *prPlanner) build(ctx context.Context, pr forge.PullRequest) (forge.Comment, error) {
-	c := forge.Comment{App: p.r.cfg.Name, SHA: pr.HeadSHA, Key: p.r.cfg.Name, Time: time.Now().UTC()}
+// build makes the comment's content: the plan, or the config's errors,
+// and how many hosts the plan changes.
+func (p *prPlanner) build(ctx context.Context, pr forge.PullRequest) (c forge.Comment, changing int, err error) {
+	c = forge.Comment{App: p.r.cfg.Name, SHA: pr.HeadSHA, Key: p.r.cfg.Name, Time: time.Now().UTC()}
 	rev, err := p.r.repo.CheckoutRef(ctx, pr.HeadRef, pr.HeadSHA)
 	if err != nil {
-		return c, fmt.Errorf("fetch %s: %w", pr.HeadRef, err)
+		return c, 0, fmt.Errorf("fetch %s: %w", pr.HeadRef, err)
 	}
 	cfg, err := kamal.LoadDir(filepath.Join(rev.Dir, p.r.cfg.Path), kamal.LoadOptions{
 		Destination: p.r.cfg.Destination, Revision: rev.SHA, RevisionTime: rev.Time, FingerprintKey: p.d.deps.Key,
@@ -180,13 +181,13 @@ func (p *prPlanner) build(ctx context.Context, pr forge.PullRequest) (forge.Comm
 		var es kamal.Errors
 		if errors.As(err, &es) {
 			c.Errors = es.Lines()
-			return c, nil
+			return c, 0, nil
 		}
-		return c, err
+		return c, 0, err
 	}
 	app, known, err := p.r.prApp(p.d, cfg)
 	if err != nil {
-		return c, err
+		return c, 0, err
 	}
 	if p.r.imageRepositoryIs(cfg.Repository) {
 		// The version the pull request would deploy: pulled now, so the
@@ -203,7 +204,7 @@ func (p *prPlanner) build(ctx context.Context, pr forge.PullRequest) (forge.Comm
 	})
 	plan, err := app.Plan(ctx)
 	if err != nil {
-		return c, err
+		return c, 0, err
 	}
 	var b strings.Builder
 	plan.WriteText(&b)
@@ -211,7 +212,12 @@ func (p *prPlanner) build(ctx context.Context, pr forge.PullRequest) (forge.Comm
 		fmt.Fprintf(&b, "  %s: new host, not observed (capstan connects only to the hosts the branch deploys to)\n", h)
 	}
 	c.Plan = b.String() // its "run JOB" lines are the jobs that would run
-	return c, nil
+	for _, h := range plan.Hosts {
+		if h.Error == "" && len(h.Steps) > 0 {
+			changing++
+		}
+	}
+	return c, changing, nil
 }
 
 // redactor masks the secrets the app's revision loaded and the daemon's
@@ -231,17 +237,11 @@ func (p *prPlanner) redactor() *redact.Redactor {
 }
 
 // planSummary is the status line: how many hosts would change.
-func planSummary(c forge.Comment) string {
-	n := 0
-	for _, l := range strings.Split(c.Plan, "\n") {
-		if strings.HasPrefix(l, "  ") && strings.HasSuffix(l, ":") && !strings.HasPrefix(l, "    ") {
-			n++
-		}
-	}
-	if n == 0 {
+func planSummary(changing int) string {
+	if changing == 0 {
 		return "no host changes"
 	}
-	return fmt.Sprintf("%d host(s) change", n)
+	return fmt.Sprintf("%d host(s) change", changing)
 }
 
 // prApp builds an App of a pull request's config on the app's current
