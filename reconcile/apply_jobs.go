@@ -230,10 +230,7 @@ func (r *applyRun) jobOutput(out []byte, err error) string {
 	if len(s) > jobOutputMax {
 		s = s[len(s)-jobOutputMax:]
 	}
-	if r.a.Redact != nil {
-		s = r.a.Redact(s)
-	}
-	return s
+	return r.redact(s)
 }
 
 // removeJobContainer kills and removes a job's container (docker rm -f):

@@ -120,7 +120,11 @@ func (r *applyRun) pullImage(ctx context.Context, host, img, digest string, need
 			}
 		}
 	}
-	argv := []string{"sh", "-c", pullScript, "sh", img, `{{json .RepoDigests}}|{{index .Config.Labels "service"}}`, digest, server, user, strconv.FormatInt(max(needKiB, 0), 10), map[bool]string{false: "0", true: "1"}[warm]}
+	warmArg := "0"
+	if warm {
+		warmArg = "1"
+	}
+	argv := []string{"sh", "-c", pullScript, "sh", img, `{{json .RepoDigests}}|{{index .Config.Labels "service"}}`, digest, server, user, strconv.FormatInt(max(needKiB, 0), 10), warmArg}
 	out, err := a.SSH.Run(ctx, host, argv, strings.NewReader(reg.Password.Reveal()))
 	if err != nil {
 		return "", pullError(img, err)

@@ -400,10 +400,7 @@ func (r *applyRun) containerLogs(host, id string) string {
 	if err != nil {
 		return ""
 	}
-	if r.a.Redact != nil {
-		return r.a.Redact(string(out))
-	}
-	return string(out)
+	return r.redact(string(out))
 }
 
 // rollback switches every host that took the new version back to the

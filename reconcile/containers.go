@@ -32,9 +32,7 @@ func (r *applyRun) viaAPI(ctx context.Context, host string, f func(*dockerAPI) e
 	if errors.As(err, &ae) {
 		// The daemon's words may quote the container's command line or
 		// its output: masked like a command's stderr.
-		if r.a.Redact != nil {
-			ae.Message = r.a.Redact(ae.Message)
-		}
+		ae.Message = r.redact(ae.Message)
 		return true, err
 	}
 	if err == nil || ctx.Err() != nil {
@@ -333,4 +331,12 @@ func (r *applyRun) create(ctx context.Context, hp *HostPlan, s Step) (*created, 
 	}
 	c.id = f[len(f)-1]
 	return c, nil
+}
+
+// redact masks secrets in s (App.Redact).
+func (r *applyRun) redact(s string) string {
+	if r.a.Redact != nil {
+		return r.a.Redact(s)
+	}
+	return s
 }

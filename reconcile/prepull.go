@@ -131,10 +131,7 @@ func (a *App) prepullRef(version string) (string, error) {
 	if !kamal.ValidVersion(version) {
 		return "", fmt.Errorf("%w: %w: %q is neither an image tag nor a sha256:<64 hex> digest", ErrPrepull, kamal.ErrVersion, version)
 	}
-	if strings.HasPrefix(version, "sha256:") {
-		return a.Config.Repository + "@" + version, nil
-	}
-	return a.Config.Repository + ":" + version, nil
+	return a.Config.ImageAt(kamal.Version{Value: version}), nil
 }
 
 // evictRefs maps the versions to evict to image references, leaving out
@@ -225,12 +222,4 @@ func (r *applyRun) evict(ctx context.Context, host string, evict map[string]stri
 	}
 	slices.Sort(removed)
 	return removed, nil
-}
-
-// redact masks secrets in s (App.Redact).
-func (r *applyRun) redact(s string) string {
-	if r.a.Redact != nil {
-		return r.a.Redact(s)
-	}
-	return s
 }

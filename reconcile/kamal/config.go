@@ -407,11 +407,15 @@ func (c *Config) AuditLog() string { return ".kamal/" + c.NamePrefix() + "-audit
 func (c *Config) AppDir() string { return ".kamal/apps/" + c.NamePrefix() }
 
 // Image returns the full image reference to run: REPO:V or REPO@sha256:….
-func (c *Config) Image() string {
-	if c.Version.IsDigest() {
-		return c.Repository + "@" + c.Version.Value
+func (c *Config) Image() string { return c.ImageAt(c.Version) }
+
+// ImageAt returns the image reference of the app's repository at version
+// v: REPO:TAG, or REPO@sha256:… for a digest.
+func (c *Config) ImageAt(v Version) string {
+	if v.IsDigest() {
+		return c.Repository + "@" + v.Value
 	}
-	return c.Repository + ":" + c.Version.Value
+	return c.Repository + ":" + v.Value
 }
 
 // LatestTag returns REPO:latest[-D], the tag Kamal moves after a deploy.
