@@ -131,6 +131,11 @@ func (a *App) dockerAPI() *dockerAPI {
 	return a.api
 }
 
+// APICalls is how many Docker Engine API requests a and the Apps it
+// inherited from (or that inherited from it) have made: with the pool's
+// command count, the round trips to the hosts.
+func (a *App) APICalls() uint64 { return a.dockerAPI().calls.Load() }
+
 func (a *App) log() *slog.Logger {
 	if a.Log == nil {
 		return slog.New(slog.DiscardHandler)

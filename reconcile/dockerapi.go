@@ -1,6 +1,7 @@
 package reconcile
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/base64"
@@ -17,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 )
@@ -42,6 +44,7 @@ type dockerAPI struct {
 	sockets map[string]string // host -> socket path, from the observe script
 	clients map[string]*http.Client
 	broken  map[string]time.Time // host -> when a call last failed
+	calls   atomic.Uint64        // requests made, for round-trip counts
 }
 
 // brokenFor is how long a host whose API call failed is handled with the
@@ -143,7 +146,7 @@ func errNotFound(err error) bool {
 // call makes one API request and decodes a JSON answer into out (when not
 // nil). timeout bounds the request; 304 Not Modified counts as success.
 func (d *dockerAPI) call(ctx context.Context, host, method, path string, q url.Values, timeout time.Duration, out any) error {
-	return d.do(ctx, host, method, path, q, "", timeout, func(body io.Reader) error {
+	return d.do(ctx, host, method, path, q, "", nil, timeout, func(body io.Reader) error {
 		b, err := io.ReadAll(io.LimitReader(body, maxAnswer+1))
 		if err != nil || out == nil {
 			return err
@@ -169,10 +172,11 @@ func decodeAnswer(path string, b []byte, out any) error {
 }
 
 // do makes one API request (with an X-Registry-Auth header when auth is
-// not ""), bounded by timeout, and hands a successful answer's body to
-// read; 304 Not Modified is a success without a body, any other status
-// from 300 up an *apiError.
-func (d *dockerAPI) do(ctx context.Context, host, method, path string, q url.Values, auth string, timeout time.Duration, read func(io.Reader) error) (err error) {
+// not "", with in as its JSON body when not nil), bounded by timeout, and
+// hands a successful answer's body to read; 304 Not Modified is a success
+// without a body, any other status from 300 up an *apiError.
+func (d *dockerAPI) do(ctx context.Context, host, method, path string, q url.Values, auth string, in any, timeout time.Duration, read func(io.Reader) error) (err error) {
+	d.calls.Add(1)
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	start := time.Now()
@@ -190,9 +194,20 @@ func (d *dockerAPI) do(ctx context.Context, host, method, path string, q url.Val
 		}
 	}()
 	u := &url.URL{Scheme: "http", Host: "docker", Path: path, RawQuery: q.Encode()}
-	req, err := http.NewRequestWithContext(ctx, method, u.String(), nil)
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), body)
 	if err != nil {
 		return err
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	if auth != "" {
 		req.Header.Set("X-Registry-Auth", auth)
@@ -401,7 +416,7 @@ const pullTimeout = 30 * time.Minute
 func (d *dockerAPI) pull(ctx context.Context, host, ref, auth string) error {
 	repo, tag := splitRef(ref)
 	q := url.Values{"fromImage": {repo}, "tag": {tag}}
-	return d.do(ctx, host, http.MethodPost, "/images/create", q, auth, pullTimeout, readPull)
+	return d.do(ctx, host, http.MethodPost, "/images/create", q, auth, nil, pullTimeout, readPull)
 }
 
 // readPull reads the progress stream of a pull (one JSON message after

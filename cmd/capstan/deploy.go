@@ -195,7 +195,9 @@ func newApp(e *env, cfg *kamal.Config, pool *hostexec.Pool, red *redact.Redactor
 		drv, err = haproxy.New(hosts, hosts, haproxy.Settings{Image: h.Image, ConfigDir: h.ConfigDir, SocketDir: h.SocketDir, HTTPPort: h.HTTPPort, Logger: e.log})
 		a.ProxyContainer = haproxy.DefaultContainer
 	default:
-		drv, err = kamalproxy.New(hosts, kamalProxySettings(cfg))
+		// kamal-proxy's CLI runs in its container: through the Docker API
+		// when the host allows, as docker exec would.
+		drv, err = kamalproxy.New(a.ExecRunner(hosts), kamalProxySettings(cfg))
 		a.ProxyContainer = kamalproxy.DefaultContainer
 	}
 	if err != nil {

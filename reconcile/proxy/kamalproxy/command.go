@@ -134,10 +134,11 @@ func NetworkArgs(s Settings) []string {
 	return []string{"docker", "network", "create", s.withDefaults().Network}
 }
 
-// ImageArgs prints the image of the running proxy container; its tag is the
-// proxy version (kamal-proxy has no version command).
-func ImageArgs(s Settings) []string {
-	return []string{"docker", "inspect", s.withDefaults().Container, "--format", "{{.Config.Image}}"}
+// StateArgs prints whether the proxy container runs ("true" or "false")
+// and its image, whose tag is the proxy version (kamal-proxy has no version
+// command).
+func StateArgs(s Settings) []string {
+	return []string{"docker", "inspect", s.withDefaults().Container, "--format", "{{.State.Running}} {{.Config.Image}}"}
 }
 
 // MkdirArgs creates the apps-config directory, as Kamal does before booting.

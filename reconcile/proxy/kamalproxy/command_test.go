@@ -166,7 +166,7 @@ func TestSmallArgs_Golden(t *testing.T) {
 	s := Settings{}
 	got := strings.Join([]string{
 		kamalShell(NetworkArgs(s)),
-		kamalShell(ImageArgs(s)),
+		kamalShell(StateArgs(s)),
 		kamalShell(MkdirArgs(s)),
 		kamalShell(StartArgs(s)),
 		kamalShell(ListArgs(s)),

@@ -34,24 +34,30 @@ func New(r proxy.Runner, s Settings) (*Driver, error) {
 	return &Driver{runner: r, settings: s.withDefaults()}, nil
 }
 
-// Boot creates the kamal network, checks the version of an existing proxy
-// container (older than MinimumVersion: ErrProxyVersion, reboot by hand as
-// with Kamal), then starts it, or runs a new one with RunArgs. Like Kamal it
-// never replaces a running proxy. routes are only validated: kamal-proxy
-// learns a route at its first deploy.
+// Boot checks the version of an existing proxy container (older than
+// MinimumVersion: ErrProxyVersion, reboot by hand as with Kamal) and is
+// done when it runs: one command on every deploy after the first. Else it
+// creates the kamal network and starts the container, or runs a new one
+// with RunArgs, as Kamal does. Like Kamal it never replaces a running
+// proxy. routes are only validated: kamal-proxy learns a route at its
+// first deploy.
 func (d *Driver) Boot(ctx context.Context, host string, routes []proxy.Route) error {
 	for _, r := range routes {
 		if err := r.Validate(); err != nil {
 			return fmt.Errorf("boot kamal-proxy on %s: route %s: %w", host, r.Name(), err)
 		}
 	}
-	if _, err := proxy.RunWithTimeout(ctx, d.runner, 0, host, NetworkArgs(d.settings), nil); err != nil && !strings.Contains(err.Error(), "already exists") {
-		return fmt.Errorf("boot kamal-proxy on %s: create network: %w", host, err)
-	}
-	if out, err := proxy.RunWithTimeout(ctx, d.runner, 0, host, ImageArgs(d.settings), nil); err == nil {
-		if err := checkVersion(strings.TrimSpace(string(out))); err != nil {
+	if out, err := proxy.RunWithTimeout(ctx, d.runner, 0, host, StateArgs(d.settings), nil); err == nil {
+		running, image, _ := strings.Cut(strings.TrimSpace(string(out)), " ")
+		if err := checkVersion(image); err != nil {
 			return fmt.Errorf("boot kamal-proxy on %s: %w", host, err)
 		}
+		if running == "true" {
+			return nil
+		}
+	}
+	if _, err := proxy.RunWithTimeout(ctx, d.runner, 0, host, NetworkArgs(d.settings), nil); err != nil && !strings.Contains(err.Error(), "already exists") {
+		return fmt.Errorf("boot kamal-proxy on %s: create network: %w", host, err)
 	}
 	if _, err := proxy.RunWithTimeout(ctx, d.runner, 0, host, MkdirArgs(d.settings), nil); err != nil {
 		return fmt.Errorf("boot kamal-proxy on %s: %w", host, err)

@@ -235,8 +235,8 @@ func TestDriver_ReassertNothingToDo(t *testing.T) {
 func TestDriver_BootStartsOrRuns(t *testing.T) {
 	s := transcriptSettings
 	r := &script{t: t, steps: []step{
+		{argv: StateArgs(s), err: &exitError{"Error: No such object: kamal-proxy"}},
 		{argv: NetworkArgs(s), err: &exitError{"Error response from daemon: network with name kamal already exists"}},
-		{argv: ImageArgs(s), err: &exitError{"Error: No such object: kamal-proxy"}},
 		{argv: MkdirArgs(s)},
 		{argv: StartArgs(s), err: &exitError{"Error response from daemon: No such container: kamal-proxy"}},
 		{argv: RunArgs(s), out: "d0c0ffee\n"},
@@ -253,8 +253,7 @@ func TestDriver_BootStartsOrRuns(t *testing.T) {
 
 func TestDriver_BootRefusesOldProxy(t *testing.T) {
 	r := &script{t: t, steps: []step{
-		{argv: NetworkArgs(Settings{})},
-		{argv: ImageArgs(Settings{}), out: "basecamp/kamal-proxy:v0.8.4\n"},
+		{argv: StateArgs(Settings{}), out: "true basecamp/kamal-proxy:v0.8.4\n"},
 	}}
 	d, _ := New(r, Settings{})
 	if err := d.Boot(context.Background(), "10.0.0.1", nil); !errors.Is(err, proxy.ErrProxyVersion) {
@@ -263,10 +262,23 @@ func TestDriver_BootRefusesOldProxy(t *testing.T) {
 	r.done()
 }
 
-func TestDriver_BootExistingProxy(t *testing.T) {
+// A running proxy of a good version costs one command: every deploy after
+// the first boots it this way, on the deploy's critical path.
+func TestDriver_BootRunningProxy(t *testing.T) {
 	r := &script{t: t, steps: []step{
-		{argv: NetworkArgs(Settings{})},
-		{argv: ImageArgs(Settings{}), out: "basecamp/kamal-proxy:v0.9.2\n"},
+		{argv: StateArgs(Settings{}), out: "true basecamp/kamal-proxy:v0.9.2\n"},
+	}}
+	d, _ := New(r, Settings{})
+	if err := d.Boot(context.Background(), "10.0.0.1", nil); err != nil {
+		t.Fatal(err)
+	}
+	r.done()
+}
+
+func TestDriver_BootStoppedProxy(t *testing.T) {
+	r := &script{t: t, steps: []step{
+		{argv: StateArgs(Settings{}), out: "false basecamp/kamal-proxy:v0.9.2\n"},
+		{argv: NetworkArgs(Settings{}), err: &exitError{"Error response from daemon: network with name kamal already exists"}},
 		{argv: MkdirArgs(Settings{})},
 		{argv: StartArgs(Settings{}), out: "kamal-proxy\n"},
 	}}
