@@ -36,9 +36,11 @@ var drivers = []driver{
 }
 
 // forEachOpener runs fn once per driver, with a new database and the way
-// to open it.
+// to open it. The test runs in parallel with other such tests (most of a
+// PostgreSQL test is waiting for the server).
 func forEachOpener(t *testing.T, fn func(t *testing.T, open func() (*Store, error))) {
 	t.Helper()
+	t.Parallel()
 	for _, d := range drivers {
 		t.Run(d.name, func(t *testing.T) { fn(t, d.fresh(t)) })
 	}

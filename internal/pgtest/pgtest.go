@@ -124,7 +124,7 @@ func (s *Server) CreateDB(t testing.TB) string {
 	defer db.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if _, err := db.ExecContext(ctx, "CREATE DATABASE "+name+" STRATEGY = FILE_COPY"); err != nil {
+	if _, err := db.ExecContext(ctx, "CREATE DATABASE "+name+""); err != nil {
 		t.Fatalf("pgtest: create database: %v", err)
 	}
 	return s.DSN(name)
