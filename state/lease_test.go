@@ -283,3 +283,46 @@ func TestLease_FencedWriteNeverLandsAfterTakeover(t *testing.T) {
 		}
 	})
 }
+
+// TestLease_TakeoverWaitsForAFencedWriteUnderWay: a write transaction
+// that passed its lease check holds the lease until it ends, so a
+// takeover (even of a lease that expired meanwhile) waits for it, and the
+// new holder starts after the old holder's last write.
+func TestLease_TakeoverWaitsForAFencedWriteUnderWay(t *testing.T) {
+	forEachDriver(t, func(t *testing.T, s *Store) {
+		ctx := context.Background()
+		l1, _ := acquire(t, s, "app", "r1", time.Minute)
+		l1 = shorten(t, s, l1, 100*time.Millisecond)
+		tx, err := s.Fenced(l1).begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tx.Rollback()
+		expire(100 * time.Millisecond)
+		took := make(chan Lease, 1)
+		go func() {
+			l, ok, err := s.AcquireLease(ctx, "app", "r2", time.Minute)
+			if err != nil || !ok {
+				t.Errorf("takeover: %+v, %v, %v", l, ok, err)
+			}
+			took <- l
+		}()
+		select {
+		case l := <-took:
+			t.Fatalf("the lease was taken over (%+v) while a fenced write was under way", l)
+		case <-time.After(300 * time.Millisecond):
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO job_runs (app, revision, job, succeeded_at) VALUES ('app', 'rev', 'last', 1)`); err != nil {
+			t.Fatal(err)
+		}
+		if err := tx.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		if l2 := <-took; l2.Token != l1.Token+1 {
+			t.Fatalf("takeover after the write: %+v", l2)
+		}
+		if ok, _ := s.JobSucceeded(ctx, "app", "rev", "last"); !ok {
+			t.Error("the write under way was lost")
+		}
+	})
+}

@@ -276,13 +276,19 @@ const schemaLock = 0x63617073746e // "capstn"
 
 // migrate brings the schema to the newest version of s's dialect.
 func (s *Store) migrate(ctx context.Context) error {
-	if s.db.d.dollar {
-		return s.migratePostgres(ctx)
-	}
-	return s.migrateSQLite(ctx)
+	return s.migrateTo(ctx, len(s.db.d.migrations))
 }
 
-func (s *Store) migrateSQLite(ctx context.Context) error {
+// migrateTo brings the schema up to version to (tests stop short of the
+// newest to check an upgrade).
+func (s *Store) migrateTo(ctx context.Context, to int) error {
+	if s.db.d.dollar {
+		return s.migratePostgres(ctx, to)
+	}
+	return s.migrateSQLite(ctx, to)
+}
+
+func (s *Store) migrateSQLite(ctx context.Context, to int) error {
 	v, err := s.SchemaVersion(ctx)
 	if err != nil {
 		return err
@@ -290,7 +296,7 @@ func (s *Store) migrateSQLite(ctx context.Context) error {
 	if err := newer(v, sqliteMigrations); err != nil {
 		return err
 	}
-	for i := v; i < len(sqliteMigrations); i++ {
+	for i := v; i < to; i++ {
 		tx, err := s.db.BeginTx(ctx, nil)
 		if err != nil {
 			return err
@@ -312,7 +318,7 @@ func (s *Store) migrateSQLite(ctx context.Context) error {
 
 // migratePostgres applies the pending migrations in one transaction under
 // the schema lock: a second replica waits, then finds nothing to do.
-func (s *Store) migratePostgres(ctx context.Context) error {
+func (s *Store) migratePostgres(ctx context.Context, to int) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -331,10 +337,10 @@ func (s *Store) migratePostgres(ctx context.Context) error {
 	if err := newer(v, postgresMigrations); err != nil {
 		return err
 	}
-	if v == len(postgresMigrations) {
+	if v >= to {
 		return nil
 	}
-	for i := v; i < len(postgresMigrations); i++ {
+	for i := v; i < to; i++ {
 		for _, stmt := range strings.Split(postgresMigrations[i], ";") {
 			if strings.TrimSpace(stmt) == "" {
 				continue
@@ -347,7 +353,7 @@ func (s *Store) migratePostgres(ctx context.Context) error {
 	if _, err := tx.ExecContext(ctx, `DELETE FROM schema_version`); err != nil {
 		return err
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO schema_version (version) VALUES (?)`, len(postgresMigrations)); err != nil {
+	if _, err := tx.ExecContext(ctx, `INSERT INTO schema_version (version) VALUES (?)`, to); err != nil {
 		return err
 	}
 	return tx.Commit()

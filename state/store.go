@@ -38,6 +38,20 @@ type Store struct {
 
 // Open opens (creating if needed) the store at path and migrates it.
 func Open(path string) (*Store, error) {
+	s, err := connectSQLite(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.migrate(context.Background()); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("state %s: %w", path, err)
+	}
+	_ = os.Chmod(path, 0o600)
+	return s, nil
+}
+
+// connectSQLite opens the file at path without migrating it.
+func connectSQLite(path string) (*Store, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, err
 	}
@@ -47,21 +61,30 @@ func Open(path string) (*Store, error) {
 		return nil, err
 	}
 	db.SetMaxOpenConns(1) // one writer; SQLite serializes anyway
-	s := &Store{db: handle{db: db, d: sqliteDialect}}
-	if err := s.migrate(context.Background()); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("state %s: %w", path, err)
-	}
-	_ = os.Chmod(path, 0o600)
-	return s, nil
+	return &Store{db: handle{db: db, d: sqliteDialect}}, nil
 }
 
 // OpenPostgres connects to the PostgreSQL database dsn (a URL or
 // key=value string; the password belongs in it or in PGPASSWORD, never in
 // a log) and migrates it. Several replicas may open one database at once:
-// migrations run under an advisory lock. Lost connections are replaced on
-// the next call, so the Store outlives a database restart.
+// migrations run under an advisory lock. The pool replaces connections
+// found dead, so the Store outlives a database restart (a call made on a
+// connection the restart cut fails once; callers retry as after any
+// store error).
 func OpenPostgres(ctx context.Context, dsn string) (*Store, error) {
+	s, err := connectPostgres(dsn)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.migrate(ctx); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("state postgres: %w", err)
+	}
+	return s, nil
+}
+
+// connectPostgres opens a pool to dsn without migrating it.
+func connectPostgres(dsn string) (*Store, error) {
 	db, err := sql.Open("pgx", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("state postgres: %w", err)
@@ -69,12 +92,7 @@ func OpenPostgres(ctx context.Context, dsn string) (*Store, error) {
 	db.SetMaxOpenConns(16)
 	db.SetMaxIdleConns(4)
 	db.SetConnMaxIdleTime(5 * time.Minute)
-	s := &Store{db: handle{db: db, d: postgresDialect}}
-	if err := s.migrate(ctx); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("state postgres: %w", err)
-	}
-	return s, nil
+	return &Store{db: handle{db: db, d: postgresDialect}}, nil
 }
 
 // Driver names the database: "sqlite" or "postgres".

@@ -57,6 +57,10 @@ var shared struct {
 	once sync.Once
 	srv  *Server
 	err  error
+	// ready holds databases made ahead (CREATE DATABASE takes a few
+	// hundred milliseconds, which a test need not wait for); it is
+	// closed when making them fails.
+	ready chan string
 }
 
 // Start returns the DSN of a fresh database on the test binary's shared
@@ -69,11 +73,31 @@ func Start(t testing.TB) string {
 		if shared.err == nil {
 			shared.err = shared.srv.start()
 		}
+		if shared.err == nil {
+			shared.ready = make(chan string, 2)
+			go shared.srv.makeAhead(shared.ready)
+		}
 	})
 	if shared.err != nil {
 		t.Fatalf("pgtest: %v", shared.err)
 	}
-	return shared.srv.CreateDB(t)
+	if dsn, ok := <-shared.ready; ok {
+		return dsn
+	}
+	return shared.srv.CreateDB(t) // reports why making one failed
+}
+
+// makeAhead keeps ready full of new databases until making one fails
+// (the server stopped), then closes it.
+func (s *Server) makeAhead(ready chan<- string) {
+	defer close(ready)
+	for {
+		dsn, err := s.createDB()
+		if err != nil {
+			return
+		}
+		ready <- dsn
+	}
 }
 
 // Main runs a test binary's tests and then stops the shared server and
@@ -116,18 +140,26 @@ func (s *Server) Port() int { return s.port }
 // CreateDB creates a new, empty database and returns its DSN.
 func (s *Server) CreateDB(t testing.TB) string {
 	t.Helper()
+	dsn, err := s.createDB()
+	if err != nil {
+		t.Fatalf("pgtest: %v", err)
+	}
+	return dsn
+}
+
+func (s *Server) createDB() (string, error) {
 	name := fmt.Sprintf("t%d_%d", os.Getpid(), s.dbs.Add(1))
 	db, err := sql.Open("pgx", s.DSN("postgres"))
 	if err != nil {
-		t.Fatalf("pgtest: %v", err)
+		return "", err
 	}
 	defer db.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if _, err := db.ExecContext(ctx, "CREATE DATABASE "+name+""); err != nil {
-		t.Fatalf("pgtest: create database: %v", err)
+	if _, err := db.ExecContext(ctx, "CREATE DATABASE "+name+" STRATEGY = FILE_COPY"); err != nil {
+		return "", fmt.Errorf("create database: %w", err)
 	}
-	return s.DSN(name)
+	return s.DSN(name), nil
 }
 
 // Restart stops s and starts it again on the same port and data.
