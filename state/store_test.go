@@ -320,3 +320,33 @@ func TestStore_RevisionRewritten(t *testing.T) {
 		}
 	})
 }
+
+func TestStore_DeliveriesAndReminders(t *testing.T) {
+	forEachDriver(t, func(t *testing.T, s *Store) {
+		ctx := context.Background()
+		if err := s.RecordDelivery(ctx, "slack", "deploy_failed", "app", `{"text":"x"}`, 1, nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.RecordDelivery(ctx, "webhook", "drift", "app", `{}`, 3, fmt.Errorf("503 from the sink")); err != nil {
+			t.Fatal(err)
+		}
+		d, err := s.Deliveries(ctx, 10)
+		if err != nil || len(d) != 2 || d[0].Sink != "webhook" || d[0].Delivered || d[0].Attempts != 3 || d[0].Error != "503 from the sink" ||
+			!d[1].Delivered || d[1].Payload != `{"text":"x"}` {
+			t.Fatalf("deliveries: %+v, %v", d, err)
+		}
+		if _, _, err := s.SyncDrift(ctx, "app", nil, []DriftItem{{Host: "h1", Kind: "stopped", Detail: "exited"}}); err != nil {
+			t.Fatal(err)
+		}
+		if due, err := s.DueReminders(ctx, time.Hour); err != nil || len(due) != 0 {
+			t.Fatalf("reminders due within the hour: %+v, %v", due, err)
+		}
+		due, err := s.DueReminders(ctx, 0)
+		if err != nil || len(due) != 1 || due[0].Host != "h1" {
+			t.Fatalf("reminders due now: %+v, %v", due, err)
+		}
+		if open, _ := s.OpenDrift(ctx, ""); len(open) != 1 || open[0].Reminded.IsZero() {
+			t.Errorf("open drift after a reminder: %+v", open)
+		}
+	})
+}
