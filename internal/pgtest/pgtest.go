@@ -69,7 +69,7 @@ func Start(t testing.TB) string {
 	t.Helper()
 	bin := findBin(t)
 	shared.once.Do(func() {
-		shared.srv, shared.err = newServer(bin)
+		shared.srv, shared.err = newServer(bin, testport.Free(t))
 		if shared.err == nil {
 			shared.err = shared.srv.start()
 		}
@@ -78,6 +78,9 @@ func Start(t testing.TB) string {
 			go shared.srv.makeAhead(shared.ready)
 		}
 	})
+	if shared.err == nil && shared.ready == nil {
+		shared.err = errors.New("the shared server did not start")
+	}
 	if shared.err != nil {
 		t.Fatalf("pgtest: %v", shared.err)
 	}
@@ -117,7 +120,7 @@ func Main(m *testing.M) int {
 // removed, when t ends.
 func StartServer(t testing.TB) *Server {
 	t.Helper()
-	s, err := newServer(findBin(t))
+	s, err := newServer(findBin(t), testport.Free(t))
 	if err != nil {
 		t.Fatalf("pgtest: %v", err)
 	}
@@ -221,14 +224,14 @@ func majorOf(binDir string) int {
 	return n
 }
 
-// newServer makes the data directory with initdb.
-func newServer(bin string) (*Server, error) {
+// newServer makes the data directory with initdb, for a server on port.
+func newServer(bin string, port int) (*Server, error) {
 	sweep()
 	root, err := os.MkdirTemp("", "pgtest-")
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{bin: bin, root: root}
+	s := &Server{bin: bin, root: root, port: port}
 	if os.Geteuid() == 0 {
 		if s.cred, err = postgresUser(); err != nil {
 			return nil, err
@@ -299,9 +302,6 @@ func (s *Server) start() error {
 	if s.proc != nil {
 		return nil
 	}
-	if s.port == 0 {
-		s.port = testport.Free(nopTB{})
-	}
 	logf, err := os.OpenFile(s.dir("log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
@@ -368,14 +368,4 @@ func tail(s string, n int) string {
 		return s[len(s)-n:]
 	}
 	return s
-}
-
-// nopTB lets start pick a port outside any test (the shared server
-// outlives the test that started it); testport.Free only calls Helper
-// and, when no port is free, Fatal.
-type nopTB struct{ testing.TB }
-
-func (nopTB) Helper() {}
-func (nopTB) Fatal(args ...any) {
-	panic(fmt.Sprint(args...))
 }
