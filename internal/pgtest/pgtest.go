@@ -78,11 +78,12 @@ func Start(t testing.TB) string {
 			go shared.srv.makeAhead(shared.ready)
 		}
 	})
-	if shared.err == nil && shared.ready == nil {
-		shared.err = errors.New("the shared server did not start")
+	err := shared.err
+	if err == nil && shared.ready == nil {
+		err = errors.New("the shared server did not start")
 	}
-	if shared.err != nil {
-		t.Fatalf("pgtest: %v", shared.err)
+	if err != nil {
+		t.Fatalf("pgtest: %v", err)
 	}
 	if dsn, ok := <-shared.ready; ok {
 		return dsn
