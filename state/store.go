@@ -95,6 +95,10 @@ func connectPostgres(dsn string) (*Store, error) {
 	return &Store{db: handle{db: db, d: postgresDialect}}, nil
 }
 
+// Ping checks that the database answers (on PostgreSQL, that a
+// connection can be had).
+func (s *Store) Ping(ctx context.Context) error { return s.db.db.PingContext(ctx) }
+
 // Driver names the database: "sqlite" or "postgres".
 func (s *Store) Driver() string { return s.db.d.name }
 

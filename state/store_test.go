@@ -30,6 +30,9 @@ func TestStore_MigratesOnceAndReopens(t *testing.T) {
 		if r, err := s.Revision(ctx, "a", "abc"); err != nil || r.Author != "Ada" {
 			t.Fatalf("revision after reopen: %+v, %v", r, err)
 		}
+		if err := s.Ping(ctx); err != nil || (s.Driver() != "sqlite" && s.Driver() != "postgres") {
+			t.Errorf("ping %v, driver %q", err, s.Driver())
+		}
 	})
 }
 
