@@ -11,7 +11,7 @@ func (s *Store) MarkConverged(ctx context.Context, app, revision string, hosts [
 	if len(hosts) == 0 {
 		return nil
 	}
-	tx, err := s.db.BeginTx(ctx, nil)
+	tx, err := s.begin(ctx)
 	if err != nil {
 		return err
 	}

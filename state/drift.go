@@ -3,6 +3,7 @@ package state
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -40,7 +41,7 @@ type Scope struct {
 // observed) are kept. It returns the episodes opened and resolved by this
 // call, in one transaction, so each is announced exactly once.
 func (s *Store) SyncDrift(ctx context.Context, app string, scope []Scope, items []DriftItem) (opened, resolved []Episode, err error) {
-	tx, err := s.db.BeginTx(ctx, nil)
+	tx, err := s.begin(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -53,14 +54,14 @@ func (s *Store) SyncDrift(ctx context.Context, app string, scope []Scope, items 
 			continue
 		}
 		seen[key] = true
-		res, err := tx.ExecContext(ctx, `INSERT INTO drift_episodes (app, host, kind, subject, detail, opened_at)
-			VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (app, host, kind, subject) WHERE resolved_at IS NULL DO NOTHING`,
-			app, it.Host, it.Kind, it.Subject, it.Detail, unix(now))
-		if err != nil {
+		var id int64
+		err := tx.QueryRowContext(ctx, `INSERT INTO drift_episodes (app, host, kind, subject, detail, opened_at)
+			VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (app, host, kind, subject) WHERE resolved_at IS NULL DO NOTHING RETURNING id`,
+			app, it.Host, it.Kind, it.Subject, it.Detail, unix(now)).Scan(&id)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
 			return nil, nil, err
 		}
-		if n, _ := res.RowsAffected(); n == 1 {
-			id, _ := res.LastInsertId()
+		if err == nil { // inserted: a new episode
 			opened = append(opened, Episode{ID: id, App: app, Host: it.Host, Kind: it.Kind, Subject: it.Subject, Detail: it.Detail, Opened: fromUnix(unix(now))})
 		}
 	}
@@ -87,10 +88,6 @@ func (s *Store) SyncDrift(ctx context.Context, app string, scope []Scope, items 
 		resolved = append(resolved, e)
 	}
 	return opened, resolved, tx.Commit()
-}
-
-type querier interface {
-	QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error)
 }
 
 func openEpisodes(ctx context.Context, q querier, app string) ([]Episode, error) {
@@ -135,7 +132,7 @@ func (s *Store) DriftHistory(ctx context.Context, app string, limit int) ([]Epis
 // DueReminders returns open episodes not announced for at least every,
 // and marks them reminded now.
 func (s *Store) DueReminders(ctx context.Context, every time.Duration) ([]Episode, error) {
-	tx, err := s.db.BeginTx(ctx, nil)
+	tx, err := s.begin(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -166,7 +163,7 @@ func (s *Store) RecordDelivery(ctx context.Context, sink, event, app, payload st
 	}
 	now := time.Now()
 	key := fmt.Sprintf("%s/%d", event, now.UnixNano())
-	_, err := s.db.ExecContext(ctx, `INSERT INTO alert_deliveries (sink, event, app, dedup_key, created_at, attempts, delivered_at, last_error, payload)
+	_, err := s.exec(ctx, `INSERT INTO alert_deliveries (sink, event, app, dedup_key, created_at, attempts, delivered_at, last_error, payload)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, sink, event, app, key, unix(now), attempts, delivered, errText, payload)
 	return err
 }

@@ -10,7 +10,7 @@ import (
 // RecordJob records that the release job succeeded for revision of app
 // (again: the time is updated).
 func (s *Store) RecordJob(ctx context.Context, app, revision, job string) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO job_runs (app, revision, job, succeeded_at) VALUES (?, ?, ?, ?)
+	_, err := s.exec(ctx, `INSERT INTO job_runs (app, revision, job, succeeded_at) VALUES (?, ?, ?, ?)
 		ON CONFLICT (app, revision, job) DO UPDATE SET succeeded_at = excluded.succeeded_at`, app, revision, job, unix(time.Now()))
 	return err
 }

@@ -21,7 +21,7 @@ func (s *Store) RecordPrepull(ctx context.Context, p Prepull) error {
 	if p.At.IsZero() {
 		p.At = time.Now()
 	}
-	_, err := s.db.ExecContext(ctx, `INSERT INTO prepulls (app, version, host, outcome, reason, at) VALUES (?, ?, ?, ?, ?, ?)
+	_, err := s.exec(ctx, `INSERT INTO prepulls (app, version, host, outcome, reason, at) VALUES (?, ?, ?, ?, ?, ?)
 		ON CONFLICT (app, version, host) DO UPDATE SET outcome = excluded.outcome, reason = excluded.reason, at = excluded.at`,
 		p.App, p.Version, p.Host, p.Outcome, p.Reason, unix(p.At))
 	return err
@@ -50,6 +50,6 @@ func (s *Store) Prepulls(ctx context.Context, app string) ([]Prepull, error) {
 
 // ForgetPrepull drops the records of a version (deployed, or evicted).
 func (s *Store) ForgetPrepull(ctx context.Context, app, version string) error {
-	_, err := s.db.ExecContext(ctx, `DELETE FROM prepulls WHERE app = ? AND version = ?`, app, version)
+	_, err := s.exec(ctx, `DELETE FROM prepulls WHERE app = ? AND version = ?`, app, version)
 	return err
 }

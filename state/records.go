@@ -29,7 +29,7 @@ func (s *Store) RecordRevision(ctx context.Context, r Revision) error {
 	if r.Seen.IsZero() {
 		r.Seen = time.Now()
 	}
-	_, err := s.db.ExecContext(ctx, `INSERT INTO revisions (app, sha, author, message, committed_at, seen_at, rewritten)
+	_, err := s.exec(ctx, `INSERT INTO revisions (app, sha, author, message, committed_at, seen_at, rewritten)
 		VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (app, sha) DO UPDATE SET rewritten = excluded.rewritten WHERE excluded.rewritten != ''`,
 		r.App, r.SHA, r.Author, r.Message, unix(r.Committed), unix(r.Seen), r.Rewritten)
 	return err
@@ -115,17 +115,22 @@ func (s *Store) StartPass(ctx context.Context, p Pass) (int64, error) {
 	if p.Started.IsZero() {
 		p.Started = time.Now()
 	}
-	res, err := s.db.ExecContext(ctx, `INSERT INTO passes (app, revision, version, trigger, triggered_by, override, started_at, outcome, plan)
-		VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?)`, p.App, p.Revision, p.Version, p.Trigger, p.TriggeredBy, p.Override, unix(p.Started), p.Plan)
+	tx, err := s.begin(ctx)
 	if err != nil {
 		return 0, err
 	}
-	return res.LastInsertId()
+	defer tx.Rollback()
+	var id int64
+	if err := tx.QueryRowContext(ctx, `INSERT INTO passes (app, revision, version, trigger, triggered_by, override, started_at, outcome, plan)
+		VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?) RETURNING id`, p.App, p.Revision, p.Version, p.Trigger, p.TriggeredBy, b2i(p.Override), unix(p.Started), p.Plan).Scan(&id); err != nil {
+		return 0, err
+	}
+	return id, tx.Commit()
 }
 
 // FinishPass records a pass's outcome and its steps in one transaction.
 func (s *Store) FinishPass(ctx context.Context, id int64, outcome, errText, plan string, steps []Step) error {
-	tx, err := s.db.BeginTx(ctx, nil)
+	tx, err := s.begin(ctx)
 	if err != nil {
 		return err
 	}
@@ -154,9 +159,29 @@ const AbandonedError = "capstan stopped during this pass"
 // interrupted; the daemon calls it at start. It returns them as marked
 // (without steps), oldest first.
 func (s *Store) AbandonRunning(ctx context.Context) ([]Pass, error) {
+	return s.abandon(ctx, "")
+}
+
+// AbandonRunningApp is AbandonRunning for one app: a replica taking over
+// app's lease from one that died marks only that app's passes (through
+// its Fenced view, so only while it holds the lease).
+func (s *Store) AbandonRunningApp(ctx context.Context, app string) ([]Pass, error) {
+	if app == "" {
+		return nil, errors.New("abandon running passes: no app named")
+	}
+	return s.abandon(ctx, app)
+}
+
+// abandon marks app's running passes ("" app: every app's).
+func (s *Store) abandon(ctx context.Context, app string) ([]Pass, error) {
 	now := time.Now()
-	rows, err := s.db.QueryContext(ctx, `UPDATE passes SET outcome = ?, finished_at = ?, error = ? WHERE outcome = 'running'
-		RETURNING id, app, revision, version, trigger, started_at`, OutcomeAbandoned, unix(now), AbandonedError)
+	tx, err := s.begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback()
+	rows, err := tx.QueryContext(ctx, `UPDATE passes SET outcome = ?, finished_at = ?, error = ? WHERE outcome = 'running' AND (? = '' OR app = ?)
+		RETURNING id, app, revision, version, trigger, started_at`, OutcomeAbandoned, unix(now), AbandonedError, app, app)
 	if err != nil {
 		return nil, err
 	}
@@ -174,8 +199,9 @@ func (s *Store) AbandonRunning(ctx context.Context) ([]Pass, error) {
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
+	rows.Close()
 	slices.SortFunc(out, func(a, b Pass) int { return cmp.Compare(a.ID, b.ID) })
-	return out, nil
+	return out, tx.Commit()
 }
 
 // History returns an app's latest passes, newest first, with their steps
@@ -237,8 +263,8 @@ func (s *Store) steps(ctx context.Context, passID int64) ([]Step, error) {
 // PrunePasses deletes an app's passes beyond the newest keep (their steps
 // go with them). It returns how many were deleted.
 func (s *Store) PrunePasses(ctx context.Context, keep int) (int64, error) {
-	res, err := s.db.ExecContext(ctx, `DELETE FROM passes WHERE id IN (
-		SELECT id FROM (SELECT id, ROW_NUMBER() OVER (PARTITION BY app ORDER BY id DESC) AS n FROM passes) WHERE n > ?)`, keep)
+	res, err := s.exec(ctx, `DELETE FROM passes WHERE id IN (
+		SELECT id FROM (SELECT id, ROW_NUMBER() OVER (PARTITION BY app ORDER BY id DESC) AS n FROM passes) AS ranked WHERE n > ?)`, keep)
 	if err != nil {
 		return 0, err
 	}
@@ -274,18 +300,17 @@ func (s *Store) AppState(ctx context.Context, app string) (AppState, error) {
 // succeeded (then it is also the last applied one).
 func (s *Store) RecordAttempt(ctx context.Context, app, revision string, ok bool) error {
 	now := unix(time.Now())
-	okInt := 0
+	applied, success := "", int64(0)
 	if ok {
-		okInt = 1
+		applied, success = revision, now
 	}
-	_, err := s.db.ExecContext(ctx, `INSERT INTO app_state (app, last_applied, last_attempted, last_attempt_ok, last_success_at, updated_at)
-		VALUES (?, CASE WHEN ? = 1 THEN ? ELSE '' END, ?, ?, CASE WHEN ? = 1 THEN ? ELSE 0 END, ?)
+	_, err := s.exec(ctx, `INSERT INTO app_state (app, last_applied, last_attempted, last_attempt_ok, last_success_at, updated_at)
+		VALUES (?, ?, ?, ?, ?, ?)
 		ON CONFLICT (app) DO UPDATE SET
-			last_applied = CASE WHEN ? = 1 THEN ? ELSE last_applied END,
-			last_attempted = ?, last_attempt_ok = ?,
-			last_success_at = CASE WHEN ? = 1 THEN ? ELSE last_success_at END,
-			updated_at = ?`,
-		app, okInt, revision, revision, okInt, okInt, now, now,
-		okInt, revision, revision, okInt, okInt, now, now)
+			last_applied = CASE WHEN excluded.last_attempt_ok = 1 THEN excluded.last_applied ELSE app_state.last_applied END,
+			last_attempted = excluded.last_attempted, last_attempt_ok = excluded.last_attempt_ok,
+			last_success_at = CASE WHEN excluded.last_attempt_ok = 1 THEN excluded.last_success_at ELSE app_state.last_success_at END,
+			updated_at = excluded.updated_at`,
+		app, applied, revision, b2i(ok), success, now)
 	return err
 }

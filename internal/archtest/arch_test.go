@@ -22,6 +22,8 @@
 //     state; only the composition root wires it.
 //  11. internal/httpjson imports nothing of capstan's (every API client
 //     may use it).
+//  12. internal/pgtest (a private PostgreSQL server) is for tests only;
+//     it is the one non-test user of internal/testport.
 package archtest
 
 import (
@@ -72,8 +74,9 @@ var rules = []rule{
 	{from: "internal/forge", to: "state", tests: true, why: "adapters never import each other"},
 	{from: "reconcile", to: "internal/forge", why: "reconcile declares interfaces; only cmd and internal/daemon wire the forge client"},
 	{from: "internal/httpjson", to: "", tests: true, why: "the HTTP JSON helper is a leaf"},
-	{from: "", to: "internal/testport", why: "free ports are for tests only"},
+	{from: "", to: "internal/testport", except: "internal/pgtest", why: "free ports are for tests only (and the test PostgreSQL server)"},
 	{from: "internal/testport", to: "", tests: true, why: "the test port helper is a leaf"},
+	{from: "", to: "internal/pgtest", why: "the private PostgreSQL server is for tests only"},
 }
 
 func TestImportRules(t *testing.T) {
@@ -152,14 +155,14 @@ func TestRules_CatchAViolation(t *testing.T) {
 	}
 	for _, edge := range []struct{ from, to string }{{"reconcile", "internal/daemon"}, {"gitwatch", "internal/daemon"}, {"cmd/capstan-lab", "internal/daemon"},
 		{"reconcile/window", "reconcile"}, {"reconcile/window", "internal/redact"}, {"gitwatch/verify", "gitwatch"}, {"gitwatch/verify", "internal/redact"},
-		{"internal/forge", "reconcile"}, {"internal/forge", "gitwatch"}, {"reconcile/kamal", "internal/forge"}, {"internal/httpjson", "internal/redact"}} {
+		{"internal/forge", "reconcile"}, {"internal/forge", "gitwatch"}, {"reconcile/kamal", "internal/forge"}, {"internal/httpjson", "internal/redact"}, {"state", "internal/pgtest"}, {"internal/daemon", "internal/testport"}} {
 		if !forbidden(edge.from, edge.to) {
 			t.Errorf("%s -> %s is not forbidden by any rule", edge.from, edge.to)
 		}
 	}
 	for _, edge := range []struct{ from, to string }{{"cmd/capstan", "internal/daemon"}, {"internal/daemon", "state"}, {"internal/daemon", "gitwatch"}, {"internal/daemon", "hostexec"}, {"internal/daemon", "reconcile"},
 		{"reconcile", "reconcile/window"}, {"internal/daemon", "reconcile/window"}, {"internal/daemon", "gitwatch/verify"}, {"gitwatch", "gitwatch/verify"},
-		{"internal/daemon", "internal/forge"}, {"internal/forge", "internal/webhook"}, {"internal/forge", "internal/httpjson"}, {"internal/notify", "internal/httpjson"}} {
+		{"internal/daemon", "internal/forge"}, {"internal/forge", "internal/webhook"}, {"internal/forge", "internal/httpjson"}, {"internal/notify", "internal/httpjson"}, {"internal/pgtest", "internal/testport"}} {
 		if forbidden(edge.from, edge.to) {
 			t.Errorf("%s -> %s is forbidden, but it is the composition root's", edge.from, edge.to)
 		}
