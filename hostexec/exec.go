@@ -17,6 +17,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/capstan-dev/capstan/internal/fence"
+
 	"golang.org/x/crypto/ssh"
 )
 
@@ -142,6 +144,9 @@ func (p *Pool) Dial(ctx context.Context, host Host, network, addr string) (net.C
 	h, err := p.Resolve(host)
 	if err != nil {
 		return nil, err
+	}
+	if err := fence.Check(ctx); err != nil {
+		return nil, fmt.Errorf("%s: %w", h, err)
 	}
 	for attempt := 0; ; attempt++ {
 		l, c, err := p.client(ctx, h)

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/capstan-dev/capstan/internal/fence"
+
 	"golang.org/x/crypto/ssh"
 
 	"github.com/capstan-dev/capstan/internal/redact"
@@ -324,6 +326,9 @@ func (p *Pool) dial(ctx context.Context, h Host) (*link, error) {
 // connection turns out to be dead. release must be called when the session
 // ends.
 func (p *Pool) session(ctx context.Context, h Host) (s *ssh.Session, l *link, c *conn, release func(), err error) {
+	if err := fence.Check(ctx); err != nil {
+		return nil, nil, nil, nil, fmt.Errorf("%s: %w", h, err)
+	}
 	for attempt := 0; ; attempt++ {
 		l, c, err = p.client(ctx, h)
 		if err != nil {

@@ -35,6 +35,18 @@ func (r *applyRun) login(ctx context.Context, hp *HostPlan) error {
 
 // ensureNetwork creates the app network on a host that lacks it (once per
 // apply).
+// networkScript creates the network $1 unless it exists. Docker lets two
+// concurrent creates of one name both succeed, and a name that two
+// networks share is then refused by every later run ("ambiguous"): several
+// apps deploying to a fresh host at once (one daemon, or replicas) would
+// do just that. So the check and the create run under a lock directory in
+// ~/.kamal, waited on for up to 10 s (a lock left by a killed run is
+// stale, and then ignored).
+const networkScript = `mkdir -p .kamal; lock=".kamal/network-$1.lock" n=0
+until mkdir "$lock" 2>/dev/null; do n=$((n+1)); [ $n -ge 100 ] && break; sleep 0.1; done
+trap 'rmdir "$lock" 2>/dev/null' EXIT
+docker network inspect "$1" >/dev/null 2>&1 || docker network create "$1" 2>&1`
+
 func (r *applyRun) ensureNetwork(ctx context.Context, hp *HostPlan) error {
 	if hp.observed.onNetwork(hp.desired.Network) {
 		return nil
@@ -42,7 +54,7 @@ func (r *applyRun) ensureNetwork(ctx context.Context, hp *HostPlan) error {
 	if _, done := r.networks.LoadOrStore(hp.Host, true); done {
 		return nil
 	}
-	out, err := r.a.SSH.Run(ctx, hp.Host, []string{"sh", "-c", `docker network create "$1" 2>&1 || docker network inspect "$1" >/dev/null`, "sh", hp.desired.Network}, nil)
+	out, err := r.a.SSH.Run(ctx, hp.Host, []string{"sh", "-c", networkScript, "sh", hp.desired.Network}, nil)
 	if err != nil {
 		r.networks.Delete(hp.Host)
 		return fmt.Errorf("%w: docker network create %s: %w: %s", ErrHost, hp.desired.Network, err, out)

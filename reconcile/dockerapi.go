@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/capstan-dev/capstan/reconcile/kamal"
 	"io"
 	"log/slog"
 	"net"
@@ -21,6 +20,9 @@ import (
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
+
+	"github.com/capstan-dev/capstan/internal/fence"
+	"github.com/capstan-dev/capstan/reconcile/kamal"
 )
 
 // DockerSocket is where the Docker Engine API listens on a host whose SSH
@@ -176,6 +178,9 @@ func decodeAnswer(path string, b []byte, out any) error {
 // hands a successful answer's body to read; 304 Not Modified is a success
 // without a body, any other status from 300 up an *apiError.
 func (d *dockerAPI) do(ctx context.Context, host, method, path string, q url.Values, auth string, in any, timeout time.Duration, read func(io.Reader) error) (err error) {
+	if err := fence.Check(ctx); err != nil {
+		return fmt.Errorf("docker API on %s: %w", host, err)
+	}
 	d.calls.Add(1)
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()

@@ -135,6 +135,11 @@ var sqliteMigrations = []string{
 		claimed_at INTEGER
 	);
 	CREATE INDEX handoffs_app ON handoffs (app, id) WHERE claimed_at IS NULL;`,
+	// 8: facts about the store itself (the cluster ID replicas share).
+	`CREATE TABLE meta (
+		key TEXT PRIMARY KEY,
+		value TEXT NOT NULL
+	);`,
 }
 
 // postgresMigrations are sqliteMigrations for PostgreSQL: the same numbers
@@ -268,6 +273,11 @@ var postgresMigrations = []string{
 		claimed_at BIGINT
 	);
 	CREATE INDEX handoffs_app ON handoffs (app, id) WHERE claimed_at IS NULL;`,
+	// 8: facts about the store itself (the cluster ID replicas share).
+	`CREATE TABLE meta (
+		key TEXT PRIMARY KEY,
+		value TEXT NOT NULL
+	);`,
 }
 
 // schemaLock is the pg_advisory_xact_lock key migrations run under, so

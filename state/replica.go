@@ -3,6 +3,8 @@ package state
 import (
 	"cmp"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"slices"
 	"time"
@@ -111,4 +113,23 @@ func (s *Store) ClaimHandoffs(ctx context.Context, app string) ([]Handoff, error
 	}
 	slices.SortFunc(out, func(a, b Handoff) int { return cmp.Compare(a.ID, b.ID) })
 	return out, tx.Commit()
+}
+
+// ClusterID returns the ID that every capstan sharing this store has in
+// common, made by the first one that asks. The daemon puts it in Kamal's
+// deploy lock, so the replica that takes an app over reclaims a lock that
+// its dead predecessor left instead of waiting for it.
+func (s *Store) ClusterID(ctx context.Context) (string, error) {
+	b := make([]byte, 8)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	if _, err := s.db.ExecContext(ctx, `INSERT INTO meta (key, value) VALUES ('cluster_id', ?) ON CONFLICT (key) DO NOTHING`, hex.EncodeToString(b)); err != nil {
+		return "", fmt.Errorf("cluster ID: %w", err)
+	}
+	var id string
+	if err := s.db.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = 'cluster_id'`).Scan(&id); err != nil {
+		return "", fmt.Errorf("cluster ID: %w", err)
+	}
+	return id, nil
 }

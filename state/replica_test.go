@@ -199,3 +199,17 @@ func TestOpenPostgres_SurvivesADatabaseRestart(t *testing.T) {
 		t.Fatalf("replicas after restart: %+v, %v", got, err)
 	}
 }
+
+func TestClusterID_SameForEveryCaller(t *testing.T) {
+	forEachDriver(t, func(t *testing.T, s *Store) {
+		ctx := context.Background()
+		first, err := s.ClusterID(ctx)
+		if err != nil || len(first) != 16 {
+			t.Fatalf("ClusterID = %q, %v", first, err)
+		}
+		again, err := s.ClusterID(ctx)
+		if err != nil || again != first {
+			t.Errorf("second ClusterID = %q, %v; want %q", again, err, first)
+		}
+	})
+}

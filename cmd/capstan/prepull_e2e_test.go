@@ -23,7 +23,14 @@ import (
 // sha.
 func (d *serveProc) pushWebhook(sha string) {
 	d.t.Helper()
-	body := []byte(fmt.Sprintf(`{"ref":"refs/heads/main","after":%q,"repository":{"clone_url":%q},"sender":{"login":"ada"}}`, sha, d.repo))
+	d.pushWebhookFor(d.repo, sha)
+}
+
+// pushWebhookFor tells the daemon, as GitHub would, that the main branch of
+// repo moved to sha.
+func (d *serveProc) pushWebhookFor(repo, sha string) {
+	d.t.Helper()
+	body := []byte(fmt.Sprintf(`{"ref":"refs/heads/main","after":%q,"repository":{"clone_url":%q},"sender":{"login":"ada"}}`, sha, repo))
 	mac := hmac.New(sha256.New, []byte("gh-secret"))
 	mac.Write(body)
 	if code := d.post("/webhooks/github", body, map[string]string{"X-Hub-Signature-256": "sha256=" + hex.EncodeToString(mac.Sum(nil))}); code != http.StatusOK {

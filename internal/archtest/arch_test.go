@@ -24,6 +24,9 @@
 //     may use it).
 //  12. internal/pgtest (a private PostgreSQL server) is for tests only;
 //     it is the one non-test user of internal/testport.
+//  13. internal/fence (the lease check every host action asks) imports
+//     nothing of capstan's: hostexec and reconcile ask it, the daemon
+//     sets it.
 package archtest
 
 import (
@@ -77,6 +80,7 @@ var rules = []rule{
 	{from: "", to: "internal/testport", except: "internal/pgtest", why: "free ports are for tests only (and the test PostgreSQL server)"},
 	{from: "internal/testport", to: "", tests: true, why: "the test port helper is a leaf"},
 	{from: "", to: "internal/pgtest", why: "the private PostgreSQL server is for tests only"},
+	{from: "internal/fence", to: "", tests: true, why: "the fence is a leaf: every host action asks it"},
 }
 
 func TestImportRules(t *testing.T) {
@@ -155,14 +159,14 @@ func TestRules_CatchAViolation(t *testing.T) {
 	}
 	for _, edge := range []struct{ from, to string }{{"reconcile", "internal/daemon"}, {"gitwatch", "internal/daemon"}, {"cmd/capstan-lab", "internal/daemon"},
 		{"reconcile/window", "reconcile"}, {"reconcile/window", "internal/redact"}, {"gitwatch/verify", "gitwatch"}, {"gitwatch/verify", "internal/redact"},
-		{"internal/forge", "reconcile"}, {"internal/forge", "gitwatch"}, {"reconcile/kamal", "internal/forge"}, {"internal/httpjson", "internal/redact"}, {"state", "internal/pgtest"}, {"internal/daemon", "internal/testport"}} {
+		{"internal/forge", "reconcile"}, {"internal/forge", "gitwatch"}, {"reconcile/kamal", "internal/forge"}, {"internal/httpjson", "internal/redact"}, {"state", "internal/pgtest"}, {"internal/daemon", "internal/testport"}, {"internal/fence", "state"}} {
 		if !forbidden(edge.from, edge.to) {
 			t.Errorf("%s -> %s is not forbidden by any rule", edge.from, edge.to)
 		}
 	}
 	for _, edge := range []struct{ from, to string }{{"cmd/capstan", "internal/daemon"}, {"internal/daemon", "state"}, {"internal/daemon", "gitwatch"}, {"internal/daemon", "hostexec"}, {"internal/daemon", "reconcile"},
 		{"reconcile", "reconcile/window"}, {"internal/daemon", "reconcile/window"}, {"internal/daemon", "gitwatch/verify"}, {"gitwatch", "gitwatch/verify"},
-		{"internal/daemon", "internal/forge"}, {"internal/forge", "internal/webhook"}, {"internal/forge", "internal/httpjson"}, {"internal/notify", "internal/httpjson"}, {"internal/pgtest", "internal/testport"}} {
+		{"internal/daemon", "internal/forge"}, {"internal/forge", "internal/webhook"}, {"internal/forge", "internal/httpjson"}, {"internal/notify", "internal/httpjson"}, {"internal/pgtest", "internal/testport"}, {"hostexec", "internal/fence"}, {"reconcile", "internal/fence"}, {"internal/daemon", "internal/fence"}} {
 		if forbidden(edge.from, edge.to) {
 			t.Errorf("%s -> %s is forbidden, but it is the composition root's", edge.from, edge.to)
 		}

@@ -55,15 +55,16 @@ func (g gitSource) Sync(ctx context.Context) (reconcile.Revision, bool, error) {
 	return out, changed, nil
 }
 
-// stateRecorder adapts state.Store to reconcile.Recorder.
-type stateRecorder struct{ store *state.Store }
+// stateRecorder adapts state.Store to reconcile.Recorder; store is the
+// app's (fenced by its lease when replicas share the store).
+type stateRecorder struct{ store func() *state.Store }
 
 func (s stateRecorder) RecordRevision(ctx context.Context, app string, rev reconcile.Revision) error {
-	return s.store.RecordRevision(ctx, state.Revision{App: app, SHA: rev.SHA, Author: rev.Author, Message: rev.Message, Committed: rev.Time, Rewritten: rev.Rewritten})
+	return s.store().RecordRevision(ctx, state.Revision{App: app, SHA: rev.SHA, Author: rev.Author, Message: rev.Message, Committed: rev.Time, Rewritten: rev.Rewritten})
 }
 
 func (s stateRecorder) StartPass(ctx context.Context, app, revision, version string, by reconcile.Request) (int64, error) {
-	return s.store.StartPass(ctx, state.Pass{App: app, Revision: revision, Version: version, Trigger: by.Kind, TriggeredBy: by.By, Override: by.Override})
+	return s.store().StartPass(ctx, state.Pass{App: app, Revision: revision, Version: version, Trigger: by.Kind, TriggeredBy: by.By, Override: by.Override})
 }
 
 func (s stateRecorder) FinishPass(ctx context.Context, id int64, outcome, errText, plan string, steps []reconcile.PassStep) error {
@@ -71,32 +72,32 @@ func (s stateRecorder) FinishPass(ctx context.Context, id int64, outcome, errTex
 	for i, st := range steps {
 		out[i] = state.Step{Host: st.Host, Step: st.Step, Started: st.Started, Finished: st.Finished, Result: st.Result, Error: st.Error, Logs: st.Logs}
 	}
-	return s.store.FinishPass(ctx, id, outcome, errText, plan, out)
+	return s.store().FinishPass(ctx, id, outcome, errText, plan, out)
 }
 
 func (s stateRecorder) LastAttempt(ctx context.Context, app string) (string, bool, error) {
-	st, err := s.store.AppState(ctx, app)
+	st, err := s.store().AppState(ctx, app)
 	return st.LastAttempted, st.LastAttempted != "" && !st.LastAttemptOK, err
 }
 
 func (s stateRecorder) RecordAttempt(ctx context.Context, app, revision string, failed bool) error {
-	return s.store.RecordAttempt(ctx, app, revision, !failed)
+	return s.store().RecordAttempt(ctx, app, revision, !failed)
 }
 
 func (s stateRecorder) Converged(ctx context.Context, app string) (map[string]string, error) {
-	return s.store.Converged(ctx, app)
+	return s.store().Converged(ctx, app)
 }
 
 func (s stateRecorder) MarkConverged(ctx context.Context, app, revision string, hosts []string) error {
-	return s.store.MarkConverged(ctx, app, revision, hosts)
+	return s.store().MarkConverged(ctx, app, revision, hosts)
 }
 
 func (s stateRecorder) JobSucceeded(ctx context.Context, app, revision, job string) (bool, error) {
-	return s.store.JobSucceeded(ctx, app, revision, job)
+	return s.store().JobSucceeded(ctx, app, revision, job)
 }
 
 func (s stateRecorder) RecordJob(ctx context.Context, app, revision, job string) error {
-	return s.store.RecordJob(ctx, app, revision, job)
+	return s.store().RecordJob(ctx, app, revision, job)
 }
 
 func (s stateRecorder) SyncDrift(ctx context.Context, app string, scope []reconcile.DriftScope, items []reconcile.Drift) ([]reconcile.Drift, []reconcile.Drift, error) {
@@ -111,7 +112,7 @@ func (s stateRecorder) SyncDrift(ctx context.Context, app string, scope []reconc
 			sc[i].Kinds = append(sc[i].Kinds, string(k))
 		}
 	}
-	opened, resolved, err := s.store.SyncDrift(ctx, app, sc, in)
+	opened, resolved, err := s.store().SyncDrift(ctx, app, sc, in)
 	conv := func(es []state.Episode) []reconcile.Drift {
 		var out []reconcile.Drift
 		for _, e := range es {

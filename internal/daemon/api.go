@@ -40,7 +40,7 @@ func (d *Daemon) apiSync(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, fmt.Sprintf("token %s lacks the %s scope", t.name, ScopeOverride), http.StatusForbidden)
 		return
 	}
-	a.loop.Request(req)
+	d.request(a, req)
 	w.WriteHeader(http.StatusAccepted)
 	_ = json.NewEncoder(w).Encode(map[string]any{"app": a.cfg.Name, "force": req.Force || req.RerunJobs || req.Override,
 		"rerun_jobs": req.RerunJobs, "override": req.Override, "by": req.By, "queued": true})
@@ -56,11 +56,18 @@ type appView struct {
 	// Prepulled are the versions pulled onto hosts ahead of their deploy,
 	// and the hosts where a pre-pull was skipped or failed (with why).
 	Prepulled []state.Prepull `json:"prepulled,omitempty"`
+	// Owner is the replica reconciling the app, when replicas share the
+	// store; a replica that is not the owner shows the app's last pass
+	// from the store.
+	Owner string `json:"owner,omitempty"`
 }
 
 // view is a's status with its open drift and its last passes passes.
 func (d *Daemon) view(ctx context.Context, a *appRunner, passes int) appView {
-	v := appView{LoopStatus: a.loop.Status(), Repo: a.cfg.Repo, Branch: a.cfg.Branch}
+	v := appView{LoopStatus: a.loop.Status(), Repo: a.cfg.Repo, Branch: a.cfg.Branch, Owner: d.owner(ctx, a.cfg.Name)}
+	if d.cluster != nil && a.ten.Load() == nil {
+		v.LoopStatus = d.storedStatus(ctx, a.cfg.Name)
+	}
 	v.Open, _ = d.store.OpenDrift(ctx, a.cfg.Name)
 	if recs, err := d.store.Prepulls(ctx, a.cfg.Name); err == nil {
 		for _, r := range recs {

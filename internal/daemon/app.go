@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/capstan-dev/capstan/gitwatch"
@@ -15,6 +16,7 @@ import (
 	"github.com/capstan-dev/capstan/internal/redact"
 	"github.com/capstan-dev/capstan/reconcile"
 	"github.com/capstan-dev/capstan/reconcile/kamal"
+	"github.com/capstan-dev/capstan/state"
 )
 
 // appRunner is one app's loop and its wiring.
@@ -36,6 +38,30 @@ type appRunner struct {
 	prs *prPlanner
 	// pre pulls coming versions onto the hosts.
 	pre *prepuller
+	// ten is this replica's hold on the app when replicas share the
+	// store (nil: another replica reconciles it).
+	ten atomic.Pointer[tenure]
+}
+
+// writes is the store the app's records go to: with replicas, fenced by
+// the app's lease (without one, every write fails with ErrLeaseLost).
+func (r *appRunner) writes(d *Daemon) *state.Store {
+	if d.cluster == nil {
+		return d.store
+	}
+	if t := r.ten.Load(); t != nil {
+		return t.store
+	}
+	return d.store.Fenced(state.Lease{App: r.cfg.Name})
+}
+
+// ctx is the context of work for the app outside its loop (pre-pulls):
+// with replicas, the tenure's, whose host actions the lease fences.
+func (r *appRunner) ctx(d *Daemon) context.Context {
+	if t := r.ten.Load(); t != nil {
+		return t.ctx
+	}
+	return d.ctx()
 }
 
 func (d *Daemon) newAppRunner(ac AppConfig) (*appRunner, error) {
@@ -74,8 +100,8 @@ func (d *Daemon) newAppRunner(ac AppConfig) (*appRunner, error) {
 		Source: gitSource{repo: repo, metrics: d.metrics, app: ac.Name},
 		Load:   func(ctx context.Context, rev reconcile.Revision) (*reconcile.App, error) { return d.loadApp(r, rev) },
 		Image:  d.imageCheck(log),
-		Record: stateRecorder{store: d.store},
-		Jobs:   stateRecorder{store: d.store},
+		Record: stateRecorder{store: func() *state.Store { return r.writes(d) }},
+		Jobs:   stateRecorder{store: func() *state.Store { return r.writes(d) }},
 		Notify: loopNotifier{n: d.notif, repo: ac.Repo, env: ac.Destination, m: d.metrics, store: d.store},
 		Log:    d.log,
 		Poll:   time.Duration(ac.Poll),

@@ -54,7 +54,26 @@ type Config struct {
 	KeepPasses           int           `yaml:"keep_passes"`
 	Alerts               []AlertConfig `yaml:"alerts"`
 	Apps                 []AppConfig   `yaml:"apps"`
+	// State is where the records live: SQLite in state_dir (one
+	// replica), or PostgreSQL, which several replicas share.
+	State StateConfig `yaml:"state"`
 }
+
+// StateConfig chooses the store.
+type StateConfig struct {
+	// Driver is sqlite (the default) or postgres.
+	Driver string `yaml:"driver"`
+	// DSNEnv names the variable holding the PostgreSQL DSN (it carries a
+	// password, so never the file itself).
+	DSNEnv string `yaml:"dsn_env"`
+	// LeaseTTL is how long an app stays with a replica that stopped
+	// renewing its lease (died, paused, cut off from the database) before
+	// another takes it over; default 10s.
+	LeaseTTL Duration `yaml:"lease_ttl"`
+}
+
+// replicated reports whether replicas share the store (PostgreSQL).
+func (s StateConfig) replicated() bool { return s.Driver == "postgres" }
 
 // SSHSettings are the daemon's SSH defaults for the hosts (and for git over
 // SSH); empty means the OpenSSH defaults.
@@ -275,6 +294,7 @@ func LoadConfig(path string, getenv func(string) string) (*Config, error) {
 		}
 	}
 	checkTokens(c, getenv, bad)
+	checkState(&c.State, getenv, bad)
 	if err := checkExposure(c.Listen, c.APITokenEnv != "" || len(c.APITokens) > 0, c.InsecurePublicStatus); err != nil {
 		bad("listen", "%v", err)
 	}
@@ -282,6 +302,28 @@ func LoadConfig(path string, getenv func(string) string) (*Config, error) {
 		return nil, errs
 	}
 	return c, nil
+}
+
+// checkState validates the state block and applies its defaults.
+func checkState(st *StateConfig, getenv func(string) string, bad func(string, string, ...any)) {
+	switch st.Driver {
+	case "":
+		st.Driver = "sqlite"
+	case "sqlite":
+	case "postgres":
+		if st.DSNEnv == "" {
+			bad("state.dsn_env", "is required with driver postgres (the variable holding the DSN)")
+		} else if getenv(st.DSNEnv) == "" {
+			bad("state.dsn_env", "environment variable %s is not set", st.DSNEnv)
+		}
+	default:
+		bad("state.driver", "%q: want sqlite or postgres", st.Driver)
+	}
+	if st.LeaseTTL == 0 {
+		st.LeaseTTL = Duration(10 * time.Second)
+	} else if time.Duration(st.LeaseTTL) < 3*time.Second {
+		bad("state.lease_ttl", "must be at least 3s")
+	}
 }
 
 // checkExposure refuses a listen address other machines can reach when no

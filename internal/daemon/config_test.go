@@ -204,3 +204,31 @@ func TestNew_LookupEnv(t *testing.T) {
 		t.Error("the LookupEnv given is not used")
 	}
 }
+
+func TestLoadConfig_State(t *testing.T) {
+	env := map[string]string{"PG_DSN": "postgres://capstan@db/capstan"}
+	getenv := func(k string) string { return env[k] }
+	c, err := LoadConfig(writeFile(t, "apps:\n  - {name: a, repo: x}\n"), getenv)
+	if err != nil || c.State.Driver != "sqlite" || c.State.replicated() {
+		t.Fatalf("default: %+v, %v; want sqlite", c, err)
+	}
+	c, err = LoadConfig(writeFile(t, "state: {driver: postgres, dsn_env: PG_DSN}\napps:\n  - {name: a, repo: x}\n"), getenv)
+	if err != nil || !c.State.replicated() || time.Duration(c.State.LeaseTTL) != 10*time.Second {
+		t.Fatalf("postgres: %+v, %v; want replicated with a 10s lease", c.State, err)
+	}
+	for doc, want := range map[string]string{
+		"state: {driver: postgres}\n":                                      ":1: state.dsn_env: is required",
+		"state: {driver: postgres, dsn_env: UNSET}\n":                      ":1: state.dsn_env: environment variable UNSET is not set",
+		"state:\n  driver: mysql\n":                                        ":2: state.driver: \"mysql\": want sqlite or postgres",
+		"state:\n  driver: postgres\n  dsn_env: PG_DSN\n  lease_ttl: 1s\n": ":4: state.lease_ttl: must be at least 3s",
+	} {
+		p := writeFile(t, doc+"apps:\n  - {name: a, repo: x}\n")
+		_, err := LoadConfig(p, getenv)
+		if err == nil || !strings.Contains(err.Error(), p+want) {
+			t.Errorf("%q: %v, want %q", doc, err, p+want)
+		}
+		if err != nil && strings.Contains(err.Error(), "capstan@db") {
+			t.Errorf("the DSN is in an error: %v", err)
+		}
+	}
+}

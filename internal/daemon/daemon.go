@@ -75,6 +75,9 @@ type Daemon struct {
 	// logsOf is where an app's logs are read (its last loaded App; tests
 	// put a fake).
 	logsOf func(*appRunner) logSource
+	// cluster is the replica protocol when replicas share a PostgreSQL
+	// store (nil with SQLite: this process reconciles every app).
+	cluster *cluster
 
 	mu    sync.Mutex
 	ready bool
@@ -141,21 +144,11 @@ func New(ctx context.Context, cfg *Config, deps Deps) (*Daemon, error) {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, err
 	}
-	store, err := state.Open(filepath.Join(cfg.StateDir, "state.db"))
+	store, abandoned, err := d.openStore(ctx)
 	if err != nil {
 		return nil, err
 	}
 	d.store = store
-	abandoned, err := store.AbandonRunning(ctx)
-	if err != nil {
-		d.log.Error("mark the passes the last stop interrupted", "err", err)
-	} else if len(abandoned) > 0 {
-		d.log.Warn("passes interrupted by the last stop were marked", "count", len(abandoned))
-	}
-	if d.instance, err = instanceID(cfg.StateDir); err != nil {
-		store.Close()
-		return nil, err
-	}
 	d.metrics = newMetrics(d)
 	d.notif = notify.New(d.sinks(), deliveryRecorder{store: store, log: d.log}, d.log, notify.Options{})
 	for _, ac := range cfg.Apps {
@@ -188,13 +181,14 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.log.Info("capstan serving", "listen", ln.Addr().String(), "apps", len(d.apps), "state", d.cfg.StateDir)
 
 	var wg sync.WaitGroup
-	for _, name := range d.order {
-		r := d.apps[name]
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			r.loop.Run(ctx)
-		}()
+	if d.cluster != nil {
+		// The apps' loops run while this replica holds their leases.
+		wg.Go(func() { d.cluster.run(ctx) })
+	} else {
+		for _, name := range d.order {
+			r := d.apps[name]
+			wg.Go(func() { r.loop.Run(ctx) })
+		}
 	}
 	d.mu.Lock()
 	d.ready, d.runCtx = true, ctx
@@ -222,6 +216,61 @@ func (d *Daemon) Close() error {
 		d.notif.Close()
 	}
 	return d.store.Close()
+}
+
+// openStore opens the store capstan.yml names and returns the passes a
+// previous process left running. With SQLite (one replica) they are
+// marked interrupted here; with PostgreSQL a replica marks an app's when
+// it takes the app over, since other replicas may be running theirs. The
+// deploy lock's ID is this daemon's own with SQLite, and the cluster's
+// with PostgreSQL: whichever replica holds an app reclaims a lock its dead
+// predecessor left.
+func (d *Daemon) openStore(ctx context.Context) (*state.Store, []state.Pass, error) {
+	cfg := d.cfg
+	if cfg.State.replicated() {
+		store, err := state.OpenPostgres(ctx, d.deps.Getenv(cfg.State.DSNEnv))
+		if err != nil {
+			return nil, nil, fmt.Errorf("state (postgres): %w", err)
+		}
+		if d.instance, err = store.ClusterID(ctx); err == nil {
+			d.cluster, err = newCluster(d)
+		}
+		if err != nil {
+			store.Close()
+			return nil, nil, err
+		}
+		return store, nil, nil
+	}
+	store, err := state.Open(filepath.Join(cfg.StateDir, "state.db"))
+	if err != nil {
+		return nil, nil, err
+	}
+	abandoned, err := store.AbandonRunning(ctx)
+	if err != nil {
+		d.log.Error("mark the passes the last stop interrupted", "err", err)
+	} else if len(abandoned) > 0 {
+		d.log.Warn("passes interrupted by the last stop were marked", "count", len(abandoned))
+	}
+	if d.instance, err = instanceID(cfg.StateDir); err != nil {
+		store.Close()
+		return nil, nil, err
+	}
+	return store, abandoned, nil
+}
+
+// storedStatus is an app's status as another replica's last pass left it
+// in the store.
+func (d *Daemon) storedStatus(ctx context.Context, app string) reconcile.LoopStatus {
+	st := reconcile.LoopStatus{App: app}
+	if ps, err := d.store.History(ctx, app, 1); err == nil && len(ps) > 0 {
+		p := ps[0]
+		st.Revision, st.Version, st.LastPass, st.LastOutcome, st.LastError = p.Revision, p.Version, p.Started, p.Outcome, p.Error
+		st.Running = p.Outcome == state.OutcomeRunning
+	}
+	if as, err := d.store.AppState(ctx, app); err == nil {
+		st.LastSuccess = as.LastSuccess
+	}
+	return st
 }
 
 // alertInterrupted sends a deploy_interrupted alert for each pass a

@@ -39,6 +39,7 @@ var (
 	descSSH     = prometheus.NewDesc("capstan_ssh_commands_total", "SSH commands run.", []string{"app", "host"}, nil)
 	descSSHFail = prometheus.NewDesc("capstan_ssh_command_failures_total", "SSH commands that failed.", []string{"app", "host"}, nil)
 	descPrepull = prometheus.NewDesc("capstan_prepulled", "Versions pulled onto a host ahead of their deploy (1 per version).", []string{"app", "host", "version"}, nil)
+	descOwned   = prometheus.NewDesc("capstan_app_owned", "1 when this replica holds the app's lease and reconciles it (replicas sharing PostgreSQL); an app's other series come from its owner.", []string{"app", "replica"}, nil)
 )
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
@@ -47,10 +48,18 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descSSH
 	ch <- descSSHFail
 	ch <- descPrepull
+	ch <- descOwned
 }
 
 func (c collector) Collect(ch chan<- prometheus.Metric) {
 	for name, r := range c.d.apps {
+		if c.d.cluster != nil {
+			owned := r.ten.Load() != nil
+			ch <- prometheus.MustNewConstMetric(descOwned, prometheus.GaugeValue, map[bool]float64{true: 1}[owned], name, c.d.cluster.id)
+			if !owned {
+				continue
+			}
+		}
 		st := r.loop.Status()
 		ch <- prometheus.MustNewConstMetric(descDrift, prometheus.GaugeValue, float64(len(st.Drift)), name)
 		if !st.LastSuccess.IsZero() {

@@ -51,7 +51,7 @@ func (p *prepuller) queue(version, why string) bool {
 	p.mu.Unlock()
 	go func() {
 		defer func() { p.mu.Lock(); delete(p.busy, version); p.mu.Unlock() }()
-		ctx, cancel := context.WithTimeout(p.d.ctx(), prepullTimeout)
+		ctx, cancel := context.WithTimeout(p.r.ctx(p.d), prepullTimeout)
 		defer cancel()
 		if err := p.pull(ctx, version, why); err != nil {
 			p.d.log.Warn("pre-pull not done", "app", p.r.cfg.Name, "version", version, "by", why, "err", err)
@@ -75,7 +75,7 @@ func (p *prepuller) pull(ctx context.Context, version, why string) error {
 	if version == current {
 		return nil // deployed (or deploying) already
 	}
-	recs, err := p.d.store.Prepulls(ctx, name)
+	recs, err := p.r.writes(p.d).Prepulls(ctx, name)
 	if err != nil {
 		return err
 	}
@@ -96,10 +96,10 @@ func (p *prepuller) pull(ctx context.Context, version, why string) error {
 		return err
 	}
 	for _, v := range evict {
-		_ = p.d.store.ForgetPrepull(ctx, name, v)
+		_ = p.r.writes(p.d).ForgetPrepull(ctx, name, v)
 	}
 	for _, h := range hosts {
-		_ = p.d.store.RecordPrepull(context.WithoutCancel(ctx), state.Prepull{App: name, Version: version, Host: h.Host, Outcome: h.Outcome, Reason: h.Reason})
+		_ = p.r.writes(p.d).RecordPrepull(context.WithoutCancel(ctx), state.Prepull{App: name, Version: version, Host: h.Host, Outcome: h.Outcome, Reason: h.Reason})
 		log.Info("pre-pull", "host", h.Host, "outcome", h.Outcome, "reason", h.Reason, "took", h.Took.Round(time.Millisecond))
 	}
 	return nil
@@ -151,7 +151,7 @@ func (d *Daemon) apiPrepull(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	by := "token:" + caller(r).name
-	queued := a.pre.queue(v, by)
+	queued := d.prepull(a, v, by)
 	w.WriteHeader(http.StatusAccepted)
 	_ = json.NewEncoder(w).Encode(map[string]any{"app": a.cfg.Name, "version": v, "queued": queued, "by": by})
 }
@@ -185,7 +185,7 @@ func (d *Daemon) registryWebhook(reads chan struct{}) http.HandlerFunc {
 		for _, p := range pushes {
 			for _, name := range d.order {
 				a := d.apps[name]
-				if a.imageRepository() == p.Repository && a.pre.queue(p.Tag, "registry") {
+				if a.imageRepository() == p.Repository && d.prepull(a, p.Tag, "registry") {
 					queued = append(queued, fmt.Sprintf("%s:%s", name, p.Tag))
 				}
 			}

@@ -192,7 +192,7 @@ func (p *prPlanner) build(ctx context.Context, pr forge.PullRequest) (c forge.Co
 	if p.r.imageRepositoryIs(cfg.Repository) {
 		// The version the pull request would deploy: pulled now, so the
 		// merge does not wait for it.
-		p.r.pre.queue(cfg.Version.Name(), fmt.Sprintf("pull request #%d", pr.Number))
+		p.d.prepull(p.r, cfg.Version.Name(), fmt.Sprintf("pull request #%d", pr.Number))
 	}
 	var added []string
 	app.Hosts = slices.DeleteFunc(app.Hosts, func(h *kamal.HostPlan) bool {

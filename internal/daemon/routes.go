@@ -132,7 +132,7 @@ func (d *Daemon) webhook(kind string, reads chan struct{}) http.HandlerFunc {
 				continue
 			}
 			if push.Matches(a.cfg.Repo) && push.Branch() == a.cfg.Branch {
-				a.loop.Request(reconcile.Request{Kind: reconcile.TriggerWebhook, By: sender(kind, push.Sender)})
+				d.request(a, reconcile.Request{Kind: reconcile.TriggerWebhook, By: sender(kind, push.Sender)})
 				triggered = append(triggered, name)
 			}
 		}

@@ -144,7 +144,7 @@ func (d *Daemon) watchTrust(ctx context.Context) {
 			}
 			if changed {
 				d.log.Info("trust files changed; verifying the head again", "app", name)
-				r.loop.Request(reconcile.Request{Kind: reconcile.TriggerManual, By: "trust-reload", Force: true})
+				d.request(r, reconcile.Request{Kind: reconcile.TriggerManual, By: "trust-reload", Force: true})
 			}
 		}
 	}

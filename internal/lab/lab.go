@@ -192,7 +192,7 @@ func (l *Lab) Reset(ctx context.Context) error {
 		}
 	}
 	script := `ids=$(docker ps -aq); [ -z "$ids" ] || docker rm -f $ids >/dev/null
-docker network rm kamal >/dev/null 2>&1 || true
+docker network prune -f >/dev/null 2>&1 || true
 docker volume prune -f >/dev/null 2>&1 || true
 rm -rf /root/.kamal /root/.capstan /run/capstan`
 	for i := range l.Hosts {
