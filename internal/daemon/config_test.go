@@ -232,3 +232,14 @@ func TestLoadConfig_State(t *testing.T) {
 		}
 	}
 }
+
+func TestLoadConfig_ReplicasExample(t *testing.T) {
+	env := map[string]string{"GITHUB_WEBHOOK_SECRET": "s", "CAPSTAN_API_TOKEN": "t", "CAPSTAN_PG_DSN": "postgres://capstan:pw@postgres/capstan"}
+	c, err := LoadConfig("../../examples/replicas/capstan.yml", func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.State.replicated() || len(c.Apps) != 3 || time.Duration(c.State.LeaseTTL) != 10*time.Second {
+		t.Errorf("%+v", c)
+	}
+}
