@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"github.com/capstan-dev/capstan/reconcile"
 	"github.com/capstan-dev/capstan/reconcile/kamal"
 	"github.com/capstan-dev/capstan/state"
+	"github.com/robfig/cron/v3"
 )
 
 // appRunner is one app's loop and its wiring.
@@ -105,7 +107,7 @@ func (d *Daemon) newAppRunner(ac AppConfig) (*appRunner, error) {
 		Notify: loopNotifier{n: d.notif, repo: ac.Repo, env: ac.Destination, m: d.metrics, store: d.store},
 		Log:    d.log,
 		Poll:   time.Duration(ac.Poll),
-		Sweep:  ac.schedule.Next,
+		Sweep:  staggered(ac.Name, ac.schedule),
 		OnPass: func(_ string, took time.Duration) { d.metrics.passDur.WithLabelValues(ac.Name).Observe(took.Seconds()) },
 		SelfHeal: func(a *reconcile.App) bool {
 			if ac.SelfHeal != nil {
@@ -180,3 +182,30 @@ func (r *appRunner) closePool() {
 		r.pool.Close()
 	}
 }
+
+// maxSweepOffset bounds how far an app's drift sweeps are moved off their
+// schedule's ticks.
+const maxSweepOffset = 30 * time.Second
+
+// staggered is schedule moved by an offset fixed per app (a hash of its
+// name, under half the schedule's period and maxSweepOffset): fifty apps
+// on "*/5 * * * *" sweep their hosts spread over half a minute, not all at
+// the top of the minute.
+func staggered(app string, schedule cron.Schedule) func(time.Time) time.Time {
+	now := time.Now()
+	first := schedule.Next(now)
+	period := schedule.Next(first).Sub(first)
+	span := min(period/2, maxSweepOffset)
+	if span <= 0 {
+		return schedule.Next
+	}
+	h := fnv.New64a()
+	h.Write([]byte(app))
+	offset := time.Duration(h.Sum64() % uint64(span))
+	return func(now time.Time) time.Time { return schedule.Next(now.Add(-offset)).Add(offset) }
+}
+
+// startGap spaces the first passes of a daemon's apps: the i-th starts
+// i×startGap after the first, so many apps do not fetch and observe at
+// once.
+const startGap = 50 * time.Millisecond

@@ -185,9 +185,16 @@ func (d *Daemon) Run(ctx context.Context) error {
 		// The apps' loops run while this replica holds their leases.
 		wg.Go(func() { d.cluster.run(ctx) })
 	} else {
-		for _, name := range d.order {
+		for i, name := range d.order {
 			r := d.apps[name]
-			wg.Go(func() { r.loop.Run(ctx) })
+			wg.Go(func() {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(time.Duration(i) * startGap):
+				}
+				r.loop.Run(ctx)
+			})
 		}
 	}
 	d.mu.Lock()

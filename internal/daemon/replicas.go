@@ -140,7 +140,7 @@ func (c *cluster) round(ctx context.Context) {
 		if err != nil || !ok {
 			continue
 		}
-		c.start(ctx, app, l, sent)
+		c.start(ctx, app, l, sent, time.Duration(len(held))*startGap)
 		held = append(held, app)
 	}
 	if len(held) > fair {
@@ -212,7 +212,7 @@ func (c *cluster) deadlineFrom(sent time.Time) int64 {
 
 // start runs app's loop under lease l, taken by a request sent at sent.
 // The passes a dead holder left running are marked interrupted first.
-func (c *cluster) start(parent context.Context, app string, l state.Lease, sent time.Time) {
+func (c *cluster) start(parent context.Context, app string, l state.Lease, sent time.Time, after time.Duration) {
 	r := c.d.apps[app]
 	t := &tenure{store: c.d.store.Fenced(l), done: make(chan struct{})}
 	t.lease.Store(&l)
@@ -230,6 +230,11 @@ func (c *cluster) start(parent context.Context, app string, l state.Lease, sent 
 	c.d.log.Info("app taken", "replica", c.id, "app", app, "token", l.Token)
 	go func() {
 		defer close(t.done)
+		select {
+		case <-t.ctx.Done():
+			return
+		case <-time.After(after):
+		}
 		r.loop.Run(t.ctx)
 	}()
 }
