@@ -82,29 +82,12 @@ func startReplica(t *testing.T, l *lab.Lab, dsn string, apps []*replicaApp) *ser
 	dir := t.TempDir()
 	addr := testport.Addr(t)
 	var b strings.Builder
-	fmt.Fprintf(&b, `listen: %s
-state_dir: %s
-state: {driver: postgres, dsn_env: CAPSTAN_PG_DSN, lease_ttl: 6s}
-ssh: {known_hosts: %s, identity: %s}
-secrets_env_file: %s
-insecure_registries: [%s]
-image_wait: 90s
-webhooks: {github_secret_env: GH_SECRET}
-api_token_env: API_TOKEN
-apps:
-`, addr, filepath.Join(dir, "state"), l.KnownHosts, l.Identity, filepath.Join(dir, "secrets.env"), l.RegistryAddr)
+	b.WriteString(serveHead(t, l, dir, addr, l.RegistryAddr))
+	b.WriteString("state: {driver: postgres, dsn_env: CAPSTAN_PG_DSN, lease_ttl: 6s}\napps:\n")
 	for _, a := range apps {
 		fmt.Fprintf(&b, "  - {name: %s, repo: %s, branch: main, destination: %s, poll: 60s, drift_schedule: \"@every 1h\"}\n", a.name, a.bare, a.name)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "secrets.env"), []byte("DEMO_SECRET_KEY=s3cret-value-1\nLAB_REGISTRY_PASSWORD=lab-registry-password\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg := filepath.Join(dir, "capstan.yml")
-	if err := os.WriteFile(cfg, []byte(b.String()), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	d := &serveProc{t: t, addr: addr, cfg: cfg, token: "api-token-123",
-		env: append(os.Environ(), "GH_SECRET=gh-secret", "API_TOKEN=api-token-123", "HOME="+dir, "CAPSTAN_PG_DSN="+dsn)}
+	d := newServeProc(t, dir, addr, b.String(), "", []string{"CAPSTAN_PG_DSN=" + dsn})
 	d.start()
 	t.Cleanup(func() {
 		_ = d.cmd.Process.Signal(syscall.SIGCONT) // a test that failed while it was stopped

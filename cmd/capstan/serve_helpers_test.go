@@ -187,32 +187,15 @@ func startServe(t *testing.T, l *lab.Lab, o serveOpts) *serveProc {
 	if o.sshKey != "" {
 		git = fmt.Sprintf("    git: {ssh_key: %s, known_hosts: %s}\n", o.sshKey, o.knownHosts)
 	}
-	cfg := fmt.Sprintf(`listen: %s
-state_dir: %s
-ssh: {known_hosts: %s, identity: %s}
-secrets_env_file: %s
-insecure_registries: [%s]
-image_wait: 90s
-webhooks: {github_secret_env: GH_SECRET}
-api_token_env: API_TOKEN
-%s%sapps:
+	cfg := serveHead(t, l, dir, addr, o.insecure) + fmt.Sprintf(`%s%sapps:
   - name: testapp
     repo: %s
     branch: main
     poll: %s
     drift_schedule: "%s"
     self_heal: %v
-%s%s%s`, addr, filepath.Join(dir, "state"), l.KnownHosts, l.Identity, filepath.Join(dir, "secrets.env"), o.insecure,
-		o.top, alerts, o.repo, o.poll, o.drift, o.selfHeal, o.appExtra, git, o.extraApps)
-	if err := os.WriteFile(filepath.Join(dir, "secrets.env"), []byte("DEMO_SECRET_KEY=s3cret-value-1\nLAB_REGISTRY_PASSWORD=lab-registry-password\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfgPath := filepath.Join(dir, "capstan.yml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	d := &serveProc{t: t, addr: addr, cfg: cfgPath, token: "api-token-123", repo: o.repo,
-		env: append(append(os.Environ(), "GH_SECRET=gh-secret", "API_TOKEN=api-token-123", "HOME="+dir), o.env...)}
+%s%s%s`, o.top, alerts, o.repo, o.poll, o.drift, o.selfHeal, o.appExtra, git, o.extraApps)
+	d := newServeProc(t, dir, addr, cfg, o.repo, o.env)
 	d.start()
 	t.Cleanup(func() {
 		d.auditLive()
@@ -220,6 +203,38 @@ api_token_env: API_TOKEN
 		d.auditKept()
 	})
 	return d
+}
+
+// serveHead is the top of a capstan.yml for the lab in dir (listening on
+// addr): state, SSH, the secrets file (written), registries, the GitHub
+// webhook secret and the API token.
+func serveHead(t *testing.T, l *lab.Lab, dir, addr, insecure string) string {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(dir, "secrets.env"), []byte("DEMO_SECRET_KEY=s3cret-value-1\nLAB_REGISTRY_PASSWORD=lab-registry-password\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf(`listen: %s
+state_dir: %s
+ssh: {known_hosts: %s, identity: %s}
+secrets_env_file: %s
+insecure_registries: [%s]
+image_wait: 90s
+webhooks: {github_secret_env: GH_SECRET}
+api_token_env: API_TOKEN
+`, addr, filepath.Join(dir, "state"), l.KnownHosts, l.Identity, filepath.Join(dir, "secrets.env"), insecure)
+}
+
+// newServeProc writes cfg as dir's capstan.yml and returns the (not yet
+// started) daemon for it, with the test's tokens and env in its
+// environment.
+func newServeProc(t *testing.T, dir, addr, cfg, repo string, env []string) *serveProc {
+	t.Helper()
+	path := filepath.Join(dir, "capstan.yml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return &serveProc{t: t, addr: addr, cfg: path, token: "api-token-123", repo: repo,
+		env: append(append(os.Environ(), "GH_SECRET=gh-secret", "API_TOKEN=api-token-123", "HOME="+dir), env...)}
 }
 
 func (d *serveProc) start() {

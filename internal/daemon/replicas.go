@@ -171,24 +171,28 @@ func (c *cluster) preference() []string {
 }
 
 func (c *cluster) heldApps() []string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	var out []string
-	for app := range c.held {
+	for app := range c.tenures() {
 		out = append(out, app)
 	}
 	return out
 }
 
-// renew extends every lease held; one lost, or past its deadline without
-// a renewal, stops its app at once.
-func (c *cluster) renew(ctx context.Context) {
+// tenures is a snapshot of the apps held, by name.
+func (c *cluster) tenures() map[string]*tenure {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	held := make(map[string]*tenure, len(c.held))
 	for app, t := range c.held {
 		held[app] = t
 	}
-	c.mu.Unlock()
+	return held
+}
+
+// renew extends every lease held; one lost, or past its deadline without
+// a renewal, stops its app at once.
+func (c *cluster) renew(ctx context.Context) {
+	held := c.tenures()
 	for app, t := range held {
 		sent := time.Now()
 		l, err := c.d.store.RenewLease(ctx, *t.lease.Load(), c.ttl)
@@ -281,13 +285,10 @@ func (c *cluster) giveBackIdle(ctx context.Context, held []string) {
 // steps finish, then releases them so other replicas take the apps at
 // once.
 func (c *cluster) leave(log interface{ Info(string, ...any) }) {
-	c.mu.Lock()
-	held := make(map[string]*tenure, len(c.held))
-	for app, t := range c.held {
-		held[app] = t
+	held := c.tenures()
+	for _, t := range held {
 		t.cancel()
 	}
-	c.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	t := time.NewTicker(c.tick())
@@ -312,12 +313,7 @@ func (c *cluster) leave(log interface{ Info(string, ...any) }) {
 // claimHandoffs passes the requests other replicas handed over to the
 // loops of the apps held here.
 func (c *cluster) claimHandoffs(ctx context.Context) {
-	c.mu.Lock()
-	held := make(map[string]*tenure, len(c.held))
-	for app, t := range c.held {
-		held[app] = t
-	}
-	c.mu.Unlock()
+	held := c.tenures()
 	for app, t := range held {
 		hs, err := t.store.ClaimHandoffs(ctx, app)
 		if err != nil {
