@@ -22,6 +22,9 @@
 //     state; only the composition root wires it.
 //  11. internal/httpjson imports nothing of capstan's (every API client
 //     may use it).
+//  12. internal/simfleet (simulated SSH hosts for scale tests) is for
+//     tests only, and imports nothing of capstan's outside its tests: it
+//     recognises what capstan sends as a real host would.
 package archtest
 
 import (
@@ -74,6 +77,8 @@ var rules = []rule{
 	{from: "internal/httpjson", to: "", tests: true, why: "the HTTP JSON helper is a leaf"},
 	{from: "", to: "internal/testport", why: "free ports are for tests only"},
 	{from: "internal/testport", to: "", tests: true, why: "the test port helper is a leaf"},
+	{from: "", to: "internal/simfleet", why: "the simulated fleet is for tests only"},
+	{from: "internal/simfleet", to: "", why: "the simulated fleet models hosts on its own, not with capstan's code (its tests drive capstan)"},
 }
 
 func TestImportRules(t *testing.T) {
