@@ -23,7 +23,7 @@ func (h *Host) serveAPI(ch io.ReadWriter) {
 		}
 		io.Copy(io.Discard, req.Body)
 		req.Body.Close()
-		h.wait(h.f.lat.RTT)
+		h.wait(h.latency().RTT)
 		status, body := h.api(req)
 		resp := &http.Response{StatusCode: status, ProtoMajor: 1, ProtoMinor: 1, Request: req,
 			Header: http.Header{"Content-Type": {"application/json"}, "Api-Version": {"1.47"}},
@@ -100,7 +100,7 @@ func (h *Host) apiPull(repo, tag string) (int, []byte) {
 		}
 		ref += sep + tag
 	}
-	h.wait(h.f.lat.PullPerMB * time.Duration(h.f.opts.ImageMB))
+	h.wait(h.latency().PullPerMB * time.Duration(h.f.opts.ImageMB))
 	h.mu.Lock()
 	h.f.pulled(&h.state, ref)
 	h.mu.Unlock()
@@ -118,7 +118,7 @@ func (h *Host) apiContainer(m, rest string, q map[string][]string) (int, []byte)
 		kind += "/" + action
 	}
 	h.f.stats.count(kind)
-	lat := map[string]time.Duration{"start": h.f.lat.Start, "stop": h.f.lat.Stop}[action]
+	lat := map[string]time.Duration{"start": h.latency().Start, "stop": h.latency().Stop}[action]
 	h.wait(lat)
 	h.mu.Lock()
 	defer h.mu.Unlock()

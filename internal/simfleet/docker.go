@@ -121,9 +121,9 @@ func (x *cmdCtx) docker(args []string) int {
 	switch sub {
 	case "create", "run":
 		if sub == "create" {
-			h.wait(f.lat.Create)
+			h.wait(h.latency().Create)
 		} else {
-			h.wait(f.lat.Create + f.lat.Start)
+			h.wait(h.latency().Create + h.latency().Start)
 		}
 		h.mu.Lock()
 		c, msg := f.create(&h.state, rest)
@@ -137,10 +137,10 @@ func (x *cmdCtx) docker(args []string) int {
 		fmt.Fprintln(x.out, c.ID)
 		return 0
 	case "start":
-		return x.each(rest, f.lat.Start, func(c *Container) { c.start() })
+		return x.each(rest, h.latency().Start, func(c *Container) { c.start() })
 	case "stop":
 		rest, _, _ = flagValue(rest, "-t", "--time", "--timeout", "-s", "--signal")
-		return x.each(rest, f.lat.Stop, func(c *Container) { c.stop() })
+		return x.each(rest, h.latency().Stop, func(c *Container) { c.stop() })
 	case "kill":
 		rest, _, _ = flagValue(rest, "-s", "--signal")
 		return x.each(rest, 0, func(*Container) {})
@@ -166,7 +166,7 @@ func (x *cmdCtx) docker(args []string) int {
 		if len(rest) != 1 {
 			return x.fail(1, `"docker pull" requires exactly 1 argument.`)
 		}
-		h.wait(f.lat.PullPerMB * time.Duration(f.opts.ImageMB))
+		h.wait(h.latency().PullPerMB * time.Duration(f.opts.ImageMB))
 		h.mu.Lock()
 		im := f.pulled(&h.state, rest[0])
 		h.mu.Unlock()

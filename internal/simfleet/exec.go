@@ -19,7 +19,7 @@ type cmdCtx struct {
 // exec runs a command line as sshd would hand it to the user's shell and
 // returns its exit status.
 func (h *Host) exec(line string, stdin io.Reader, out, errw io.Writer) int {
-	h.wait(h.f.lat.RTT + h.f.lat.Exec)
+	h.wait(h.latency().RTT + h.latency().Exec)
 	x := &cmdCtx{h: h, line: line, stdin: stdin, out: out, errw: errw}
 	argv, err := splitLine(line)
 	if err != nil || len(argv) == 0 {

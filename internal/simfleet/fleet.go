@@ -34,9 +34,6 @@ import (
 	"golang.org/x/crypto/ssh"
 )
 
-// DefaultPort is the port every simulated host listens on.
-const DefaultPort = 2222
-
 // MaxSessions is how many sessions one SSH connection may have open at
 // once, as OpenSSH's default MaxSessions: the sim refuses more, as sshd
 // does.
@@ -72,7 +69,7 @@ var RealisticLatency = Latency{RTT: 2 * time.Millisecond, Handshake: 15 * time.M
 // Options configure a fleet. The zero value is one host with TestLatency.
 type Options struct {
 	Hosts   int      // number of hosts; 0 = 1
-	Port    int      // 0 = DefaultPort
+	Port    int      // the port every host listens on; 0 = one free on every host's address
 	Latency *Latency // nil = TestLatency
 	// ImageMB is the size of every image, for PullPerMB; 0 = 100.
 	ImageMB int
@@ -85,6 +82,7 @@ type Options struct {
 // cleanup) stops it.
 type Fleet struct {
 	opts     Options
+	port     int
 	lat      Latency
 	dir      string
 	known    string
@@ -117,9 +115,6 @@ func New(o Options, dir string) (*Fleet, error) {
 	if o.Hosts > 250*250 {
 		return nil, fmt.Errorf("simfleet: %d hosts is more than the address plan holds", o.Hosts)
 	}
-	if o.Port == 0 {
-		o.Port = DefaultPort
-	}
 	if o.ImageMB == 0 {
 		o.ImageMB = 100
 	}
@@ -134,29 +129,60 @@ func New(o Options, dir string) (*Fleet, error) {
 	if err := f.writeUserKey(); err != nil {
 		return nil, err
 	}
-	var known strings.Builder
 	for i := 0; i < o.Hosts; i++ {
 		h, err := newHost(f, i)
 		if err != nil {
-			f.Close()
 			return nil, err
 		}
 		f.hosts = append(f.hosts, h)
 		f.byAddr[h.addr] = h
-		fmt.Fprintf(&known, "[%s]:%d %s", h.addr, o.Port, ssh.MarshalAuthorizedKey(h.signer.PublicKey()))
+	}
+	if err := f.listenAll(); err != nil {
+		f.Close()
+		return nil, err
+	}
+	var known strings.Builder
+	for _, h := range f.hosts {
+		fmt.Fprintf(&known, "[%s]:%d %s", h.addr, f.port, ssh.MarshalAuthorizedKey(h.signer.PublicKey()))
 	}
 	f.known = filepath.Join(dir, "known_hosts")
 	if err := os.WriteFile(f.known, []byte(known.String()), 0o600); err != nil {
 		f.Close()
 		return nil, err
 	}
-	for _, h := range f.hosts {
-		if err := h.listen(); err != nil {
-			f.Close()
-			return nil, err
+	return f, nil
+}
+
+// listenAll makes every host listen on the same port: Options.Port, or
+// when 0 a port free on every host's address (fleets of several tests,
+// or several test processes, share 127.77.0.0/16).
+func (f *Fleet) listenAll() error {
+	var err error
+	for try := 0; try < 50; try++ {
+		port := f.opts.Port
+		if port == 0 {
+			ln, lerr := net.Listen("tcp", net.JoinHostPort(f.hosts[0].addr, "0"))
+			if lerr != nil {
+				return fmt.Errorf("simfleet: %w", lerr)
+			}
+			port = ln.Addr().(*net.TCPAddr).Port
+			ln.Close()
+		}
+		f.port = port
+		err = nil
+		for _, h := range f.hosts {
+			if err = h.listen(); err != nil {
+				break
+			}
+		}
+		if err == nil || f.opts.Port != 0 {
+			return err
+		}
+		for _, h := range f.hosts {
+			h.closeListener()
 		}
 	}
-	return f, nil
+	return err
 }
 
 func (f *Fleet) writeUserKey() error {
@@ -191,7 +217,7 @@ func (f *Fleet) Hosts() []string {
 }
 
 // Port is the SSH port every host listens on (deploy.yml's ssh.port).
-func (f *Fleet) Port() int { return f.opts.Port }
+func (f *Fleet) Port() int { return f.port }
 
 // KnownHosts is the path of a known_hosts file (OpenSSH format, with
 // [ip]:port entries) holding every host's key.
@@ -249,5 +275,5 @@ func (f *Fleet) sleep(d time.Duration) {
 }
 
 func (f *Fleet) listenAddr(h *Host) string {
-	return net.JoinHostPort(h.addr, strconv.Itoa(f.opts.Port))
+	return net.JoinHostPort(h.addr, strconv.Itoa(f.port))
 }

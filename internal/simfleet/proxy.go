@@ -61,7 +61,7 @@ func (x *cmdCtx) proxyDeploy(args []string) int {
 	if r.Target == "" {
 		return x.fail(1, "Error: a target is required")
 	}
-	x.h.wait(x.h.f.lat.Switch)
+	x.h.wait(x.h.latency().Switch)
 	ref, _, _ := strings.Cut(r.Target, ":")
 	h := x.h
 	h.mu.Lock()

@@ -5,6 +5,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // A scriptKind recognises one of the shell scripts capstan sends by text
@@ -25,6 +26,7 @@ func init() {
 		{"lock", []string{`mkdir "$1"`, `cat > "$1/details"`}, (*cmdCtx).lock},
 		{"lock read", []string{`cat "$1/details" 2>/dev/null || true`}, func(x *cmdCtx, args []string) int {
 			if len(args) == 1 {
+				x.h.f.stats.observed(Observation{Host: x.h.addr, LockDir: args[0], At: time.Now()})
 				content, _ := x.h.File(args[0] + "/details")
 				io.WriteString(x.out, content)
 			}
@@ -127,6 +129,7 @@ func (x *cmdCtx) observe(args []string) int {
 		return x.unknown()
 	}
 	h := x.h
+	h.f.stats.observed(Observation{Host: h.addr, LockDir: args[2], At: time.Now()})
 	var b strings.Builder
 	h.mu.Lock()
 	for i := len(h.state.containers) - 1; i >= 0; i-- {

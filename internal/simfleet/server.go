@@ -47,6 +47,7 @@ type Host struct {
 	fault   Fault
 	flapN   int
 	slow    float64
+	latOver *Latency // SetLatency's; nil = the fleet's
 	conns   map[net.Conn]bool
 	stopped bool
 
@@ -76,6 +77,24 @@ func (h *Host) SetSlow(factor float64) {
 	h.netMu.Lock()
 	h.slow = factor
 	h.netMu.Unlock()
+}
+
+// SetLatency gives this host its own latency instead of the fleet's
+// (still scaled by SetSlow).
+func (h *Host) SetLatency(l Latency) {
+	h.netMu.Lock()
+	h.latOver = &l
+	h.netMu.Unlock()
+}
+
+// latency is the host's Latency.
+func (h *Host) latency() Latency {
+	h.netMu.Lock()
+	defer h.netMu.Unlock()
+	if h.latOver != nil {
+		return *h.latOver
+	}
+	return h.f.lat
 }
 
 // SetFault puts the host in fault mode m. Refuse and Blackhole cut the
@@ -125,6 +144,15 @@ func (h *Host) listenLocked() error {
 	h.f.wg.Add(1)
 	go h.accept(ln)
 	return nil
+}
+
+func (h *Host) closeListener() {
+	h.netMu.Lock()
+	defer h.netMu.Unlock()
+	if h.ln != nil {
+		h.ln.Close()
+		h.ln = nil
+	}
 }
 
 func (h *Host) shutdown() {
@@ -199,7 +227,7 @@ func (h *Host) serverConfig() *ssh.ServerConfig {
 func (h *Host) serve(c net.Conn, flapping bool) {
 	st := &h.f.stats
 	st.gauge(&st.handshakes, &st.handshakesMax, 1)
-	h.wait(h.f.lat.Handshake)
+	h.wait(h.latency().Handshake)
 	sc, chans, reqs, err := ssh.NewServerConn(c, h.serverConfig())
 	st.gauge(&st.handshakes, &st.handshakesMax, -1)
 	if err != nil {
@@ -240,6 +268,7 @@ func (h *Host) serve(c net.Conn, flapping bool) {
 				Reserved1 uint32
 			}
 			if err := ssh.Unmarshal(nc.ExtraData(), &p); err != nil || p.Path != dockerSocket {
+				st.unknownCmd(h.addr + ": direct-streamlocal " + p.Path)
 				nc.Reject(ssh.ConnectionFailed, "connect failed: No such file or directory")
 				continue
 			}
@@ -252,6 +281,7 @@ func (h *Host) serve(c net.Conn, flapping bool) {
 				}, false)
 			}()
 		default:
+			st.unknownCmd(h.addr + ": channel " + nc.ChannelType())
 			nc.Reject(ssh.UnknownChannelType, "unsupported channel type")
 		}
 	}
@@ -261,7 +291,7 @@ func (h *Host) serve(c net.Conn, flapping bool) {
 // gauges.
 func (h *Host) channel(nc ssh.NewChannel, serve func(ssh.Channel, <-chan *ssh.Request), session bool) {
 	st := &h.f.stats
-	h.wait(h.f.lat.RTT)
+	h.wait(h.latency().RTT)
 	ch, reqs, err := nc.Accept()
 	if err != nil {
 		return

@@ -27,6 +27,19 @@ type Stats struct {
 	Unknown []string
 	// Switches is the proxy switch log, in order.
 	Switches []Switch
+	// Observations lists, in order, each observation of a host that named
+	// an app's lock directory: the observe script, and the lock read that
+	// goes with a Docker API observation on the lock host. One per app
+	// and pass on its lock host: when passes and sweeps start.
+	Observations []Observation
+}
+
+// Observation is one observation of a host for the app whose Kamal lock
+// directory is LockDir.
+type Observation struct {
+	Host    string
+	LockDir string
+	At      time.Time
 }
 
 // Switch is one kamal-proxy deploy that switched a route.
@@ -50,6 +63,7 @@ type counters struct {
 	commands                      map[string]int64
 	unknown                       []string
 	switches                      []Switch
+	observations                  []Observation
 }
 
 func (c *counters) init() { c.commands = map[string]int64{} }
@@ -89,6 +103,12 @@ func (c *counters) unknownCmd(s string) {
 	c.mu.Unlock()
 }
 
+func (c *counters) observed(o Observation) {
+	c.mu.Lock()
+	c.observations = append(c.observations, o)
+	c.mu.Unlock()
+}
+
 func (c *counters) switched(s Switch) {
 	c.mu.Lock()
 	c.switches = append(c.switches, s)
@@ -103,7 +123,8 @@ func (f *Fleet) Stats() Stats {
 	return Stats{Connections: c.accepted, ConnsMax: c.connsMax, HandshakesMax: c.handshakesMax,
 		SessionsMax: c.sessionsMax, SessionsPerConnMax: c.perConnMax, ChannelsMax: c.channelsMax,
 		RefusedSessions: c.refused, Commands: maps.Clone(c.commands),
-		Unknown: slices.Clone(c.unknown), Switches: slices.Clone(c.switches)}
+		Unknown: slices.Clone(c.unknown), Switches: slices.Clone(c.switches),
+		Observations: slices.Clone(c.observations)}
 }
 
 // ResetStats zeroes the counters and maxima (gauges keep their current
@@ -114,5 +135,5 @@ func (f *Fleet) ResetStats() {
 	defer c.mu.Unlock()
 	c.connsMax, c.handshakesMax, c.sessionsMax, c.channelsMax = c.conns, c.handshakes, c.sessions, c.channels
 	c.accepted, c.refused, c.perConnMax = 0, 0, 0
-	c.commands, c.unknown, c.switches = map[string]int64{}, nil, nil
+	c.commands, c.unknown, c.switches, c.observations = map[string]int64{}, nil, nil, nil
 }
