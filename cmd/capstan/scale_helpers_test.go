@@ -45,9 +45,8 @@ func scaleBinary(tb testing.TB) string {
 const scaleSecret = "scale-registry-password-1"
 
 // scaleDeployYML is a one-role app on the fleet's hosts, routed by
-// kamal-proxy, deploying version with boot.limit. The registry is a
-// closed loopback port: the digest lookup fails at once and the sim
-// serves the pull.
+// kamal-proxy, deploying version with boot.limit, from the fleet's
+// registry.
 func scaleDeployYML(service string, f *simfleet.Fleet, hosts []string, version, limit string) string {
 	boot := ""
 	if limit != "" {
@@ -63,7 +62,7 @@ proxy:
   healthcheck:
     path: /up
 registry:
-  server: 127.0.0.1:5999
+  server: %s
   username: sim
   password: [REGISTRY_PASSWORD]
 builder:
@@ -73,7 +72,7 @@ ssh:
 %sx-capstan:
   version: %s
   bake: 0
-`, service, service, strings.Join(hosts, ", "), f.Port(), boot, version)
+`, service, service, strings.Join(hosts, ", "), f.Registry(), f.Port(), boot, version)
 }
 
 // procRun is what one capstan process cost.

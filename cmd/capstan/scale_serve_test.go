@@ -64,8 +64,8 @@ func scaleServe(b *testing.B, f *simfleet.Fleet, repo string, apps int, poll, dr
 	dir := b.TempDir()
 	addr := testport.Addr(b)
 	var cfg strings.Builder
-	fmt.Fprintf(&cfg, "listen: %s\nstate_dir: %s\nssh: {known_hosts: %s, identity: %s}\nsecrets_env_file: %s\napps:\n",
-		addr, filepath.Join(dir, "state"), f.KnownHosts(), f.UserKey(), filepath.Join(dir, "secrets.env"))
+	fmt.Fprintf(&cfg, "listen: %s\nstate_dir: %s\nssh: {known_hosts: %s, identity: %s}\nsecrets_env_file: %s\ninsecure_registries: [%s]\napps:\n",
+		addr, filepath.Join(dir, "state"), f.KnownHosts(), f.UserKey(), filepath.Join(dir, "secrets.env"), f.Registry())
 	for i := 1; i <= apps; i++ {
 		fmt.Fprintf(&cfg, "  - {name: %s, repo: %s, branch: main, path: apps/%s, poll: %s, drift_schedule: %q}\n",
 			scaleAppName(i), repo, scaleAppName(i), poll, drift)
@@ -118,9 +118,10 @@ func passStarts(st simfleet.Stats, lockHost string) map[string][]time.Time {
 }
 
 // herdRows buckets pass starts (the first pass of each app excluded: it
-// is the startup pass) into interval-long windows from start, each cut in
-// ten, and returns one row per window: the counts per tenth, the busiest
-// second and the spread of the window's starts.
+// is the startup pass) into interval-long windows centred on start +
+// k·interval (where a schedule counted from the daemon's start ticks),
+// each cut in ten, and returns one row per window: the counts per tenth,
+// the busiest second and the spread of the window's starts.
 func herdRows(starts map[string][]time.Time, start time.Time, interval time.Duration, skipFirst bool) [][]string {
 	var all []time.Time
 	for _, ts := range starts {
@@ -132,7 +133,7 @@ func herdRows(starts map[string][]time.Time, start time.Time, interval time.Dura
 	slices.SortFunc(all, func(a, b time.Time) int { return a.Compare(b) })
 	windows := map[int][]time.Time{}
 	for _, t := range all {
-		k := int(t.Sub(start) / interval)
+		k := int((t.Sub(start) + interval/2) / interval)
 		windows[k] = append(windows[k], t)
 	}
 	var rows [][]string
@@ -141,7 +142,7 @@ func herdRows(starts map[string][]time.Time, start time.Time, interval time.Dura
 		tenths := make([]int, 10)
 		perSecond := map[int64]int{}
 		for _, t := range ts {
-			off := t.Sub(start) - time.Duration(k)*interval
+			off := t.Sub(start) - time.Duration(k)*interval + interval/2
 			tenths[min(int(off*10/interval), 9)]++
 			perSecond[t.Unix()]++
 		}
@@ -149,7 +150,7 @@ func herdRows(starts map[string][]time.Time, start time.Time, interval time.Dura
 		for _, n := range perSecond {
 			busiest = max(busiest, n)
 		}
-		cells := []string{fmt.Sprintf("%v–%v", time.Duration(k)*interval, time.Duration(k+1)*interval), strconv.Itoa(len(ts))}
+		cells := []string{fmt.Sprintf("%v±%v", time.Duration(k)*interval, interval/2), strconv.Itoa(len(ts))}
 		for _, n := range tenths {
 			cells = append(cells, strconv.Itoa(n))
 		}
@@ -177,14 +178,14 @@ func sortedInts[V any](m map[int]V) []int {
 // serving and the sim saw no command it does not model.
 func BenchmarkScaleServe(b *testing.B) {
 	requireScale(b)
-	const apps, hosts = 50, 10
+	apps, hosts := envInt(b, "CAPSTAN_SCALE_APPS", 50), 10
 	lat := simfleet.RealisticLatency
 	f := simfleet.Start(b, simfleet.Options{Hosts: hosts, Latency: &lat})
 	repo := scaleRepo(b, f, apps)
 	interval := 10 * time.Second
 	head := []string{"window", "passes"}
 	for i := 0; i < 10; i++ {
-		head = append(head, fmt.Sprintf("+%v", time.Duration(i)*interval/10))
+		head = append(head, fmt.Sprintf("%+v", time.Duration(i)*interval/10-interval/2))
 	}
 	head = append(head, "busiest second", "spread")
 	for _, c := range []struct{ what, poll, drift string }{
@@ -195,12 +196,30 @@ func BenchmarkScaleServe(b *testing.B) {
 		if len(st.Unknown) > 0 {
 			b.Errorf("%s: %d commands the sim does not model, e.g. %s", c.what, len(st.Unknown), st.Unknown[0])
 		}
-		checkScaleBounds(b, hosts, c.what, st)
-		rows := herdRows(passStarts(st, f.Hosts()[0]), start, interval, true)
+		checkScaleBounds(b, hosts, apps, c.what, st)
+		starts := passStarts(st, f.Hosts()[0])
+		b.Logf("%s: %d observations, %d apps seen on the lock host, commands %v", c.what, len(st.Observations), len(starts), st.Commands)
+		if testing.Verbose() {
+			b.Logf("daemon log:\n%s", tail(r.out, 8000))
+		}
+		rows := herdRows(starts, start, interval, true)
 		benchReport(b, fmt.Sprintf("Scale: %d apps × %d hosts in one `capstan serve`, %s (`BenchmarkScaleServe`)", apps, hosts, c.what),
-			fmt.Sprintf("Pass starts (each app's observation of its lock host, the startup pass excluded) per %v window since the daemon started, in tenths of the window. "+
+			fmt.Sprintf("Pass starts (each app's observation of its lock host, the startup pass excluded) in %v windows centred on multiples of %v since the daemon started, in tenths of the window (a herd fills one tenth). "+
 				"Daemon: %d threads at most, RSS peak %s, CPU %.1f s over %v. SSH: %d connections open at most, %d handshakes at once at most, %d sessions on one connection at most.",
-				interval, r.threadsMax, mib(r.maxRSSKiB), r.cpu.Seconds(), r.wall.Round(time.Second), st.ConnsMax, st.HandshakesMax, st.SessionsPerConnMax),
+				interval, interval, r.threadsMax, mib(r.maxRSSKiB), r.cpu.Seconds(), r.wall.Round(time.Second), st.ConnsMax, st.HandshakesMax, st.SessionsPerConnMax),
 			rows, head)
 	}
+}
+
+// envInt is the number in environment variable name, or def.
+func envInt(b *testing.B, name string, def int) int {
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n <= 0 {
+		b.Fatalf("%s=%q is not a positive number", name, v)
+	}
+	return n
 }

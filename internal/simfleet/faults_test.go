@@ -113,8 +113,9 @@ func TestFleet_Unknown(t *testing.T) {
 }
 
 // TestFleet_Faults: a refusing host is unreachable and comes back when
-// healed; a flapping host fails some commands and serves others; a slow
-// host takes its multiple of the latency.
+// healed; a flapping host fails some commands and serves others; a
+// blackholed host times out; a slow host takes its multiple of the
+// latency.
 func TestFleet_Faults(t *testing.T) {
 	lat := Latency{Exec: 20 * time.Millisecond}
 	f := Start(t, Options{Hosts: 3, Latency: &lat})
@@ -144,6 +145,18 @@ func TestFleet_Faults(t *testing.T) {
 	}
 	if ok == 0 || failed == 0 {
 		t.Errorf("flapping host: %d ok, %d failed; want some of each", ok, failed)
+	}
+
+	// A blackholed host takes the connection and never answers: the pool
+	// gives up after its ConnectTimeout.
+	if err := f.Host(2).SetFault(Blackhole); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := run(t, p, addr[2], "mkdir", "-p", "a"); !errors.Is(err, hostexec.ErrUnreachable) {
+		t.Errorf("blackholed host: err = %v, want ErrUnreachable", err)
+	}
+	if err := f.Host(2).SetFault(Healthy); err != nil {
+		t.Fatal(err)
 	}
 
 	f.Host(2).SetSlow(10)

@@ -83,6 +83,7 @@ type Options struct {
 type Fleet struct {
 	opts     Options
 	port     int
+	registry string
 	lat      Latency
 	dir      string
 	known    string
@@ -138,6 +139,10 @@ func New(o Options, dir string) (*Fleet, error) {
 		f.byAddr[h.addr] = h
 	}
 	if err := f.listenAll(); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if err := f.startRegistry(); err != nil {
 		f.Close()
 		return nil, err
 	}
@@ -273,6 +278,8 @@ func (f *Fleet) sleep(d time.Duration) {
 	case <-f.done:
 	}
 }
+
+func itoa(n int) string { return strconv.Itoa(n) }
 
 func (f *Fleet) listenAddr(h *Host) string {
 	return net.JoinHostPort(h.addr, strconv.Itoa(f.port))

@@ -80,7 +80,7 @@ proxy:
   healthcheck:
     path: /up
 registry:
-  server: 127.0.0.1:5999
+  server: %s
   username: sim
   password: [REGISTRY_PASSWORD]
 builder:
@@ -93,7 +93,7 @@ env:
   secret: [REGISTRY_PASSWORD]
 x-capstan:
   version: %s
-`, strings.Join(a.fleet.Hosts(), ", "), a.fleet.Port(), version))
+`, strings.Join(a.fleet.Hosts(), ", "), a.fleet.Registry(), a.fleet.Port(), version))
 }
 
 // capstan runs the binary in the app directory.
@@ -108,7 +108,7 @@ func (a *simApp) capstan(args ...string) (string, error) {
 	cmd := exec.CommandContext(ctx, capstanBin(a.t), append([]string{"--log-level", level, "--log-format", "json"}, args...)...)
 	cmd.Dir = a.dir
 	cmd.Env = append(os.Environ(), "CAPSTAN_KNOWN_HOSTS="+a.fleet.KnownHosts(), "CAPSTAN_IDENTITY="+a.fleet.UserKey(),
-		"CAPSTAN_STATE_DIR="+a.state, "SIM_REGISTRY_PASSWORD="+secretValue, "NO_COLOR=1")
+		"CAPSTAN_STATE_DIR="+a.state, "SIM_REGISTRY_PASSWORD="+secretValue, "CAPSTAN_INSECURE_REGISTRIES="+a.fleet.Registry())
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()
