@@ -134,6 +134,7 @@ func (h *Host) apiContainer(m, rest string, q map[string][]string) (int, []byte)
 			return http.StatusNotModified, nil
 		}
 		c.start()
+		h.state.containerChanged(c)
 		return http.StatusNoContent, nil
 	case m == http.MethodPost && action == "stop":
 		if c.State != "running" {

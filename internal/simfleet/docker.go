@@ -129,6 +129,7 @@ func (x *cmdCtx) docker(args []string) int {
 		c, msg := f.create(&h.state, rest)
 		if c != nil && sub == "run" {
 			c.start()
+			h.state.containerChanged(c)
 		}
 		h.mu.Unlock()
 		if c == nil {
@@ -137,13 +138,13 @@ func (x *cmdCtx) docker(args []string) int {
 		fmt.Fprintln(x.out, c.ID)
 		return 0
 	case "start":
-		return x.each(rest, h.latency().Start, func(c *Container) { c.start() })
+		return x.each(rest, h.latency().Start, func(c *Container) { c.start(); h.state.containerChanged(c) })
 	case "stop":
 		rest, _, _ = flagValue(rest, "-t", "--time", "--timeout", "-s", "--signal")
 		return x.each(rest, h.latency().Stop, func(c *Container) { c.stop() })
 	case "kill":
 		rest, _, _ = flagValue(rest, "-s", "--signal")
-		return x.each(rest, 0, func(*Container) {})
+		return x.each(rest, 0, h.state.containerChanged) // SIGUSR2 reloads HAProxy
 	case "rm":
 		force := len(dropFlags(rest, "-f", "--force")) != len(rest)
 		return x.removeContainers(dropFlags(rest, "-f", "--force", "--"), force)

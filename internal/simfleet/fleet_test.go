@@ -48,6 +48,7 @@ type simApp struct {
 	fleet *simfleet.Fleet
 	dir   string
 	state string
+	extra string // more x-capstan keys, indented
 }
 
 const secretValue = "sim-registry-password-1"
@@ -93,7 +94,7 @@ env:
   secret: [REGISTRY_PASSWORD]
 x-capstan:
   version: %s
-`, strings.Join(a.fleet.Hosts(), ", "), a.fleet.Registry(), a.fleet.Port(), version))
+%s`, strings.Join(a.fleet.Hosts(), ", "), a.fleet.Registry(), a.fleet.Port(), version, a.extra))
 }
 
 // capstan runs the binary in the app directory.
@@ -239,5 +240,46 @@ func TestFleet_DeadHost(t *testing.T) {
 	a.mustApply()
 	if _, ok := f.Host(2).Routes()["simapp-web"]; !ok {
 		t.Error("host 2 did not converge once it was back")
+	}
+}
+
+// TestFleet_HAProxy: with the haproxy driver, a deploy boots HAProxy,
+// health-checks the new container and adds it to its backend through the
+// runtime API; a no-op apply changes nothing; v2 replaces the server.
+func TestFleet_HAProxy(t *testing.T) {
+	f := simfleet.Start(t, simfleet.Options{Hosts: 2})
+	a := newSimApp(t, f, "v1")
+	a.extra = "  proxy: haproxy\n  haproxy:\n    image: haproxy:lab\n"
+	a.configure("v1")
+	a.mustApply()
+	assertNoUnknown(t, f)
+	servesVersion := func(version string) {
+		t.Helper()
+		for i := range f.Hosts() {
+			h := f.Host(i)
+			var ip string
+			for _, c := range h.Containers() {
+				if c.Name == "simapp-web-"+version && c.State == "running" {
+					ip = c.IP
+				}
+			}
+			got := h.HAProxyServers()["simapp-web"]
+			if ip == "" || len(got) != 1 || got[0] != ip+":3000" {
+				t.Errorf("host %d: backend serves %v, want the %s container (%s:3000)", i, got, version, ip)
+			}
+		}
+	}
+	servesVersion("v1")
+	f.ResetStats()
+	a.mustApply()
+	if st := f.Stats(); st.Commands["docker create"] != 0 || st.Commands["haproxy add server"] != 0 {
+		t.Errorf("a no-op apply changed things: %v", st.Commands)
+	}
+	a.configure("v2")
+	a.mustApply()
+	servesVersion("v2")
+	assertNoUnknown(t, f)
+	if st := f.Stats(); st.Commands["haproxy add server"] != 2 || st.Commands["haproxy del server"] != 2 || st.Commands["http GET"] == 0 {
+		t.Errorf("v2 did not switch through the runtime API after a health check: %v", st.Commands)
 	}
 }

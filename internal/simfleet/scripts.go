@@ -22,6 +22,7 @@ var scripts []scriptKind
 
 func init() {
 	scripts = []scriptKind{
+		{"haproxy boot", []string{`docker container inspect --format '{{.State.Running}}' "$name"`, `cat "$cfg"`}, (*cmdCtx).haproxyBoot},
 		{"observe", []string{`docker ps -a`, `docker network inspect kamal --format "$4"`, `"$3/details"`}, (*cmdCtx).observe},
 		{"lock", []string{`mkdir "$1"`, `cat > "$1/details"`}, (*cmdCtx).lock},
 		{"lock read", []string{`cat "$1/details" 2>/dev/null || true`}, func(x *cmdCtx, args []string) int {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -267,24 +268,58 @@ func (h *Host) serve(c net.Conn, flapping bool) {
 				Reserved0 string
 				Reserved1 uint32
 			}
-			if err := ssh.Unmarshal(nc.ExtraData(), &p); err != nil || p.Path != dockerSocket {
-				st.unknownCmd(h.addr + ": direct-streamlocal " + p.Path)
+			err := ssh.Unmarshal(nc.ExtraData(), &p)
+			var serve func(io.ReadWriter)
+			switch {
+			case err == nil && p.Path == dockerSocket:
+				serve = h.serveAPI
+			case err == nil && h.haproxySocket(p.Path):
+				serve = h.serveRuntimeAPI
+			default:
+				// Nothing listens there (HAProxy not booted yet, or a
+				// socket the sim does not model): refused as on a host.
+				st.count("streamlocal refused " + p.Path)
 				nc.Reject(ssh.ConnectionFailed, "connect failed: No such file or directory")
 				continue
 			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				h.channel(nc, func(ch ssh.Channel, reqs <-chan *ssh.Request) {
-					go ssh.DiscardRequests(reqs)
-					h.serveAPI(ch)
-				}, false)
-			}()
+			h.stream(&wg, nc, serve)
+		case "direct-tcpip":
+			var p struct {
+				Host     string
+				Port     uint32
+				OrigHost string
+				OrigPort uint32
+			}
+			if ssh.Unmarshal(nc.ExtraData(), &p) != nil {
+				nc.Reject(ssh.ConnectionFailed, "bad request")
+				continue
+			}
+			// Only the health probe of a container on the kamal network
+			// is modelled; anything else finds no listener.
+			ip, err := netip.ParseAddr(p.Host)
+			if err != nil || !h.serving(ip.String()) {
+				nc.Reject(ssh.ConnectionFailed, "connect failed: Connection refused")
+				continue
+			}
+			addr := netip.AddrPortFrom(ip, uint16(p.Port))
+			h.stream(&wg, nc, func(rw io.ReadWriter) { h.probeTarget(rw, addr) })
 		default:
 			st.unknownCmd(h.addr + ": channel " + nc.ChannelType())
 			nc.Reject(ssh.UnknownChannelType, "unsupported channel type")
 		}
 	}
+}
+
+// stream serves a forwarded channel (not a session) with serve.
+func (h *Host) stream(wg *sync.WaitGroup, nc ssh.NewChannel, serve func(io.ReadWriter)) {
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		h.channel(nc, func(ch ssh.Channel, reqs <-chan *ssh.Request) {
+			go ssh.DiscardRequests(reqs)
+			serve(ch)
+		}, false)
+	}()
 }
 
 // channel accepts nc after a round trip and runs serve on it, keeping the

@@ -56,6 +56,7 @@ type hostState struct {
 	files      map[string]string // absolute path -> content
 	dirs       map[string]bool
 	nextIP     int
+	haproxy    *haproxyState // nil until the haproxy driver's boot script ran
 }
 
 func (s *hostState) init() {
