@@ -122,19 +122,27 @@ var errQuote = errors.New("simfleet: unterminated quote")
 // splitLine splits a command line into words as a POSIX shell does for
 // what capstan sends: plain words, '…' quoting, "…" quoting with
 // backslash escapes, and backslash escapes outside quotes. Leading
-// NAME=value assignments (the run ID hostexec sets) are dropped.
+// unquoted NAME=value assignments (the run ID hostexec sets) are dropped.
 func splitLine(line string) ([]string, error) {
 	var words []string
 	var cur strings.Builder
-	inWord := false
+	inWord, quoted, leading := false, false, true
+	end := func() {
+		if leading && !quoted && isAssignment(cur.String()) {
+			cur.Reset()
+		} else {
+			leading = false
+			words = append(words, cur.String())
+			cur.Reset()
+		}
+		inWord, quoted = false, false
+	}
 	for i := 0; i < len(line); i++ {
 		c := line[i]
 		switch {
 		case c == ' ' || c == '\t' || c == '\n':
 			if inWord {
-				words = append(words, cur.String())
-				cur.Reset()
-				inWord = false
+				end()
 			}
 		case c == '\'':
 			j := strings.IndexByte(line[i+1:], '\'')
@@ -143,7 +151,7 @@ func splitLine(line string) ([]string, error) {
 			}
 			cur.WriteString(line[i+1 : i+1+j])
 			i += j + 1
-			inWord = true
+			inWord, quoted = true, true
 		case c == '"':
 			i++
 			for ; i < len(line) && line[i] != '"'; i++ {
@@ -155,21 +163,18 @@ func splitLine(line string) ([]string, error) {
 			if i >= len(line) {
 				return nil, errQuote
 			}
-			inWord = true
+			inWord, quoted = true, true
 		case c == '\\' && i+1 < len(line):
 			i++
 			cur.WriteByte(line[i])
-			inWord = true
+			inWord, quoted = true, true
 		default:
 			cur.WriteByte(c)
 			inWord = true
 		}
 	}
 	if inWord {
-		words = append(words, cur.String())
-	}
-	for len(words) > 0 && isAssignment(words[0]) {
-		words = words[1:]
+		end()
 	}
 	return words, nil
 }

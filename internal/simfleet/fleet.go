@@ -4,10 +4,19 @@
 // has its own ed25519 host key, accepts one user key the fleet generates,
 // and answers what capstan sends a real host: the docker CLI commands and
 // shell scripts it runs as exec sessions, the Docker Engine API over the
-// direct-streamlocal channel, kamal-proxy's CLI, the deploy lock and the
-// audit log. It keeps a small model of each host (containers, images,
-// networks, proxy routes, files) and sleeps the configured latency for
-// each operation.
+// direct-streamlocal channel, kamal-proxy's CLI, HAProxy (its boot
+// script, reloads, runtime API on the admin socket, and health probes of
+// new targets over direct-tcpip), the deploy lock, env files and the
+// audit log. A plain-HTTP registry on 127.0.0.1 (Registry) resolves tags
+// to the digests the hosts pull. It keeps a small model of each host
+// (containers, images, networks, proxy routes, files) and sleeps the
+// configured latency for each operation.
+//
+// Usage: Start(t, Options{Hosts: n}); deploy.yml lists Hosts() with
+// ssh.port Port() and the registry Registry(); capstan runs with
+// CAPSTAN_KNOWN_HOSTS=KnownHosts(), CAPSTAN_IDENTITY=UserKey() and
+// CAPSTAN_INSECURE_REGISTRIES=Registry(). Host(i) sets faults and shows
+// state; Stats() shows what the fleet saw.
 //
 // A command the sim does not recognise is answered with exit 127 and
 // recorded in Stats.Unknown, so tests can assert capstan sent nothing the
