@@ -19,7 +19,7 @@ var boolFlags = map[string]bool{
 type runFlags struct {
 	name, network, image string
 	labels               map[string]string
-	health               bool
+	health, detach, rm   bool
 	cmd                  []string
 }
 
@@ -56,6 +56,10 @@ func parseRunFlags(args []string) runFlags {
 			o.labels[k] = v
 		case "--health-cmd":
 			o.health = true
+		case "-d", "--detach":
+			o.detach = true
+		case "--rm":
+			o.rm = true
 		}
 	}
 	return o
@@ -127,15 +131,24 @@ func (x *cmdCtx) docker(args []string) int {
 		}
 		h.mu.Lock()
 		c, msg := f.create(&h.state, rest)
+		o := parseRunFlags(rest)
 		if c != nil && sub == "run" {
 			c.start()
 			h.state.containerChanged(c)
+			if !o.detach { // a one-off: it runs to completion (exit 0) in the foreground
+				c.stop()
+				if o.rm {
+					h.state.remove(c)
+				}
+			}
 		}
 		h.mu.Unlock()
 		if c == nil {
 			return x.fail(125, msg)
 		}
-		fmt.Fprintln(x.out, c.ID)
+		if sub == "create" || o.detach {
+			fmt.Fprintln(x.out, c.ID)
+		}
 		return 0
 	case "start":
 		return x.each(rest, h.latency().Start, func(c *Container) { c.start(); h.state.containerChanged(c) })

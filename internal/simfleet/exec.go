@@ -40,10 +40,16 @@ func (x *cmdCtx) run(argv []string) int {
 		return x.script(argv[2], argv[3:min(4, len(argv))], args)
 	case argv[0] == "docker":
 		return x.docker(argv[1:])
-	case argv[0] == "mkdir" && len(argv) == 3 && argv[1] == "-p":
+	case argv[0] == "mkdir" && len(argv) >= 3 && argv[1] == "-p":
 		x.count("mkdir")
+		dirs := argv[2:]
+		if dirs[0] == "--" {
+			dirs = dirs[1:]
+		}
 		x.h.mu.Lock()
-		x.h.state.mkdirAll(argv[2])
+		for _, d := range dirs {
+			x.h.state.mkdirAll(d)
+		}
 		x.h.mu.Unlock()
 		return 0
 	case argv[0] == "cat" && len(argv) == 2:

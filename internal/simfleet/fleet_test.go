@@ -283,3 +283,80 @@ func TestFleet_HAProxy(t *testing.T) {
 		t.Errorf("v2 did not switch through the runtime API after a health check: %v", st.Commands)
 	}
 }
+
+// TestFleet_RolesAccessoryJobs: a web role, a worker role, an accessory
+// with a secret and a pre-deploy job deploy on the sim, and a second
+// apply plans nothing, with no command the sim does not model.
+func TestFleet_RolesAccessoryJobs(t *testing.T) {
+	f := simfleet.Start(t, simfleet.Options{Hosts: 3})
+	a := newSimApp(t, f, "v1")
+	a.write("config/deploy.yml", fmt.Sprintf(`service: simapp
+image: simapp
+servers:
+  web:
+    hosts: [%[1]s, %[2]s]
+  worker:
+    hosts: [%[3]s]
+    cmd: bin/worker
+proxy:
+  app_port: 3000
+registry:
+  server: %[4]s
+  username: sim
+  password: [REGISTRY_PASSWORD]
+builder:
+  arch: amd64
+ssh:
+  port: %[5]d
+readiness_delay: 0
+env:
+  secret: [REGISTRY_PASSWORD]
+accessories:
+  cache:
+    image: %[4]s/cache:v1
+    host: %[3]s
+    directories: [data:/data]
+    env:
+      clear:
+        PORT: "6379"
+x-capstan:
+  version: v1
+  bake: 0
+  jobs:
+    - name: migrate
+      role: web
+      cmd: bin/migrate
+`, f.Hosts()[0], f.Hosts()[1], f.Hosts()[2], f.Registry(), f.Port()))
+	a.mustApply()
+	assertNoUnknown(t, f)
+	names := map[string]string{}
+	for _, c := range f.Host(2).Containers() {
+		names[c.Name] = c.State
+	}
+	if names["simapp-worker-v1"] != "running" || names["simapp-cache"] != "running" {
+		t.Errorf("worker host runs %v", names)
+	}
+	f.ResetStats()
+	out, err := a.capstan("plan")
+	if err != nil || strings.Count(out, "up to date") != 3 {
+		t.Errorf("plan after apply (%v):\n%s", err, out)
+	}
+	assertNoUnknown(t, f)
+
+	// v2: the worker is replaced (stopped with its drain timeout), the
+	// accessory left alone.
+	yml, _ := os.ReadFile(filepath.Join(a.dir, "config", "deploy.yml"))
+	a.write("config/deploy.yml", strings.Replace(string(yml), "version: v1", "version: v2", 1))
+	a.mustApply()
+	names = map[string]string{}
+	for _, c := range f.Host(2).Containers() {
+		names[c.Name] = c.State
+	}
+	if names["simapp-worker-v2"] != "running" || names["simapp-worker-v1"] == "running" || names["simapp-cache"] != "running" {
+		t.Errorf("worker host after v2: %v", names)
+	}
+	if st := f.Stats(); st.Commands["docker run"] != 1 { // the pre-deploy job; the accessory is not rebooted
+		t.Errorf("v2 ran %d containers with docker run: %v", st.Commands["docker run"], st.Commands)
+	}
+	assertNoUnknown(t, f)
+}
