@@ -202,11 +202,22 @@ func BenchmarkScaleServe(b *testing.B) {
 		if testing.Verbose() {
 			b.Logf("daemon log:\n%s", tail(r.out, 8000))
 		}
+		raced := 0 // log lines of a pass that lost the race to boot kamal-proxy
+		for _, l := range strings.Split(r.out, "\n") {
+			if strings.Contains(l, "kamal-proxy") && strings.Contains(l, "is already in use") {
+				raced++
+			}
+		}
+		routed := 0
+		for i := range f.Hosts() {
+			routed += len(f.Host(i).Routes())
+		}
 		rows := herdRows(starts, start, interval, true)
 		benchReport(b, fmt.Sprintf("Scale: %d apps × %d hosts in one `capstan serve`, %s (`BenchmarkScaleServe`)", apps, hosts, c.what),
 			fmt.Sprintf("Pass starts (each app's observation of its lock host, the startup pass excluded) in %v windows centred on multiples of %v since the daemon started, in tenths of the window (a herd fills one tenth). "+
-				"Daemon: %d threads at most, RSS peak %s, CPU %.1f s over %v. SSH: %d connections open at most, %d handshakes at once at most, %d sessions on one connection at most.",
-				interval, interval, r.threadsMax, mib(r.maxRSSKiB), r.cpu.Seconds(), r.wall.Round(time.Second), st.ConnsMax, st.HandshakesMax, st.SessionsPerConnMax),
+				"Daemon: %d threads at most, RSS peak %s, CPU %.1f s over %v. SSH: %d connections open at most, %d handshakes at once at most, %d sessions on one connection at most. "+
+				"Routes at the end: %d of %d (apps × hosts); daemon log lines of a pass that lost the race to boot kamal-proxy on a shared host: %d.",
+				interval, interval, r.threadsMax, mib(r.maxRSSKiB), r.cpu.Seconds(), r.wall.Round(time.Second), st.ConnsMax, st.HandshakesMax, st.SessionsPerConnMax, routed, apps*hosts, raced),
 			rows, head)
 	}
 }
