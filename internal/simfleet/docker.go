@@ -104,8 +104,8 @@ func dropFlags(args []string, names ...string) []string {
 	return out
 }
 
-// docker runs a docker CLI command (args after "docker"). kind names it
-// for the counters.
+// docker runs a docker CLI command (args after "docker"), counted as
+// "docker <subcommand>".
 func (x *cmdCtx) docker(args []string) int {
 	if len(args) == 0 {
 		return x.unknown()

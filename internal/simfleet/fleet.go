@@ -99,7 +99,6 @@ type Fleet struct {
 	userKey  string
 	userPub  ssh.PublicKey
 	hosts    []*Host
-	byAddr   map[string]*Host
 	stats    counters
 	closeOne sync.Once
 	wg       sync.WaitGroup
@@ -131,7 +130,7 @@ func New(o Options, dir string) (*Fleet, error) {
 	if o.ServiceOf == nil {
 		o.ServiceOf = repoBase
 	}
-	f := &Fleet{opts: o, lat: TestLatency, dir: dir, byAddr: map[string]*Host{}, done: make(chan struct{})}
+	f := &Fleet{opts: o, lat: TestLatency, dir: dir, done: make(chan struct{})}
 	if o.Latency != nil {
 		f.lat = *o.Latency
 	}
@@ -145,7 +144,6 @@ func New(o Options, dir string) (*Fleet, error) {
 			return nil, err
 		}
 		f.hosts = append(f.hosts, h)
-		f.byAddr[h.addr] = h
 	}
 	if err := f.listenAll(); err != nil {
 		f.Close()
