@@ -27,6 +27,9 @@
 //  13. internal/fence (the lease check every host action asks) imports
 //     nothing of capstan's: hostexec and reconcile ask it, the daemon
 //     sets it.
+//  14. internal/simfleet (simulated SSH hosts for scale tests) is for
+//     tests only, and imports nothing of capstan's outside its tests: it
+//     recognises what capstan sends as a real host would.
 package archtest
 
 import (
@@ -81,6 +84,8 @@ var rules = []rule{
 	{from: "internal/testport", to: "", tests: true, why: "the test port helper is a leaf"},
 	{from: "", to: "internal/pgtest", why: "the private PostgreSQL server is for tests only"},
 	{from: "internal/fence", to: "", tests: true, why: "the fence is a leaf: every host action asks it"},
+	{from: "", to: "internal/simfleet", why: "the simulated fleet is for tests only"},
+	{from: "internal/simfleet", to: "", why: "the simulated fleet models hosts on its own, not with capstan's code (its tests drive capstan)"},
 }
 
 func TestImportRules(t *testing.T) {
