@@ -91,6 +91,10 @@ type Config struct {
 	// MaxDials bounds concurrent dials across hosts; 0 means
 	// DefaultMaxDials.
 	MaxDials int
+	// Dials, when set, is a bound shared with other pools (MaxDials is
+	// then ignored): a process with a pool per app (capstan serve) bounds
+	// its connection setups as one, however many apps share a host.
+	Dials *DialLimit
 	// ConnectTimeout bounds each connection setup (TCP connect, SSH
 	// handshake and authentication, jump hosts included) when the ctx
 	// allows longer (capstan.yml ssh.connect_timeout); 0 means
@@ -247,4 +251,17 @@ func cmpOr[T comparable](vals ...T) T {
 		}
 	}
 	return zero
+}
+
+// DialLimit bounds concurrent connection setups across the pools that
+// share it (Config.Dials).
+type DialLimit struct{ sem chan struct{} }
+
+// NewDialLimit returns a bound of n concurrent dials (DefaultMaxDials when
+// n <= 0).
+func NewDialLimit(n int) *DialLimit {
+	if n <= 0 {
+		n = DefaultMaxDials
+	}
+	return &DialLimit{sem: make(chan struct{}, n)}
 }

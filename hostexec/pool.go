@@ -84,6 +84,9 @@ func New(cfg Config) (*Pool, error) {
 		p.cfg.ConnectTimeout = DefaultConnectTimeout
 	}
 	p.dialSem = make(chan struct{}, p.cfg.MaxDials)
+	if cfg.Dials != nil {
+		p.dialSem = cfg.Dials.sem
+	}
 	for _, f := range cfg.SSHConfig {
 		sc, err := parseSSHConfigFile(p.cfg.expand(f))
 		if err != nil {

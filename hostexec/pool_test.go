@@ -681,3 +681,37 @@ func TestExitError_MessageIsTrimmed(t *testing.T) {
 		t.Errorf("signal not named: %s", sig.Error())
 	}
 }
+
+// Pools sharing a DialLimit dial within it together: two pools, a host
+// each, one dial at a time in all.
+func TestPool_SharedDialLimit(t *testing.T) {
+	hosts := []*testSSHD{startSSHD(t), startSSHD(t)}
+	limit := NewDialLimit(1)
+	var inflight, peak int
+	var mu sync.Mutex
+	hook := func(delta int) {
+		mu.Lock()
+		inflight += delta
+		peak = max(peak, inflight)
+		mu.Unlock()
+	}
+	ctx := testCtx(t, 30*time.Second)
+	var wg sync.WaitGroup
+	errs := make([]error, len(hosts))
+	for i, s := range hosts {
+		cfg := s.Config()
+		cfg.Dials = limit
+		p := newPool(t, cfg)
+		p.testHookDial = hook
+		wg.Go(func() { _, errs[i] = p.Run(ctx, s.Host(), []string{"true"}, RunOptions{}) })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("host %d: %v", i, err)
+		}
+	}
+	if peak != 1 {
+		t.Errorf("peak concurrent dials over two pools = %d, want the shared bound 1", peak)
+	}
+}

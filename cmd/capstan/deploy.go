@@ -126,6 +126,8 @@ type poolOptions struct {
 	// which of its files to use as a key (another app's, say); it uses its
 	// own identity and the app's key_data secrets.
 	NoRepoKeyFiles bool
+	// Dials, when set, bounds the pool's dials together with other pools'.
+	Dials *hostexec.DialLimit
 }
 
 func newPool(e *env, cfg *kamal.Config, o poolOptions) (*hostexec.Pool, *redact.Redactor, error) {
@@ -136,7 +138,7 @@ func newPool(e *env, cfg *kamal.Config, o poolOptions) (*hostexec.Pool, *redact.
 		}
 		e.log.Warn(shortSecretWarning(name), "secret", name)
 	}
-	pc := hostexec.Config{Logger: e.log, Redactor: red, AcceptNew: o.AcceptNew, ConnectTimeout: o.ConnectTimeout, CommandTimeout: o.CommandTimeout}
+	pc := hostexec.Config{Logger: e.log, Redactor: red, AcceptNew: o.AcceptNew, ConnectTimeout: o.ConnectTimeout, CommandTimeout: o.CommandTimeout, Dials: o.Dials}
 	pc.FromEnv(e.getenv)
 	if e.knownHosts != "" {
 		pc.KnownHosts = []string{e.knownHosts}

@@ -7,39 +7,14 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/capstan-dev/capstan/internal/simfleet"
 )
-
-// scaleBinary builds the capstan binary once per test binary.
-// (capstanBinary does the same for *testing.T only.)
-var scaleBuild = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "capstan-scale-bin")
-	if err != nil {
-		return "", err
-	}
-	bin := filepath.Join(dir, "capstan")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build: %v\n%s", err, out)
-	}
-	return bin, nil
-})
-
-func scaleBinary(tb testing.TB) string {
-	tb.Helper()
-	bin, err := scaleBuild()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return bin
-}
 
 // scaleSecret is the registry password the scale apps' secrets resolve to.
 const scaleSecret = "scale-registry-password-1"
@@ -90,7 +65,7 @@ func runCapstan(tb testing.TB, dir string, env []string, args ...string) procRun
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, scaleBinary(tb), append([]string{"--log-level", "warn", "--log-format", "json"}, args...)...)
+	cmd := exec.CommandContext(ctx, capstanBinary(tb), append([]string{"--log-level", "warn", "--log-format", "json"}, args...)...)
 	cmd.Dir, cmd.Env = dir, append(os.Environ(), env...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out

@@ -78,7 +78,7 @@ func scaleServe(b *testing.B, f *simfleet.Fleet, repo string, apps int, poll, dr
 		b.Fatal(err)
 	}
 	f.ResetStats()
-	cmd := exec.Command(scaleBinary(b), "--log-format", "json", "--log-level", "warn", "serve", "--config", cfgPath)
+	cmd := exec.Command(capstanBinary(b), "--log-format", "json", "--log-level", "warn", "serve", "--config", cfgPath)
 	cmd.Env = append(os.Environ(), "HOME="+dir)
 	logs := &syncBuffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs

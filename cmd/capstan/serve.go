@@ -60,10 +60,13 @@ func daemonDeps(e *env, cfg *daemon.Config) (daemon.Deps, error) {
 	if cfg.SSH.Identity != "" {
 		ee.identity = cfg.SSH.Identity
 	}
+	// One bound on connection setups for every app's pool: many apps on
+	// the same hosts do not multiply the handshakes in flight.
+	dials := hostexec.NewDialLimit(0)
 	return daemon.Deps{
 		Log: e.log, Getenv: e.getenv, LookupEnv: e.lookup, Key: key, PoolKey: poolKey,
 		NewPool: func(c *kamal.Config) (*hostexec.Pool, *redact.Redactor, error) {
-			return newPool(&ee, c, poolOptions{AcceptNew: cfg.SSH.AcceptNew, NoRepoKeyFiles: true,
+			return newPool(&ee, c, poolOptions{AcceptNew: cfg.SSH.AcceptNew, NoRepoKeyFiles: true, Dials: dials,
 				ConnectTimeout: time.Duration(cfg.SSH.ConnectTimeout), CommandTimeout: time.Duration(cfg.SSH.CommandTimeout)})
 		},
 		NewApp: func(c *kamal.Config, pool *hostexec.Pool, red *redact.Redactor) (*reconcile.App, error) {

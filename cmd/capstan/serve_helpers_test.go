@@ -40,31 +40,27 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// buildCapstan builds the binary once per test binary.
-var (
-	buildOnce sync.Once
-	builtBin  string
-	buildErr  error
-)
-
-func capstanBinary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "capstan-bin")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		builtBin = filepath.Join(dir, "capstan")
-		out, err := exec.Command("go", "build", "-o", builtBin, ".").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
+// buildCapstan builds the capstan binary once per test binary.
+var buildCapstan = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "capstan-bin")
+	if err != nil {
+		return "", err
 	}
-	return builtBin
+	bin := filepath.Join(dir, "capstan")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	return bin, nil
+})
+
+// capstanBinary is the capstan binary of this checkout, built once.
+func capstanBinary(tb testing.TB) string {
+	tb.Helper()
+	bin, err := buildCapstan()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return bin
 }
 
 // gitWork is a working clone that pushes to a remote.

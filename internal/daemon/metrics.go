@@ -5,6 +5,7 @@ import (
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/capstan-dev/capstan/hostexec"
 )
@@ -23,7 +24,9 @@ func newMetrics(d *Daemon) *metrics {
 	m.passDur = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "capstan_pass_duration_seconds", Help: "Duration of reconcile passes.", Buckets: prometheus.ExponentialBuckets(0.05, 2, 12)}, []string{"app"})
 	m.deploys = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "capstan_deploys_total", Help: "Deploys by result."}, []string{"app", "result"})
 	m.gitErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "capstan_git_fetch_errors_total", Help: "Failed git syncs."}, []string{"app"})
-	m.reg.MustRegister(m.passDur, m.deploys, m.gitErrors, collector{d: d, m: m})
+	m.reg.MustRegister(m.passDur, m.deploys, m.gitErrors, collector{d: d, m: m},
+		// go_goroutines, go_memstats_*, process_resident_memory_bytes…
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 

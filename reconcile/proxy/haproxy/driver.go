@@ -301,14 +301,19 @@ func (d *Driver) Boot(ctx context.Context, host string, routes []proxy.Route) er
 		if err := d.writeConfig(ctx, host, cfg); err != nil {
 			return fmt.Errorf("boot haproxy on %s: %w", host, err)
 		}
-		if _, err := d.run(ctx, host, RunArgs(d.s), nil); err != nil {
+		_, err = d.run(ctx, host, RunArgs(d.s), nil)
+		if err == nil {
+			// Booted when its stats socket answers: a switch needs it.
+			if _, err := d.liveServers(ctx, hs); err != nil {
+				return fmt.Errorf("boot haproxy on %s: %w", host, err)
+			}
+			return nil
+		}
+		if !strings.Contains(err.Error(), "is already in use") {
 			return fmt.Errorf("boot haproxy on %s: %w", host, err)
 		}
-		// Booted when its stats socket answers: a switch needs it.
-		if _, err := d.liveServers(ctx, hs); err != nil {
-			return fmt.Errorf("boot haproxy on %s: %w", host, err)
-		}
-		return nil
+		// Another app deploying to this host ran it first: sync with it
+		// as with a running one.
 	case "true":
 	default:
 		if _, err := d.run(ctx, host, startArgs(d.s), nil); err != nil {

@@ -67,6 +67,13 @@ func (d *Driver) Boot(ctx context.Context, host string, routes []proxy.Route) er
 		return nil
 	}
 	if _, err := proxy.RunWithTimeout(ctx, d.runner, 0, host, RunArgs(d.settings), nil); err != nil {
+		// Another app deploying to this host (or Kamal) ran it first: the
+		// name is taken. Its proxy serves every app; check it runs.
+		if strings.Contains(err.Error(), "is already in use") {
+			if out, serr := proxy.RunWithTimeout(ctx, d.runner, 0, host, StateArgs(d.settings), nil); serr == nil && strings.HasPrefix(strings.TrimSpace(string(out)), "true ") {
+				return nil
+			}
+		}
 		return fmt.Errorf("boot kamal-proxy on %s: %w", host, errors.Join(startErr, err))
 	}
 	return nil

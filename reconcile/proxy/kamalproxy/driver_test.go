@@ -251,6 +251,25 @@ func TestDriver_BootStartsOrRuns(t *testing.T) {
 	r.done()
 }
 
+// Two apps booting the proxy of one fresh host at once: the one whose
+// docker run lost the name race finds the other's proxy running.
+func TestDriver_BootLosesTheNameRace(t *testing.T) {
+	s := transcriptSettings
+	r := &script{t: t, steps: []step{
+		{argv: StateArgs(s), err: &exitError{"Error: No such object: kamal-proxy"}},
+		{argv: NetworkArgs(s)},
+		{argv: MkdirArgs(s)},
+		{argv: StartArgs(s), err: &exitError{"Error response from daemon: No such container: kamal-proxy"}},
+		{argv: RunArgs(s), err: &exitError{`docker: Error response from daemon: Conflict. The container name "/kamal-proxy" is already in use by container "d0c0ffee".`}},
+		{argv: StateArgs(s), out: "true basecamp/kamal-proxy:v0.9.2\n"},
+	}}
+	d, _ := New(r, s)
+	if err := d.Boot(context.Background(), "10.0.0.1", []proxy.Route{transcriptRoute}); err != nil {
+		t.Fatal(err)
+	}
+	r.done()
+}
+
 func TestDriver_BootRefusesOldProxy(t *testing.T) {
 	r := &script{t: t, steps: []step{
 		{argv: StateArgs(Settings{}), out: "true basecamp/kamal-proxy:v0.8.4\n"},
