@@ -202,6 +202,19 @@ func staggered(app string, schedule cron.Schedule) func(time.Time) time.Time {
 	h := fnv.New64a()
 	h.Write([]byte(app))
 	offset := time.Duration(h.Sum64() % uint64(span))
+	if _, relative := schedule.(cron.ConstantDelaySchedule); relative {
+		// "@every D" counts from the last sweep: only the first one is
+		// moved, and the apps keep their phases from then on. The loop
+		// asks from one goroutine.
+		first := true
+		return func(now time.Time) time.Time {
+			if first {
+				first = false
+				return schedule.Next(now).Add(offset)
+			}
+			return schedule.Next(now)
+		}
+	}
 	return func(now time.Time) time.Time { return schedule.Next(now.Add(-offset)).Add(offset) }
 }
 

@@ -33,8 +33,22 @@ func TestStaggered(t *testing.T) {
 	if len(seen) < 4 {
 		t.Errorf("5 apps sweep at only %d distinct moments", len(seen))
 	}
+	// "@every 10s": the first sweeps spread over 5 s, then every 10 s.
 	every, _ := cron.ParseStandard("@every 10s")
-	if at := staggered("shop", every)(now); at.Sub(now) > 10*time.Second {
-		t.Errorf("@every 10s: first sweep %s after now, want within the period", at.Sub(now))
+	firsts := map[time.Duration]bool{}
+	for _, app := range []string{"shop", "blog", "api", "docs", "admin"} {
+		next := staggered(app, every)
+		at := next(now)
+		if d := at.Sub(now); d < 10*time.Second || d >= 15*time.Second {
+			t.Errorf("@every 10s: %s sweeps first %s after the start, want 10–15 s", app, d)
+		}
+		firsts[at.Sub(now)] = true
+		// (cron rounds an @every activation down to the second)
+		if d := next(at).Sub(at); d <= 9*time.Second || d > 10*time.Second {
+			t.Errorf("@every 10s: %s's second sweep %s after its first, want 10 s", app, d)
+		}
+	}
+	if len(firsts) < 4 {
+		t.Errorf("@every 10s: 5 apps sweep first at only %d distinct moments", len(firsts))
 	}
 }
