@@ -58,6 +58,9 @@ type procRun struct {
 	cpu        time.Duration // user + system
 	maxRSSKiB  int64         // peak resident set (VmHWM), from rusage
 	threadsMax int           // OS threads, sampled from /proc
+	// goroutinesMax is go_goroutines at most, sampled from /metrics
+	// (capstan serve only).
+	goroutinesMax int
 }
 
 // runCapstan runs the binary with args in dir and measures it.

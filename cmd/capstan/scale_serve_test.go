@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -87,8 +88,9 @@ func scaleServe(b *testing.B, f *simfleet.Fleet, repo string, apps int, poll, dr
 		b.Fatal(err)
 	}
 	stop := make(chan struct{})
-	threads := make(chan int)
+	threads, goroutines := make(chan int), make(chan int)
 	go func() { threads <- sampleThreads(cmd.Process.Pid, stop) }()
+	go func() { goroutines <- sampleGoroutines(addr, stop) }()
 	time.Sleep(d)
 	hwm := procStatus(cmd.Process.Pid)["VmHWM"]
 	// Still alive and serving?
@@ -100,9 +102,35 @@ func scaleServe(b *testing.B, f *simfleet.Fleet, repo string, apps int, poll, dr
 	_ = cmd.Process.Signal(syscall.SIGTERM)
 	err := cmd.Wait()
 	close(stop)
-	r := procRun{out: logs.String(), err: err, wall: time.Since(start), threadsMax: <-threads, maxRSSKiB: hwm,
+	r := procRun{out: logs.String(), err: err, wall: time.Since(start), threadsMax: <-threads, goroutinesMax: <-goroutines, maxRSSKiB: hwm,
 		cpu: cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()}
 	return f.Stats(), start, r
+}
+
+// sampleGoroutines reads go_goroutines from the daemon's /metrics every
+// 200 ms until stop, and returns the most it saw.
+func sampleGoroutines(addr string, stop <-chan struct{}) int {
+	most := 0
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if resp, err := http.Get("http://" + addr + "/metrics"); err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			for _, line := range strings.Split(string(b), "\n") {
+				if v, ok := strings.CutPrefix(line, "go_goroutines "); ok {
+					if n, err := strconv.ParseFloat(v, 64); err == nil {
+						most = max(most, int(n))
+					}
+				}
+			}
+		}
+		select {
+		case <-stop:
+			return most
+		case <-t.C:
+		}
+	}
 }
 
 // passStarts returns, per app lock directory, the times its passes
@@ -215,9 +243,9 @@ func BenchmarkScaleServe(b *testing.B) {
 		rows := herdRows(starts, start, interval, true)
 		benchReport(b, fmt.Sprintf("Scale: %d apps × %d hosts in one `capstan serve`, %s (`BenchmarkScaleServe`)", apps, hosts, c.what),
 			fmt.Sprintf("Pass starts (each app's observation of its lock host, the startup pass excluded) in %v windows centred on multiples of %v since the daemon started, in tenths of the window (a herd fills one tenth). "+
-				"Daemon: %d threads at most, RSS peak %s, CPU %.1f s over %v. SSH: %d connections open at most, %d handshakes at once at most, %d sessions on one connection at most. "+
+				"Daemon: %d goroutines and %d threads at most, RSS peak %s, CPU %.1f s over %v. SSH: %d connections open at most, %d handshakes at once at most, %d sessions on one connection at most. "+
 				"Routes at the end: %d of %d (apps × hosts); daemon log lines of a pass that lost the race to boot kamal-proxy on a shared host: %d.",
-				interval, interval, r.threadsMax, mib(r.maxRSSKiB), r.cpu.Seconds(), r.wall.Round(time.Second), st.ConnsMax, st.HandshakesMax, st.SessionsPerConnMax, routed, apps*hosts, raced),
+				interval, interval, r.goroutinesMax, r.threadsMax, mib(r.maxRSSKiB), r.cpu.Seconds(), r.wall.Round(time.Second), st.ConnsMax, st.HandshakesMax, st.SessionsPerConnMax, routed, apps*hosts, raced),
 			rows, head)
 	}
 }
