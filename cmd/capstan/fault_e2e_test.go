@@ -188,7 +188,7 @@ func TestE2EFault_HostRebooted(t *testing.T) {
 		return strings.HasPrefix(getQuiet(webAddrs[0]), "v1 ")
 	})
 	waitFor(t, 30*time.Second, "the wrong-route episode closed", func() bool {
-		return alerts.count("event", "drift_resolved", "host", "10.231.0.11", "kind", "route-wrong") == moved+1
+		return alerts.count("event", "drift_resolved", "host", "10.231.0.11", "kind", "route-wrong") >= moved+1
 	})
 	a.sh(0, "docker rm -f squatter >/dev/null")
 	for i := range l.Hosts {
@@ -199,14 +199,26 @@ func TestE2EFault_HostRebooted(t *testing.T) {
 	ld.finish(t, "the other web host rebooted")
 }
 
-// moveAppAddressScript gives the web container a new address on the kamal
-// network and its old one to a container named squatter.
+// moveAppAddressScript moves the web app to another address on the kamal
+// network: it leaves, a squatter takes the freed address, the app comes
+// back. The daemon's drift sweep may reconnect the app first (it heals a
+// detached container): then the app kept its address, and the move is
+// tried again.
 const moveAppAddressScript = `set -e
 app=$(docker ps --filter label=role=web --format '{{.Names}}')
 img=$(docker inspect --format '{{.Config.Image}}' "$app")
-docker network disconnect kamal "$app"
-docker run -d --name squatter --network kamal -e APP_VERSION=squatter "$img" >/dev/null
-docker network connect kamal "$app"`
+addr() { docker inspect --format '{{with index .NetworkSettings.Networks "kamal"}}{{.IPAddress}}{{end}}' "$app"; }
+old=$(addr)
+for try in 1 2 3 4 5; do
+  docker network disconnect kamal "$app" 2>/dev/null || true
+  docker rm -f squatter >/dev/null 2>&1 || true
+  docker run -d --name squatter --network kamal -e APP_VERSION=squatter "$img" >/dev/null
+  docker network connect kamal "$app" 2>/dev/null || true
+  new=$(addr)
+  if [ -n "$new" ] && [ "$new" != "$old" ]; then exit 0; fi
+done
+echo "the app kept its address $old" >&2
+exit 1`
 
 // appAddressScript prints the web container's address on the kamal network.
 const appAddressScript = `docker ps --filter label=role=web --format '{{.Names}}' | xargs -r docker inspect --format '{{.Name}} {{with index .NetworkSettings.Networks "kamal"}}{{.IPAddress}}{{end}}'`
