@@ -53,6 +53,9 @@ type cluster struct {
 
 	mu   sync.Mutex
 	held map[string]*tenure
+	// last is each app's latest tenure here, held or ended: a new one
+	// runs the app's loop only once the last one's loop returned.
+	last map[string]*tenure
 }
 
 func newCluster(d *Daemon) (*cluster, error) {
@@ -63,7 +66,7 @@ func newCluster(d *Daemon) (*cluster, error) {
 	}
 	ttl := time.Duration(d.cfg.State.LeaseTTL)
 	return &cluster{d: d, id: strings.Trim(host+"-"+hex.EncodeToString(b), "-"), ttl: ttl, margin: ttl / 5,
-		base: time.Now(), held: map[string]*tenure{}}, nil
+		base: time.Now(), held: map[string]*tenure{}, last: map[string]*tenure{}}, nil
 }
 
 // tick is how often leases are renewed and free apps sought.
@@ -226,6 +229,8 @@ func (c *cluster) start(parent context.Context, app string, l state.Lease, sent 
 	t.ctx, t.cancel = context.WithCancel(fence.With(context.WithoutCancel(parent), c.check(app, t)))
 	c.mu.Lock()
 	c.held[app] = t
+	prev := c.last[app]
+	c.last[app] = t
 	c.mu.Unlock()
 	r.ten.Store(t)
 	if abandoned, err := t.store.AbandonRunningApp(t.ctx, app); err == nil && len(abandoned) > 0 {
@@ -234,6 +239,9 @@ func (c *cluster) start(parent context.Context, app string, l state.Lease, sent 
 	c.d.log.Info("app taken", "replica", c.id, "app", app, "token", l.Token)
 	go func() {
 		defer close(t.done)
+		if prev != nil {
+			<-prev.done // one Run of the loop at a time
+		}
 		select {
 		case <-t.ctx.Done():
 			return
@@ -273,10 +281,14 @@ func (c *cluster) giveBackIdle(ctx context.Context, held []string) {
 			continue
 		}
 		c.stop(app, t, "rebalancing to a replica with fewer apps")
-		<-t.done
-		if err := c.d.store.ReleaseLease(ctx, *t.lease.Load()); err != nil {
-			c.d.log.Warn("release lease", "app", app, "err", err)
-		}
+		// Released once its loop returned (not renewed meanwhile: a slow
+		// stop lets the lease expire instead, and its actions are fenced).
+		go func() {
+			<-t.done
+			if err := c.d.store.ReleaseLease(context.WithoutCancel(ctx), *t.lease.Load()); err != nil {
+				c.d.log.Warn("release lease", "app", app, "err", err)
+			}
+		}()
 		return
 	}
 }
