@@ -21,9 +21,16 @@ func (h *Host) serveAPI(ch io.ReadWriter) {
 		if err != nil {
 			return
 		}
-		io.Copy(io.Discard, req.Body)
+		in, _ := io.ReadAll(io.LimitReader(req.Body, 1<<20))
 		req.Body.Close()
+		req.Body = io.NopCloser(bytes.NewReader(in))
 		h.wait(h.latency().RTT)
+		if id, ok := execStart(req); ok {
+			// dockerd takes the connection over, writes the command's
+			// multiplexed output raw and closes it.
+			h.apiExecStart(ch, id)
+			return
+		}
 		status, body := h.api(req)
 		resp := &http.Response{StatusCode: status, ProtoMajor: 1, ProtoMinor: 1, Request: req,
 			Header: http.Header{"Content-Type": {"application/json"}, "Api-Version": {"1.47"}},
@@ -56,6 +63,10 @@ func (h *Host) api(req *http.Request) (int, []byte) {
 		return h.apiPull(q.Get("fromImage"), q.Get("tag"))
 	case strings.HasPrefix(p, "/images/"):
 		return h.apiImage(m, strings.TrimPrefix(p, "/images/"), q.Get("repo"), q.Get("tag"))
+	case m == http.MethodPost && strings.HasPrefix(p, "/containers/") && strings.HasSuffix(p, "/exec"):
+		return h.apiExecCreate(strings.TrimSuffix(strings.TrimPrefix(p, "/containers/"), "/exec"), req.Body)
+	case m == http.MethodGet && strings.HasPrefix(p, "/exec/") && strings.HasSuffix(p, "/json"):
+		return h.apiExecInspect(strings.TrimSuffix(strings.TrimPrefix(p, "/exec/"), "/json"))
 	case strings.HasPrefix(p, "/containers/"):
 		return h.apiContainer(m, strings.TrimPrefix(p, "/containers/"), q)
 	}

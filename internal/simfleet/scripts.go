@@ -52,13 +52,13 @@ func init() {
 			}
 			return x.inspect([]string{"--type", "container", "--format", args[0], args[1]}, false)
 		}},
-		{"network", []string{`docker network create "$1" 2>&1 || docker network inspect "$1" >/dev/null`}, func(x *cmdCtx, args []string) int {
+		// capstan's check-then-create under a lock directory (one host's
+		// commands run one at a time here, so the lock is not modelled).
+		{"network", []string{`lock=".kamal/network-$1.lock"`, `docker network inspect "$1" >/dev/null 2>&1 || docker network create "$1" 2>&1`}, func(x *cmdCtx, args []string) int {
 			if len(args) != 1 {
 				return x.unknown()
 			}
-			if x.networkCreate(args) != 0 {
-				fmt.Fprintf(x.out, "Error response from daemon: network with name %s already exists\n", args[0])
-			}
+			_ = x.networkCreate(args) // exists already: nothing to do
 			return 0
 		}},
 		{"login", []string{`docker login "$1" -u "$2" --password-stdin`}, func(x *cmdCtx, args []string) int {

@@ -49,7 +49,8 @@ type image struct {
 }
 
 type hostState struct {
-	containers []*Container // in creation order
+	execs      map[string]*apiExec // created through the API, not yet inspected
+	containers []*Container        // in creation order
 	images     map[string]*image
 	networks   map[string]string // name -> ID
 	routes     map[string]*Route
