@@ -164,12 +164,7 @@ func TestE2EPrepull_BigImage(t *testing.T) {
 // timed on the host itself; the median of three.
 func floorRun(t testing.TB, l *lab.Lab, i int, image string) time.Duration {
 	t.Helper()
-	var runs []time.Duration
-	for range 3 {
-		runs = append(runs, floorOnce(t, l, i, image))
-	}
-	slices.Sort(runs)
-	return runs[1]
+	return floorFleet(t, l, []int{i}, image)
 }
 
 // floorFleet is the floor of a deploy that boots a container on each of
@@ -189,8 +184,7 @@ func floorFleet(t testing.TB, l *lab.Lab, hosts []int, image string) time.Durati
 		wg.Wait()
 		runs = append(runs, slices.Max(took))
 	}
-	slices.Sort(runs)
-	return runs[1]
+	return median(runs)
 }
 
 func floorOnce(t testing.TB, l *lab.Lab, i int, image string) time.Duration {

@@ -62,9 +62,10 @@ type appView struct {
 	Owner string `json:"owner,omitempty"`
 }
 
-// view is a's status with its open drift and its last passes passes.
-func (d *Daemon) view(ctx context.Context, a *appRunner, passes int) appView {
-	v := appView{LoopStatus: a.loop.Status(), Repo: a.cfg.Repo, Branch: a.cfg.Branch, Owner: d.owner(ctx, a.cfg.Name)}
+// view is a's status with its open drift and its last passes passes;
+// owners is d.owners.
+func (d *Daemon) view(ctx context.Context, a *appRunner, passes int, owners map[string]string) appView {
+	v := appView{LoopStatus: a.loop.Status(), Repo: a.cfg.Repo, Branch: a.cfg.Branch, Owner: owners[a.cfg.Name]}
 	if d.cluster != nil && a.ten.Load() == nil {
 		v.LoopStatus = d.storedStatus(ctx, a.cfg.Name)
 	}
@@ -84,15 +85,16 @@ func (d *Daemon) view(ctx context.Context, a *appRunner, passes int) appView {
 
 func (d *Daemon) apiApps(w http.ResponseWriter, r *http.Request) {
 	var out []appView
+	owners := d.owners(r.Context())
 	for _, n := range d.order {
-		out = append(out, d.view(r.Context(), d.apps[n], 0))
+		out = append(out, d.view(r.Context(), d.apps[n], 0, owners))
 	}
 	writeJSON(w, out)
 }
 
 func (d *Daemon) apiApp(w http.ResponseWriter, r *http.Request) {
 	if a := d.app(w, r); a != nil {
-		writeJSON(w, d.view(r.Context(), a, 10))
+		writeJSON(w, d.view(r.Context(), a, 10, d.owners(r.Context())))
 	}
 }
 

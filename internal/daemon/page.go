@@ -64,8 +64,9 @@ last pass <span class="{{if eq .LastOutcome "failed" "invalid" "untrusted"}}bad{
 // the page refreshes itself every 5 s.
 func (d *Daemon) statusPage(w http.ResponseWriter, r *http.Request) {
 	var views []appView
+	owners := d.owners(r.Context())
 	for _, n := range d.order {
-		views = append(views, d.view(r.Context(), d.apps[n], 10))
+		views = append(views, d.view(r.Context(), d.apps[n], 10, owners))
 	}
 	sort.SliceStable(views, func(i, j int) bool { return views[i].App < views[j].App })
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")

@@ -337,25 +337,18 @@ func (c *cluster) claimHandoffs(ctx context.Context) {
 	}
 }
 
-// owner is the replica holding app's lease ("" when none, or without
-// replicas).
-func (d *Daemon) owner(ctx context.Context, app string) string {
+// owners maps each app to the replica holding its lease, in one read of
+// the store (nil without replicas; an app held by none is absent).
+func (d *Daemon) owners(ctx context.Context) map[string]string {
 	if d.cluster == nil {
-		return ""
+		return nil
 	}
-	if d.apps[app].ten.Load() != nil {
-		return d.cluster.id
-	}
-	leases, err := d.store.Leases(ctx)
-	if err != nil {
-		return ""
-	}
+	out := map[string]string{}
+	leases, _ := d.store.Leases(ctx)
 	for _, l := range leases {
-		if l.App == app {
-			return l.Owner
-		}
+		out[l.App] = l.Owner
 	}
-	return ""
+	return out
 }
 
 // handoffPrepull is the Kind of a handed-over pre-pull; the version
