@@ -47,12 +47,11 @@ func (d *Driver) Boot(ctx context.Context, host string, routes []proxy.Route) er
 			return fmt.Errorf("boot kamal-proxy on %s: route %s: %w", host, r.Name(), err)
 		}
 	}
-	if out, err := proxy.RunWithTimeout(ctx, d.runner, 0, host, StateArgs(d.settings), nil); err == nil {
-		running, image, _ := strings.Cut(strings.TrimSpace(string(out)), " ")
+	if running, image, ok := d.state(ctx, host); ok {
 		if err := checkVersion(image); err != nil {
 			return fmt.Errorf("boot kamal-proxy on %s: %w", host, err)
 		}
-		if running == "true" {
+		if running {
 			return nil
 		}
 	}
@@ -70,13 +69,24 @@ func (d *Driver) Boot(ctx context.Context, host string, routes []proxy.Route) er
 		// Another app deploying to this host (or Kamal) ran it first: the
 		// name is taken. Its proxy serves every app; check it runs.
 		if strings.Contains(err.Error(), "is already in use") {
-			if out, serr := proxy.RunWithTimeout(ctx, d.runner, 0, host, StateArgs(d.settings), nil); serr == nil && strings.HasPrefix(strings.TrimSpace(string(out)), "true ") {
+			if running, _, _ := d.state(ctx, host); running {
 				return nil
 			}
 		}
 		return fmt.Errorf("boot kamal-proxy on %s: %w", host, errors.Join(startErr, err))
 	}
 	return nil
+}
+
+// state reports whether the proxy container on host runs, and its image;
+// ok is false when there is none (or it cannot be inspected).
+func (d *Driver) state(ctx context.Context, host string) (running bool, image string, ok bool) {
+	out, err := proxy.RunWithTimeout(ctx, d.runner, 0, host, StateArgs(d.settings), nil)
+	if err != nil {
+		return false, "", false
+	}
+	r, image, _ := strings.Cut(strings.TrimSpace(string(out)), " ")
+	return r == "true", image, true
 }
 
 // deployTimeout bounds a `kamal-proxy deploy`: the RPC has no client-side
