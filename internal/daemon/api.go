@@ -66,7 +66,7 @@ type appView struct {
 // owners is d.owners.
 func (d *Daemon) view(ctx context.Context, a *appRunner, passes int, owners map[string]string) appView {
 	v := appView{LoopStatus: a.loop.Status(), Repo: a.cfg.Repo, Branch: a.cfg.Branch, Owner: owners[a.cfg.Name]}
-	if d.cluster != nil && a.ten.Load() == nil {
+	if !d.here(a) {
 		v.LoopStatus = d.storedStatus(ctx, a.cfg.Name)
 	}
 	v.Open, _ = d.store.OpenDrift(ctx, a.cfg.Name)

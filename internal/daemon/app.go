@@ -218,6 +218,17 @@ func staggered(app string, schedule cron.Schedule) func(time.Time) time.Time {
 	return func(now time.Time) time.Time { return schedule.Next(now.Add(-offset)).Add(offset) }
 }
 
+// runAfter runs r's loop until ctx ends, after waiting delay (no run if
+// ctx ends first).
+func (r *appRunner) runAfter(ctx context.Context, delay time.Duration) {
+	select {
+	case <-ctx.Done():
+		return
+	case <-time.After(delay):
+	}
+	r.loop.Run(ctx)
+}
+
 // startGap spaces the first passes of a daemon's apps: the i-th starts
 // i×startGap after the first, so many apps do not fetch and observe at
 // once.

@@ -187,14 +187,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	} else {
 		for i, name := range d.order {
 			r := d.apps[name]
-			wg.Go(func() {
-				select {
-				case <-ctx.Done():
-					return
-				case <-time.After(time.Duration(i) * startGap):
-				}
-				r.loop.Run(ctx)
-			})
+			wg.Go(func() { r.runAfter(ctx, time.Duration(i)*startGap) })
 		}
 	}
 	d.mu.Lock()

@@ -242,12 +242,7 @@ func (c *cluster) start(parent context.Context, app string, l state.Lease, sent 
 		if prev != nil {
 			<-prev.done // one Run of the loop at a time
 		}
-		select {
-		case <-t.ctx.Done():
-			return
-		case <-time.After(after):
-		}
-		r.loop.Run(t.ctx)
+		r.runAfter(t.ctx, after)
 	}()
 }
 
@@ -355,10 +350,14 @@ func (d *Daemon) owners(ctx context.Context) map[string]string {
 // follows it.
 const handoffPrepull = "prepull:"
 
+// here reports whether this process reconciles r: always without
+// replicas, while it holds r's lease with them.
+func (d *Daemon) here(r *appRunner) bool { return d.cluster == nil || r.ten.Load() != nil }
+
 // request asks r's loop for a pass, here or, when another replica holds
 // the app, through the store.
 func (d *Daemon) request(r *appRunner, req reconcile.Request) {
-	if d.cluster == nil || r.ten.Load() != nil {
+	if d.here(r) {
 		r.loop.Request(req)
 		return
 	}
@@ -370,7 +369,7 @@ func (d *Daemon) request(r *appRunner, req reconcile.Request) {
 
 // prepull queues a pre-pull of version for r, here or on the holder.
 func (d *Daemon) prepull(r *appRunner, version, why string) bool {
-	if d.cluster == nil || r.ten.Load() != nil {
+	if d.here(r) {
 		return r.pre.queue(version, why)
 	}
 	h := state.Handoff{App: r.cfg.Name, Kind: handoffPrepull + version, By: why}
