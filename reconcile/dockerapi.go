@@ -148,7 +148,12 @@ func errNotFound(err error) bool {
 // call makes one API request and decodes a JSON answer into out (when not
 // nil). timeout bounds the request; 304 Not Modified counts as success.
 func (d *dockerAPI) call(ctx context.Context, host, method, path string, q url.Values, timeout time.Duration, out any) error {
-	return d.do(ctx, host, method, path, q, "", nil, timeout, func(body io.Reader) error {
+	return d.callWith(ctx, host, method, path, q, nil, timeout, out)
+}
+
+// callWith is call with in as the request's JSON body (when not nil).
+func (d *dockerAPI) callWith(ctx context.Context, host, method, path string, q url.Values, in any, timeout time.Duration, out any) error {
+	return d.do(ctx, host, method, path, q, "", in, timeout, func(body io.Reader) error {
 		b, err := io.ReadAll(io.LimitReader(body, maxAnswer+1))
 		if err != nil || out == nil {
 			return err

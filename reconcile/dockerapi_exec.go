@@ -61,13 +61,7 @@ func (d *dockerAPI) exec(ctx context.Context, host, container string, argv []str
 		ID string `json:"Id"`
 	}
 	in := map[string]any{"AttachStdout": true, "AttachStderr": true, "Cmd": argv}
-	err := d.do(ctx, host, http.MethodPost, "/containers/"+container+"/exec", nil, "", in, apiTimeout, func(body io.Reader) error {
-		b, err := io.ReadAll(io.LimitReader(body, 1<<20))
-		if err != nil {
-			return err
-		}
-		return decodeAnswer("exec", b, &created)
-	})
+	err := d.callWith(ctx, host, http.MethodPost, "/containers/"+container+"/exec", nil, in, apiTimeout, &created)
 	if err != nil || created.ID == "" {
 		if !errNotFound(err) && ctx.Err() == nil {
 			d.markBroken(host)
