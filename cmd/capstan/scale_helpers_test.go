@@ -27,27 +27,7 @@ func scaleDeployYML(service string, f *simfleet.Fleet, hosts []string, version, 
 	if limit != "" {
 		boot = "boot:\n  limit: " + limit + "\n"
 	}
-	return fmt.Sprintf(`service: %s
-image: %s
-servers:
-  web:
-    hosts: [%s]
-proxy:
-  app_port: 3000
-  healthcheck:
-    path: /up
-registry:
-  server: %s
-  username: sim
-  password: [REGISTRY_PASSWORD]
-builder:
-  arch: amd64
-ssh:
-  port: %d
-%sx-capstan:
-  version: %s
-  bake: 0
-`, service, service, strings.Join(hosts, ", "), f.Registry(), f.Port(), boot, version)
+	return f.DeployYML(service, hosts, version, boot, "  bake: 0\n")
 }
 
 // procRun is what one capstan process cost.

@@ -231,6 +231,33 @@ func (f *Fleet) Hosts() []string {
 // Port is the SSH port every host listens on (deploy.yml's ssh.port).
 func (f *Fleet) Port() int { return f.port }
 
+// DeployYML is a stock deploy.yml for service (its image of the same name,
+// from the fleet's registry) with one web role on hosts, routed by
+// kamal-proxy, at version: root holds more top-level keys, capstan more
+// x-capstan keys (each line indented).
+func (f *Fleet) DeployYML(service string, hosts []string, version, root, capstan string) string {
+	return fmt.Sprintf(`service: %s
+image: %s
+servers:
+  web:
+    hosts: [%s]
+proxy:
+  app_port: 3000
+  healthcheck:
+    path: /up
+registry:
+  server: %s
+  username: sim
+  password: [REGISTRY_PASSWORD]
+builder:
+  arch: amd64
+ssh:
+  port: %d
+%sx-capstan:
+  version: %s
+%s`, service, service, strings.Join(hosts, ", "), f.Registry(), f.Port(), root, version, capstan)
+}
+
 // KnownHosts is the path of a known_hosts file (OpenSSH format, with
 // [ip]:port entries) holding every host's key.
 func (f *Fleet) KnownHosts() string { return f.known }

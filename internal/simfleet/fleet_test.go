@@ -71,30 +71,8 @@ func (a *simApp) write(name, content string) {
 }
 
 func (a *simApp) configure(version string) {
-	a.write("config/deploy.yml", fmt.Sprintf(`service: simapp
-image: simapp
-servers:
-  web:
-    hosts: [%s]
-proxy:
-  app_port: 3000
-  healthcheck:
-    path: /up
-registry:
-  server: %s
-  username: sim
-  password: [REGISTRY_PASSWORD]
-builder:
-  arch: amd64
-ssh:
-  port: %d
-env:
-  clear:
-    GREETING: hello
-  secret: [REGISTRY_PASSWORD]
-x-capstan:
-  version: %s
-%s`, strings.Join(a.fleet.Hosts(), ", "), a.fleet.Registry(), a.fleet.Port(), version, a.extra))
+	a.write("config/deploy.yml", a.fleet.DeployYML("simapp", a.fleet.Hosts(), version,
+		"env:\n  clear:\n    GREETING: hello\n  secret: [REGISTRY_PASSWORD]\n", a.extra))
 }
 
 // capstan runs the binary in the app directory.
